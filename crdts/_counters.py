@@ -1,0 +1,220 @@
+"""Grow-only and positive-negative counters.
+
+A counter keeps one tally per replica; a replica only ever raises its own tally, so the
+join is the pointwise maximum and the value is the sum of the tallies. A delta carries
+the acting replica's new tally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+from crdts._base import Crdt, Stats
+from crdts._codec import FORMAT_VERSION, check_header
+from crdts._dots import check_counter, check_replica, decode_replica
+from crdts.errors import DecodeError
+
+__all__ = ["GCounter", "PNCounter"]
+
+
+def _join_tallies(mine: dict[str, int], other: Mapping[str, int]) -> None:
+    for r, n in other.items():
+        if n > mine.get(r, 0):
+            mine[r] = n
+
+
+def _tallies_le(mine: Mapping[str, int], other: Mapping[str, int]) -> bool:
+    return all(n <= other.get(r, 0) for r, n in mine.items())
+
+
+def _decode_tallies(data: object, path: str) -> dict[str, int]:
+    if not isinstance(data, Mapping):
+        raise DecodeError(f"{path}: expected an object, got {type(data).__name__}")
+    out: dict[str, int] = {}
+    for r, n in data.items():
+        decode_replica(r, path)
+        if type(n) is not int or n < 0:
+            raise DecodeError(f"{path}[{r!r}]: tally must be an int >= 0, got {n!r}")
+        if n:
+            out[r] = n
+    return out
+
+
+class GCounter(Crdt):
+    """A grow-only counter.
+
+    >>> c = GCounter()
+    >>> d = c.increment("a", 2)
+    >>> c.value, d.value
+    (2, 2)
+    """
+
+    __slots__ = ("_counts",)
+    type_name = "GCounter"
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    @classmethod
+    def _of(cls, counts: dict[str, int]) -> Self:
+        c = cls.__new__(cls)
+        c._counts = counts
+        return c
+
+    def increment(self, replica: str, amount: int = 1) -> Self:
+        """Add ``amount`` (an int >= 1) on behalf of ``replica``; return the delta.
+
+        Raises:
+            InvalidArgument: bad replica id or amount; nothing changed.
+        """
+        check_replica(replica)
+        check_counter(amount, "increment")
+        total = self._counts.get(replica, 0) + amount
+        self._counts[replica] = total
+        return self._of({replica: total})
+
+    @property
+    def value(self) -> int:
+        """The sum of every replica's tally."""
+        return sum(self._counts.values())
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """A fresh dict of the per-replica tallies."""
+        return dict(self._counts)
+
+    def join(self, other: Self) -> None:
+        self._check_same_type(other)
+        _join_tallies(self._counts, other._counts)
+
+    def __le__(self, other: Self) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _tallies_le(self._counts, other._counts)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, GCounter)
+        return self._counts == other._counts
+
+    def copy(self) -> Self:
+        return self._of(dict(self._counts))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, "v": FORMAT_VERSION, "counts": dict(self._counts)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        d = check_header(data, cls.type_name, frozenset({"counts"}))
+        return cls._of(_decode_tallies(d["counts"], f"{cls.type_name}.counts"))
+
+    def stats(self) -> Stats:
+        n = len(self._counts)
+        return Stats(replicas=n, entries=n, cloud=0, encoded_bytes=len(self.to_json()))
+
+    def __repr__(self) -> str:
+        return f"GCounter(value={self.value}, counts={dict(sorted(self._counts.items()))!r})"
+
+
+class PNCounter(Crdt):
+    """A counter that can go up and down: two grow-only tallies per replica.
+
+    >>> c = PNCounter()
+    >>> _ = c.increment("a", 5); _ = c.decrement("b", 2)
+    >>> c.value
+    3
+    """
+
+    __slots__ = ("_n", "_p")
+    type_name = "PNCounter"
+
+    def __init__(self) -> None:
+        self._p: dict[str, int] = {}
+        self._n: dict[str, int] = {}
+
+    @classmethod
+    def _of(cls, p: dict[str, int], n: dict[str, int]) -> Self:
+        c = cls.__new__(cls)
+        c._p = p
+        c._n = n
+        return c
+
+    def increment(self, replica: str, amount: int = 1) -> Self:
+        """Add ``amount`` (an int >= 1); return the delta.
+
+        Raises:
+            InvalidArgument: bad replica id or amount; nothing changed.
+        """
+        check_replica(replica)
+        check_counter(amount, "increment")
+        total = self._p.get(replica, 0) + amount
+        self._p[replica] = total
+        return self._of({replica: total}, {})
+
+    def decrement(self, replica: str, amount: int = 1) -> Self:
+        """Subtract ``amount`` (an int >= 1); return the delta.
+
+        Raises:
+            InvalidArgument: bad replica id or amount; nothing changed.
+        """
+        check_replica(replica)
+        check_counter(amount, "decrement")
+        total = self._n.get(replica, 0) + amount
+        self._n[replica] = total
+        return self._of({}, {replica: total})
+
+    @property
+    def value(self) -> int:
+        """Increments minus decrements, over every replica."""
+        return sum(self._p.values()) - sum(self._n.values())
+
+    @property
+    def increments(self) -> Mapping[str, int]:
+        """A fresh dict of the per-replica increment tallies."""
+        return dict(self._p)
+
+    @property
+    def decrements(self) -> Mapping[str, int]:
+        """A fresh dict of the per-replica decrement tallies."""
+        return dict(self._n)
+
+    def join(self, other: Self) -> None:
+        self._check_same_type(other)
+        _join_tallies(self._p, other._p)
+        _join_tallies(self._n, other._n)
+
+    def __le__(self, other: Self) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _tallies_le(self._p, other._p) and _tallies_le(self._n, other._n)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, PNCounter)
+        return self._p == other._p and self._n == other._n
+
+    def copy(self) -> Self:
+        return self._of(dict(self._p), dict(self._n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, "v": FORMAT_VERSION, "p": dict(self._p), "n": dict(self._n)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        d = check_header(data, cls.type_name, frozenset({"p", "n"}))
+        name = cls.type_name
+        return cls._of(_decode_tallies(d["p"], f"{name}.p"), _decode_tallies(d["n"], f"{name}.n"))
+
+    def stats(self) -> Stats:
+        return Stats(
+            replicas=len(set(self._p) | set(self._n)),
+            entries=len(self._p) + len(self._n),
+            cloud=0,
+            encoded_bytes=len(self.to_json()),
+        )
+
+    def __repr__(self) -> str:
+        return f"PNCounter(value={self.value})"

@@ -1,0 +1,207 @@
+"""The dot kernel: one dot store plus one causal context, and the causal join.
+
+Theory of operation
+-------------------
+A causal state is a pair ``(store, ctx)``. The store maps dots to payloads; the context
+is the set of dots the replica has seen (:class:`~crdts.DotContext`).
+
+Rule 1 (stores are covered). Every dot in the store is in the context.
+
+Rule 2 (payloads are immutable). A dot's payload is fixed when the dot is created; to
+change a value a replica creates a new dot and drops the old ones. So two states that both
+hold a dot hold the same payload, and the join never merges payloads.
+
+Rule 3 (the causal join). The join of ``(s1, c1)`` and ``(s2, c2)`` keeps a dot if both
+stores hold it, or if one store holds it and the other context has not seen it; its
+context is ``c1 | c2``. A dot that one side has seen but no longer holds was removed
+there, and stays removed. This is commutative, associative and idempotent.
+
+Rule 4 (cost follows the delta). Joining ``other`` into ``self`` visits ``other``'s
+entries, plus the entries of ``self`` that ``other``'s context may have removed. The
+latter are found by walking whichever is smaller: ``self``'s store, or the dots of
+``other``'s context. A delta's context holds only the dots it touches, so joining a
+one-element delta costs the same whatever the size of ``self``.
+
+Every causal type (sets, flags, registers, causal counters, maps) is this kernel with a
+payload type and, where it helps, an index over payloads. Maps embed values by tagging
+each payload with its key (``(key, inner_payload)``): since dots are unique, the join of
+the tagged store equals the key-by-key join of embedded stores sharing one context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from crdts._base import Crdt, Stats
+from crdts._codec import FORMAT_VERSION, check_header
+from crdts._dots import DotContext, RawDot, decode_dot
+from crdts.errors import DecodeError
+
+__all__ = ["Causal"]
+
+
+class Causal(Crdt):
+    """Base of every causal type: a dot store ``{dot: payload}`` and a :class:`DotContext`.
+
+    Subclasses set ``type_name``, encode and decode payloads, and may keep an index over
+    the store by overriding :meth:`_index_rebuild`, :meth:`_index_insert` and
+    :meth:`_index_delete` (and setting ``_INDEXED = True``).
+    """
+
+    __slots__ = ("_ctx", "_entries")
+    _INDEXED: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._entries: dict[RawDot, Any] = {}
+        self._ctx = DotContext()
+        if self._INDEXED:
+            self._index_rebuild()
+
+    @classmethod
+    def _make(cls, entries: dict[RawDot, Any], ctx: DotContext) -> Self:
+        """Wrap a valid store and context without copying (internal)."""
+        s = cls.__new__(cls)
+        s._entries = entries
+        s._ctx = ctx
+        if cls._INDEXED:
+            s._index_rebuild()
+        return s
+
+    # -- index hooks --------------------------------------------------------------------
+
+    def _index_rebuild(self) -> None:
+        """Build the index from ``_entries`` (called when the store is set wholesale)."""
+
+    def _index_insert(self, dot: RawDot, payload: Any) -> None:
+        """``dot`` with ``payload`` was added to the store."""
+
+    def _index_delete(self, dot: RawDot, payload: Any) -> None:
+        """``dot`` with ``payload`` was removed from the store."""
+
+    # -- payloads -----------------------------------------------------------------------
+
+    @classmethod
+    def _encode_payload(cls, payload: Any) -> Any:
+        return payload
+
+    @classmethod
+    def _decode_payload(cls, data: Any, path: str) -> Any:
+        if data is not None:
+            raise DecodeError(f"{path}: expected null, got {data!r:.80}")
+        return None
+
+    # -- the contract -------------------------------------------------------------------
+
+    @property
+    def context(self) -> DotContext:
+        """A copy of the causal context."""
+        return self._ctx.copy()
+
+    def join(self, other: Self) -> None:
+        """Join ``other`` into this state (Rule 3), at a cost that follows ``other`` (Rule 4)."""
+        self._check_same_type(other)
+        entries = self._entries
+        o_entries = other._entries
+        o_ctx = other._ctx
+        indexed = self._INDEXED
+
+        if entries:
+            if o_ctx.dot_count() < len(entries):
+                removed = [d for d in o_ctx._raw_dots() if d in entries and d not in o_entries]
+            else:
+                seen = o_ctx.contains
+                removed = [d for d in entries if d not in o_entries and seen(d)]
+            for d in removed:
+                payload = entries.pop(d)
+                if indexed:
+                    self._index_delete(d, payload)
+
+        seen = self._ctx.contains
+        for d, payload in o_entries.items():
+            if d not in entries and not seen(d):
+                entries[d] = payload
+                if indexed:
+                    self._index_insert(d, payload)
+        self._ctx.join(o_ctx)
+
+    def __le__(self, other: Self) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        if not self._ctx <= other._ctx:
+            return False
+        mine = self._entries
+        seen = self._ctx.contains
+        # Everything other holds that we have seen, we must still hold.
+        return all(d in mine or not seen(d) for d in other._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Causal)
+        return self._ctx == other._ctx and self._entries == other._entries
+
+    def copy(self) -> Self:
+        s = type(self).__new__(type(self))
+        s._entries = dict(self._entries)
+        s._ctx = self._ctx.copy()
+        if self._INDEXED:
+            s._index_copy_from(self)
+        return s
+
+    def _index_copy_from(self, other: Self) -> None:
+        """Copy ``other``'s index (payloads are immutable); default: rebuild."""
+        self._index_rebuild()
+
+    def _delta_removing(self, dots: list[RawDot]) -> Self:
+        """Remove ``dots`` from the store; return the delta that records the removal."""
+        entries = self._entries
+        indexed = self._INDEXED
+        for d in dots:
+            payload = entries.pop(d)
+            if indexed:
+                self._index_delete(d, payload)
+        return self._make({}, DotContext._of_raw_dots(dots))
+
+    def to_dict(self) -> dict[str, Any]:
+        enc = self._encode_payload
+        return {
+            "type": self.type_name,
+            "v": FORMAT_VERSION,
+            "ctx": self._ctx.to_dict(),
+            "entries": [[r, c, enc(self._entries[(r, c)])] for r, c in sorted(self._entries)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        d = check_header(data, cls.type_name, frozenset({"ctx", "entries"}))
+        name = cls.type_name
+        ctx = DotContext.from_dict(d["ctx"], f"{name}.ctx")
+        items = d["entries"]
+        if not isinstance(items, list):
+            raise DecodeError(f"{name}.entries: expected a list, got {type(items).__name__}")
+        entries: dict[RawDot, Any] = {}
+        for i, item in enumerate(items):
+            path = f"{name}.entries[{i}]"
+            if not isinstance(item, (list, tuple)) or len(item) != 3:
+                raise DecodeError(f"{path}: expected [replica, counter, payload], got {item!r:.80}")
+            dot = decode_dot(item[:2], path)
+            if dot in entries:
+                raise DecodeError(f"{path}: duplicate dot {list(dot)!r}")
+            if not ctx.contains(dot):
+                raise DecodeError(f"{path}: dot {list(dot)!r} is not in the context")
+            entries[dot] = cls._decode_payload(item[2], f"{path}[2]")
+        state = cls._make(entries, ctx)
+        state._check_decoded(name)
+        return state
+
+    def _check_decoded(self, path: str) -> None:
+        """Check invariants across entries after decoding (raise DecodeError)."""
+
+    def stats(self) -> Stats:
+        return Stats(
+            replicas=len(self._ctx.replicas),
+            entries=len(self._entries),
+            cloud=self._ctx.cloud_size(),
+            encoded_bytes=len(self.to_json()),
+        )

@@ -1,0 +1,337 @@
+"""Hypothesis strategies and law checks for CRDTs, ours and yours.
+
+States are built by replaying generated *histories* on several replicas: each step is a
+mutator call on one replica or a sync (a full state, or one delta produced earlier, joined
+into a replica). Failures therefore shrink to short histories, and every state drawn from
+one history is consistent with the others (a dot means the same event everywhere).
+
+Check any type that follows the contract (``T()`` is bottom, mutators take the replica
+first and return a delta, ``join``, ``|``, ``<=``, ``==``, ``copy``, ``to_dict``,
+``from_dict``, ``digest``) in a few lines::
+
+    from hypothesis import strategies as st
+    from crdts.testing import check_laws
+
+    TestMyRegisterLaws = check_laws(MyRegister, {"set": st.tuples(st.integers())})
+
+``check_laws`` returns a class that pytest collects like any ``Test*`` class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+try:
+    from hypothesis import given
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - exercised only without hypothesis
+    raise ImportError(
+        "crdts.testing needs hypothesis; install it with: pip install 'dotted-crdts[test]'"
+    ) from exc
+
+import attrs
+
+from crdts._aworset import AWORSet
+from crdts._base import Crdt
+from crdts._counters import GCounter, PNCounter
+from crdts.errors import InvalidArgument
+
+__all__ = [
+    "AWORSET_ELEMENTS",
+    "History",
+    "Op",
+    "Sync",
+    "aworsets",
+    "check_laws",
+    "gcounters",
+    "histories",
+    "operations_for",
+    "pncounters",
+    "register_operations",
+]
+
+T = TypeVar("T", bound=Crdt)
+
+AWORSET_ELEMENTS: st.SearchStrategy[Any] = st.sampled_from(["a", "b", "c", "d", 1, (2, "x"), b"z"])
+"""A few distinct elements of several types, so that histories collide on elements."""
+
+
+@attrs.frozen
+class Op:
+    """A mutator call: ``getattr(state, name)(replica, *args)`` on replica ``replica``."""
+
+    replica: int
+    name: str
+    args: tuple[Any, ...]
+
+
+@attrs.frozen
+class Sync:
+    """Join into replica ``target`` either replica ``source``'s whole state
+    (``delta is None``) or the ``delta``-th delta produced so far (modulo their count)."""
+
+    target: int
+    source: int
+    delta: int | None
+
+
+Step = Op | Sync
+
+
+@attrs.define
+class History(Generic[T]):
+    """The result of replaying steps: replica states and every mutation's before/delta/after."""
+
+    replicas: list[T]
+    steps: list[Step]
+    deltas: list[T] = attrs.field(factory=list)
+    mutations: list[tuple[T, T, T]] = attrs.field(factory=list)
+
+    def converged(self) -> T:
+        """The join of every replica's state (what all reach after exchanging everything)."""
+        result = self.replicas[0].copy()
+        for other in self.replicas[1:]:
+            result.join(other)
+        return result
+
+
+def replica_name(i: int) -> str:
+    """The replica id used for replica index ``i`` in generated histories."""
+    return f"r{i}"
+
+
+def replay(factory: Callable[[], T], n_replicas: int, steps: Sequence[Step]) -> History[T]:
+    """Replay ``steps`` on ``n_replicas`` fresh replicas, recording every delta."""
+    h: History[T] = History([factory() for _ in range(n_replicas)], list(steps))
+    for step in steps:
+        if isinstance(step, Op):
+            state = h.replicas[step.replica]
+            before = state.copy()
+            delta = getattr(state, step.name)(replica_name(step.replica), *step.args)
+            h.deltas.append(delta)
+            h.mutations.append((before, delta, state.copy()))
+        elif step.delta is None:
+            h.replicas[step.target].join(h.replicas[step.source])
+        elif h.deltas:
+            h.replicas[step.target].join(h.deltas[step.delta % len(h.deltas)])
+    return h
+
+
+_OPERATIONS: dict[type, Mapping[str, st.SearchStrategy[tuple[Any, ...]]]] = {}
+
+
+def register_operations(cls: type, ops: Mapping[str, st.SearchStrategy[tuple[Any, ...]]]) -> None:
+    """Make ``operations_for(cls)`` return ``ops``: mutator name to a strategy of the
+    arguments that follow the replica id."""
+    _OPERATIONS[cls] = dict(ops)
+
+
+def operations_for(cls: type) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """The registered operations of a library type.
+
+    Raises:
+        KeyError: no operations were registered for ``cls``.
+    """
+    return _OPERATIONS[cls]
+
+
+def _check_options(replicas: int, max_ops: int) -> None:
+    if type(replicas) is not int or not 1 <= replicas <= 16:
+        raise InvalidArgument(f"replicas must be an int from 1 to 16, got {replicas!r}")
+    if type(max_ops) is not int or max_ops < 0:
+        raise InvalidArgument(f"max_ops must be an int >= 0, got {max_ops!r}")
+
+
+def histories(
+    cls: Callable[[], T],
+    ops: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+    *,
+    replicas: int = 3,
+    max_ops: int = 25,
+) -> st.SearchStrategy[History[T]]:
+    """Histories of ``replicas`` replicas of ``cls`` doing up to ``max_ops`` steps.
+
+    Args:
+        cls: the type (or any factory of its bottom state).
+        ops: mutator name to a strategy of the arguments after the replica id.
+        replicas: how many replicas take part (1 to 16).
+        max_ops: the most steps (mutations and syncs) in one history.
+    """
+    _check_options(replicas, max_ops)
+    if not ops:
+        raise InvalidArgument("ops must name at least one mutator")
+    index = st.integers(0, replicas - 1)
+    op_steps = [st.builds(Op, index, st.just(name), args) for name, args in sorted(ops.items())]
+    sync_steps = st.builds(Sync, index, index, st.none() | st.integers(0, 10_000))
+    steps = st.lists(st.one_of(*op_steps, sync_steps), max_size=max_ops)
+    return steps.map(lambda s: replay(cls, replicas, s))
+
+
+def _states(
+    cls: Callable[[], T],
+    ops: Mapping[str, st.SearchStrategy[tuple[Any, ...]]],
+    replicas: int,
+    max_ops: int,
+) -> st.SearchStrategy[T]:
+    return st.tuples(
+        histories(cls, ops, replicas=replicas, max_ops=max_ops), st.integers(0, replicas - 1)
+    ).map(lambda hi: hi[0].replicas[hi[1]])
+
+
+_AMOUNTS = st.integers(1, 5).map(lambda n: (n,))
+
+
+def gcounters(*, replicas: int = 3, max_ops: int = 25) -> st.SearchStrategy[GCounter]:
+    """GCounter states reached by replaying generated histories."""
+    return _states(GCounter, operations_for(GCounter), replicas, max_ops)
+
+
+def pncounters(*, replicas: int = 3, max_ops: int = 25) -> st.SearchStrategy[PNCounter]:
+    """PNCounter states reached by replaying generated histories."""
+    return _states(PNCounter, operations_for(PNCounter), replicas, max_ops)
+
+
+def aworset_operations(
+    elements: st.SearchStrategy[Any],
+) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """The AWORSet mutators with elements drawn from ``elements``."""
+    one = elements.map(lambda e: (e,))
+    return {"add": one, "remove": one, "clear": st.just(())}
+
+
+def aworsets(
+    elements: st.SearchStrategy[Any] = AWORSET_ELEMENTS, *, replicas: int = 3, max_ops: int = 25
+) -> st.SearchStrategy[AWORSet]:
+    """AWORSet states reached by replaying generated histories of adds, removes and clears.
+
+    Args:
+        elements: strategy of elements; a small pool makes adds and removes collide.
+    """
+    if not isinstance(elements, st.SearchStrategy):
+        raise InvalidArgument(f"elements must be a strategy, got {type(elements).__name__}")
+    return _states(AWORSet, aworset_operations(elements), replicas, max_ops)
+
+
+register_operations(GCounter, {"increment": _AMOUNTS})
+register_operations(PNCounter, {"increment": _AMOUNTS, "decrement": _AMOUNTS})
+register_operations(AWORSet, aworset_operations(AWORSET_ELEMENTS))
+
+
+def check_laws(
+    cls: type[T],
+    ops: Mapping[str, st.SearchStrategy[tuple[Any, ...]]] | None = None,
+    *,
+    replicas: int = 3,
+    max_ops: int = 25,
+) -> type:
+    """Return a pytest test class that checks the CRDT laws for ``cls``.
+
+    The tests draw histories with :func:`histories` and check: join is commutative,
+    associative and idempotent; ``<=`` is a partial order that agrees with join
+    (``a <= b`` iff ``a | b == b``); bottom is the identity; every mutator inflates and
+    its delta satisfies ``old | d == new`` and ``d <= new``; deltas delivered in any order
+    and duplicated give the converged state; the encoding round-trips and equal states
+    have equal bytes and digests; ``copy()`` is independent.
+
+    Args:
+        cls: the CRDT class; ``cls()`` must be its bottom element.
+        ops: mutator name to a strategy of the arguments after the replica id; defaults
+            to the registered operations of a library type.
+    """
+    if ops is None:
+        ops = operations_for(cls)
+    hist = histories(cls, ops, replicas=replicas, max_ops=max_ops)
+    pick = st.integers(0, replicas - 1)
+
+    def three(h: History[T], i: int, j: int, k: int) -> tuple[T, T, T]:
+        return h.replicas[i], h.replicas[j], h.replicas[k]
+
+    class Laws:
+        @given(hist, pick, pick)
+        def test_join_commutative(self, h: History[T], i: int, j: int) -> None:
+            """a | b == b | a."""
+            a, b = h.replicas[i], h.replicas[j]
+            assert a | b == b | a
+
+        @given(hist, pick, pick, pick)
+        def test_join_associative(self, h: History[T], i: int, j: int, k: int) -> None:
+            """(a | b) | c == a | (b | c)."""
+            a, b, c = three(h, i, j, k)
+            assert (a | b) | c == a | (b | c)
+
+        @given(hist, pick)
+        def test_join_idempotent(self, h: History[T], i: int) -> None:
+            """a | a == a."""
+            a = h.replicas[i]
+            assert a | a == a
+
+        @given(hist, pick, pick)
+        def test_order_agrees_with_join(self, h: History[T], i: int, j: int) -> None:
+            """a <= b iff a | b == b, and a <= a | b."""
+            a, b = h.replicas[i], h.replicas[j]
+            assert (a <= b) == (a | b == b)
+            assert a <= a | b
+            assert b <= a | b
+
+        @given(hist, pick, pick, pick)
+        def test_order_is_partial_order(self, h: History[T], i: int, j: int, k: int) -> None:
+            """<= is reflexive, antisymmetric and transitive."""
+            a, b, c = three(h, i, j, k)
+            ab = a | b
+            assert a <= a  # noqa: PLR0124  # reflexivity is the point
+            if a <= b <= a:
+                assert a == b
+            if a <= ab <= ab | c:
+                assert a <= ab | c
+
+        @given(hist, pick)
+        def test_bottom_is_identity(self, h: History[T], i: int) -> None:
+            """T() | a == a == a | T(), and T() <= a."""
+            a = h.replicas[i]
+            assert cls() | a == a
+            assert a | cls() == a
+            assert cls() <= a
+
+        @given(hist)
+        def test_mutators_inflate_with_their_delta(self, h: History[T]) -> None:
+            """For every mutation: old <= new, old | d == new and d <= new."""
+            for before, delta, after in h.mutations:
+                assert before <= after
+                assert before | delta == after
+                assert delta <= after
+
+        @given(hist, st.randoms(use_true_random=False))
+        def test_deltas_in_any_order_with_duplicates(self, h: History[T], rnd: Any) -> None:
+            """Joining every delta, shuffled and some twice, gives the converged state."""
+            deltas = list(h.deltas) + rnd.sample(h.deltas, len(h.deltas) // 2)
+            rnd.shuffle(deltas)
+            state = cls()
+            for d in deltas:
+                state.join(d)
+            assert h.converged() == state
+
+        @given(hist, pick, pick)
+        def test_encoding_round_trips(self, h: History[T], i: int, j: int) -> None:
+            """from_dict(to_dict(a)) == a through JSON; equal states give equal bytes."""
+            a, b = h.replicas[i], h.replicas[j]
+            text = json.dumps(a.to_dict())
+            assert cls.from_dict(json.loads(text)) == a
+            ab, ba = a | b, b | a
+            assert json.dumps(ab.to_dict(), sort_keys=True) == json.dumps(
+                ba.to_dict(), sort_keys=True
+            )
+            assert ab.digest() == ba.digest()
+
+        @given(hist, pick, pick)
+        def test_copy_is_independent(self, h: History[T], i: int, j: int) -> None:
+            """Joining into a copy leaves the original unchanged."""
+            a, b = h.replicas[i], h.replicas[j]
+            snapshot = a.to_dict()
+            c = a.copy()
+            c.join(b)
+            assert a.to_dict() == snapshot
+
+    Laws.__name__ = Laws.__qualname__ = f"Test{cls.__name__}Laws"
+    return Laws
