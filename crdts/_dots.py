@@ -208,6 +208,32 @@ class DotContext:
         cloud = sorted(self.cloud)
         return f"DotContext(vv={dict(sorted(self._vv.items()))!r}, cloud={cloud!r})"
 
+    def _without(self, holes: set[RawDot]) -> DotContext:
+        """A compact context of every dot here except ``holes`` (which must be here).
+
+        The version vector stops below each replica's first hole; later dots go to the
+        cloud, so the result costs one cloud entry per dot between holes.
+        """
+        by_replica: dict[str, list[int]] = {}
+        for r, c in holes:
+            by_replica.setdefault(r, []).append(c)
+        vv = dict(self._vv)
+        cloud = {r: set(s) for r, s in self._cloud.items()}
+        for r, cs in by_replica.items():
+            cs.sort()
+            n = vv.get(r, 0)
+            s = cloud.setdefault(r, set())
+            if cs[0] <= n:
+                s.update(range(cs[0] + 1, n + 1))
+                if cs[0] > 1:
+                    vv[r] = cs[0] - 1
+                else:
+                    vv.pop(r, None)
+            s.difference_update(cs)
+            if not s:
+                del cloud[r]
+        return DotContext._of(vv, cloud)
+
     # -- updates ------------------------------------------------------------------------
 
     def add(self, dot: tuple[str, int]) -> None:

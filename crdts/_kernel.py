@@ -153,6 +153,27 @@ class Causal(Crdt):
         """Copy ``other``'s index (payloads are immutable); default: rebuild."""
         self._index_rebuild()
 
+    def delta_for(self, peer: DotContext) -> Self:
+        """The delta a peer whose context is ``peer`` needs to catch up with this state.
+
+        For any state ``p`` with context ``peer`` (reached by the same history),
+        ``p | self.delta_for(peer) == p | self``. The delta holds the entries whose dots
+        the peer has not seen, and a context of every dot seen here except the entries
+        held here that the peer has already seen (those must not be removed there). It is
+        empty when the peer has seen everything this state holds and has removed.
+        """
+        seen_by_peer = peer.contains
+        fresh: dict[RawDot, Any] = {}
+        kept: set[RawDot] = set()
+        for d, payload in self._entries.items():
+            if seen_by_peer(d):
+                kept.add(d)
+            else:
+                fresh[d] = payload
+        if not kept:
+            return self._make(fresh, self._ctx.copy())
+        return self._make(fresh, self._ctx._without(kept))
+
     def _delta_removing(self, dots: list[RawDot]) -> Self:
         """Remove ``dots`` from the store; return the delta that records the removal."""
         entries = self._entries
