@@ -7,7 +7,8 @@ gives equal bytes, so :func:`digest` of two replicas tells whether they converge
 Elements (of sets, keys of maps, register values) are hashable values the encoding can
 carry: ``str``, ``int``, ``bool``, ``bytes``, ``None`` and tuples of these. They encode as
 JSON strings, numbers, ``null``, ``{"b64": ...}`` and lists. As in a Python set, ``True``
-and ``1`` are the same element, so a ``bool`` encodes as its ``int``.
+and ``1`` are the same element, so a ``bool`` encodes as its ``int``. Integers (elements,
+counters, tallies) fit in a signed 64-bit word, so any JSON reader can parse the encoding.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import base64
 import binascii
 import hashlib
 import json
+import reprlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from crdts.errors import DecodeError, InvalidElement
+from crdts.errors import DecodeError, InvalidArgument, InvalidElement
 
 __all__ = [
     "FORMAT_VERSION",
@@ -27,6 +29,7 @@ __all__ = [
     "canonical_json",
     "check_element",
     "decode_element",
+    "describe",
     "digest",
     "element_sort_key",
     "encode_element",
@@ -35,20 +38,51 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_DEPTH = 32
 """How deeply tuples may nest inside an element."""
+MAX_INT = 2**63 - 1
+MIN_INT = -(2**63)
+"""The range of integers the encoding carries (a signed 64-bit word)."""
 
 Element = Hashable
 _SCALARS = frozenset({str, int, bool, bytes, type(None)})
 
 
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<int of {x.bit_length()} bits>"
+        return repr(x)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel = 3
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+
+
+def describe(value: object) -> str:
+    """A short ``repr`` of ``value`` for error messages, bounded in length and nesting (safe
+    on hostile input: deep nesting, huge integers, long strings)."""
+    return _SHORT.repr(value)
+
+
 def check_element(value: object, what: str = "element") -> None:
-    """Raise :class:`InvalidElement` unless ``value`` is a value the encoding can carry."""
-    if type(value) in _SCALARS:
+    """Raise unless ``value`` is a value the encoding can carry.
+
+    Raises:
+        InvalidElement: a type the encoding cannot carry, or tuples nested too deeply.
+        InvalidArgument: an integer outside the signed 64-bit range.
+    """
+    t = type(value)
+    if t in _SCALARS:
+        if t is int and isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+            raise InvalidArgument(f"{what} {describe(value)} is outside the signed 64-bit range")
         return
     _check_slow(value, what, 0)
 
 
 def _check_slow(value: object, what: str, depth: int) -> None:
     if type(value) in _SCALARS:
+        check_element(value, what)
         return
     if type(value) is tuple:
         if depth >= MAX_DEPTH:
@@ -81,7 +115,13 @@ def decode_element(data: object, path: str, depth: int = 0) -> Any:
         DecodeError: ``data`` is not an encoded element; the message names ``path``.
     """
     t = type(data)
-    if t is str or t is int or data is None:
+    if t is str or data is None:
+        return data
+    if t is int and isinstance(data, int):
+        if not MIN_INT <= data <= MAX_INT:
+            raise DecodeError(
+                f"{path}: integer {describe(data)} is outside the signed 64-bit range"
+            )
         return data
     if t is list:
         if depth >= MAX_DEPTH:
@@ -91,7 +131,7 @@ def decode_element(data: object, path: str, depth: int = 0) -> Any:
     if isinstance(data, Mapping) and set(data) == {"b64"}:
         text = data["b64"]
         if type(text) is not str:
-            raise DecodeError(f"{path}.b64: expected a base64 string, got {text!r}")
+            raise DecodeError(f"{path}.b64: expected a base64 string, got {describe(text)}")
         try:
             raw = base64.b64decode(text.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError) as exc:
@@ -101,7 +141,7 @@ def decode_element(data: object, path: str, depth: int = 0) -> Any:
         return raw
     raise DecodeError(
         f"{path}: expected an element (string, integer, null, list or {{'b64': ...}}), "
-        f"got {data!r:.80}"
+        f"got {describe(data)}"
     )
 
 
@@ -133,11 +173,12 @@ def check_header(data: object, type_name: str, keys: frozenset[str]) -> Mapping[
         raise DecodeError(f"{type_name}: expected an object, got {type(data).__name__}")
     tag = data.get("type")
     if tag != type_name:
-        raise DecodeError(f"{type_name}: wrong type tag {tag!r}, expected {type_name!r}")
+        raise DecodeError(f"{type_name}: wrong type tag {describe(tag)}, expected {type_name!r}")
     version = data.get("v")
     if type(version) is not int or version != FORMAT_VERSION:
         raise DecodeError(
-            f"{type_name}: unsupported format version {version!r}, expected {FORMAT_VERSION}"
+            f"{type_name}: unsupported format version {describe(version)}, "
+            f"expected {FORMAT_VERSION}"
         )
     allowed = keys | {"type", "v"}
     extra = set(data) - allowed

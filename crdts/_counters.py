@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from crdts._base import Crdt, Stats
-from crdts._codec import FORMAT_VERSION, check_header
+from crdts._codec import FORMAT_VERSION, MAX_INT, check_header, describe
 from crdts._dots import check_counter, check_replica, decode_replica
-from crdts.errors import DecodeError
+from crdts.errors import DecodeError, InvalidArgument
 
 __all__ = ["GCounter", "PNCounter"]
 
@@ -34,11 +34,17 @@ def _decode_tallies(data: object, path: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for r, n in data.items():
         decode_replica(r, path)
-        if type(n) is not int or n < 0:
-            raise DecodeError(f"{path}[{r!r}]: tally must be an int >= 0, got {n!r}")
+        if type(n) is not int or not 0 <= n <= MAX_INT:
+            raise DecodeError(
+                f"{path}[{r!r}]: tally must be an int from 0 to 2**63 - 1, got {describe(n)}"
+            )
         if n:
             out[r] = n
     return out
+
+
+def _overflow(replica: str) -> InvalidArgument:
+    return InvalidArgument(f"the tally of replica {replica!r:.80} would pass 2**63 - 1")
 
 
 class GCounter(Crdt):
@@ -71,6 +77,8 @@ class GCounter(Crdt):
         check_replica(replica)
         check_counter(amount, "increment")
         total = self._counts.get(replica, 0) + amount
+        if total > MAX_INT:
+            raise _overflow(replica)
         self._counts[replica] = total
         return self._of({replica: total})
 
@@ -150,6 +158,8 @@ class PNCounter(Crdt):
         check_replica(replica)
         check_counter(amount, "increment")
         total = self._p.get(replica, 0) + amount
+        if total > MAX_INT:
+            raise _overflow(replica)
         self._p[replica] = total
         return self._of({replica: total}, {})
 
@@ -162,6 +172,8 @@ class PNCounter(Crdt):
         check_replica(replica)
         check_counter(amount, "decrement")
         total = self._n.get(replica, 0) + amount
+        if total > MAX_INT:
+            raise _overflow(replica)
         self._n[replica] = total
         return self._of({}, {replica: total})
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from crdts._codec import MAX_INT, describe
 from crdts.errors import DecodeError, InvalidArgument
 
 __all__ = ["Dot", "DotContext"]
@@ -58,9 +59,10 @@ def check_replica(replica: object) -> str:
 
 
 def check_counter(value: object, what: str = "counter") -> int:
-    """Return ``value`` if it is an int >= 1 (not a bool), else raise InvalidArgument."""
-    if type(value) is not int or value < 1:
-        raise InvalidArgument(f"{what} must be an int >= 1, got {value!r}")
+    """Return ``value`` if it is an int from 1 to 2**63 - 1 (not a bool), else raise
+    InvalidArgument."""
+    if type(value) is not int or not 1 <= value <= MAX_INT:
+        raise InvalidArgument(f"{what} must be an int from 1 to 2**63 - 1, got {describe(value)}")
     return value
 
 
@@ -140,6 +142,8 @@ class DotContext:
         if s:
             highest = max(s)
             top = max(top, highest)
+        if top >= MAX_INT:
+            raise InvalidArgument(f"replica {replica!r:.80} has issued its last dot")
         return top + 1
 
     @property
@@ -242,6 +246,8 @@ class DotContext:
         Raises:
             InvalidArgument: the dot has an invalid replica id or counter.
         """
+        if not isinstance(dot, tuple) or len(dot) != 2:
+            raise InvalidArgument(f"expected a dot (replica, counter), got {describe(dot)}")
         r, c = dot
         check_replica(r)
         check_counter(c)
@@ -337,8 +343,10 @@ class DotContext:
         vv: dict[str, int] = {}
         for r, n in vv_in.items():
             decode_replica(r, f"{path}.vv")
-            if type(n) is not int or n < 0:
-                raise DecodeError(f"{path}.vv[{r!r}]: expected an int >= 0, got {n!r}")
+            if type(n) is not int or not 0 <= n <= MAX_INT:
+                raise DecodeError(
+                    f"{path}.vv[{r!r}]: expected an int from 0 to 2**63 - 1, got {describe(n)}"
+                )
             if n:
                 vv[r] = n
         cloud: dict[str, set[int]] = {}
@@ -356,16 +364,18 @@ class DotContext:
 def decode_replica(value: object, path: str) -> str:
     """Check a decoded replica id, raising DecodeError naming ``path``."""
     if type(value) is not str or not value:
-        raise DecodeError(f"{path}: replica id must be a non-empty string, got {value!r}")
+        raise DecodeError(f"{path}: replica id must be a non-empty string, got {describe(value)}")
     return value
 
 
 def decode_dot(value: object, path: str) -> RawDot:
     """Check a decoded ``[replica, counter]`` pair, raising DecodeError naming ``path``."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise DecodeError(f"{path}: expected a dot [replica, counter], got {value!r}")
+        raise DecodeError(f"{path}: expected a dot [replica, counter], got {describe(value)}")
     r, c = value
     decode_replica(r, path)
-    if type(c) is not int or c < 1:
-        raise DecodeError(f"{path}: dot counter must be an int >= 1, got {c!r}")
+    if type(c) is not int or not 1 <= c <= MAX_INT:
+        raise DecodeError(
+            f"{path}: dot counter must be an int from 1 to 2**63 - 1, got {describe(c)}"
+        )
     return (r, c)

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from crdts._base import Crdt, Stats
-from crdts._codec import FORMAT_VERSION, check_header
+from crdts._codec import FORMAT_VERSION, check_header, describe
 from crdts._dots import DotContext, RawDot, decode_dot
 from crdts.errors import DecodeError
 
@@ -88,7 +88,7 @@ class Causal(Crdt):
     @classmethod
     def _decode_payload(cls, data: Any, path: str) -> Any:
         if data is not None:
-            raise DecodeError(f"{path}: expected null, got {data!r:.80}")
+            raise DecodeError(f"{path}: expected null, got {describe(data)}")
         return None
 
     # -- the contract -------------------------------------------------------------------
@@ -205,7 +205,9 @@ class Causal(Crdt):
         for i, item in enumerate(items):
             path = f"{name}.entries[{i}]"
             if not isinstance(item, (list, tuple)) or len(item) != 3:
-                raise DecodeError(f"{path}: expected [replica, counter, payload], got {item!r:.80}")
+                raise DecodeError(
+                    f"{path}: expected [replica, counter, payload], got {describe(item)}"
+                )
             dot = decode_dot(item[:2], path)
             if dot in entries:
                 raise DecodeError(f"{path}: duplicate dot {list(dot)!r}")
