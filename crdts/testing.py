@@ -15,6 +15,11 @@ first and return a delta, ``join``, ``|``, ``<=``, ``==``, ``copy``, ``to_dict``
     TestMyRegisterLaws = check_laws(MyRegister, {"set": st.tuples(st.integers())})
 
 ``check_laws`` returns a class that pytest collects like any ``Test*`` class.
+
+The strategies follow Hypothesis' own style: plural names, the element strategy first,
+every option keyword-only, and a bad argument raises
+:class:`~crdts.errors.InvalidArgument` when the strategy is first drawn from (or
+validated), not when it is built.
 """
 
 from __future__ import annotations
@@ -111,7 +116,9 @@ def replay(factory: Callable[[], T], n_replicas: int, steps: Sequence[Step]) -> 
             before = state.copy()
             delta = getattr(state, step.name)(replica_name(step.replica), *step.args)
             h.deltas.append(delta)
-            h.mutations.append((before, delta, state.copy()))
+            # A snapshot of the delta: check_laws compares it with the shipped delta at the
+            # end, which catches a mutator whose delta shares structure with the state.
+            h.mutations.append((before, delta.copy(), state.copy()))
         elif step.delta is None:
             h.replicas[step.target].join(h.replicas[step.source])
         elif h.deltas:
@@ -139,9 +146,25 @@ def operations_for(cls: type) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]
 
 def _check_options(replicas: int, max_ops: int) -> None:
     if type(replicas) is not int or not 1 <= replicas <= 16:
-        raise InvalidArgument(f"replicas must be an int from 1 to 16, got {replicas!r}")
+        raise InvalidArgument(f"replicas must be an int from 1 to 16, got {replicas!r:.80}")
     if type(max_ops) is not int or max_ops < 0:
-        raise InvalidArgument(f"max_ops must be an int >= 0, got {max_ops!r}")
+        raise InvalidArgument(f"max_ops must be an int >= 0, got {max_ops!r:.80}")
+
+
+def _check_ops(ops: object) -> None:
+    if not isinstance(ops, Mapping):
+        raise InvalidArgument(
+            f"ops must be a mapping of mutator name to a strategy, got {type(ops).__name__}"
+        )
+    if not ops:
+        raise InvalidArgument("ops must name at least one mutator")
+    for name, args in ops.items():
+        if type(name) is not str or not name.isidentifier():
+            raise InvalidArgument(f"ops: a mutator name must be an identifier, got {name!r:.80}")
+        if not isinstance(args, st.SearchStrategy):
+            raise InvalidArgument(
+                f"ops[{name!r}] must be a strategy of argument tuples, got {type(args).__name__}"
+            )
 
 
 def histories(
@@ -158,15 +181,23 @@ def histories(
         ops: mutator name to a strategy of the arguments after the replica id.
         replicas: how many replicas take part (1 to 16).
         max_ops: the most steps (mutations and syncs) in one history.
+
+    Raises:
+        InvalidArgument: at first draw, if an argument is out of its domain.
     """
-    _check_options(replicas, max_ops)
-    if not ops:
-        raise InvalidArgument("ops must name at least one mutator")
-    index = st.integers(0, replicas - 1)
-    op_steps = [st.builds(Op, index, st.just(name), args) for name, args in sorted(ops.items())]
-    sync_steps = st.builds(Sync, index, index, st.none() | st.integers(0, 10_000))
-    steps = st.lists(st.one_of(*op_steps, sync_steps), max_size=max_ops)
-    return steps.map(lambda s: replay(cls, replicas, s))
+
+    def build() -> st.SearchStrategy[History[T]]:
+        if not callable(cls):
+            raise InvalidArgument(f"cls must be a CRDT type, got {cls!r:.80}")
+        _check_options(replicas, max_ops)
+        _check_ops(ops)
+        index = st.integers(0, replicas - 1)
+        op_steps = [st.builds(Op, index, st.just(name), args) for name, args in sorted(ops.items())]
+        sync_steps = st.builds(Sync, index, index, st.none() | st.integers(0, 10_000))
+        steps = st.lists(st.one_of(*op_steps, sync_steps), max_size=max_ops)
+        return steps.map(lambda s: replay(cls, replicas, s))
+
+    return st.deferred(build)
 
 
 def _states(
@@ -175,9 +206,14 @@ def _states(
     replicas: int,
     max_ops: int,
 ) -> st.SearchStrategy[T]:
-    return st.tuples(
-        histories(cls, ops, replicas=replicas, max_ops=max_ops), st.integers(0, replicas - 1)
-    ).map(lambda hi: hi[0].replicas[hi[1]])
+    def build() -> st.SearchStrategy[T]:
+        _check_options(replicas, max_ops)
+        return st.tuples(
+            histories(cls, ops, replicas=replicas, max_ops=max_ops),
+            st.integers(0, replicas - 1),
+        ).map(lambda hi: hi[0].replicas[hi[1]])
+
+    return st.deferred(build)
 
 
 _AMOUNTS = st.integers(1, 5).map(lambda n: (n,))
@@ -208,10 +244,19 @@ def aworsets(
 
     Args:
         elements: strategy of elements; a small pool makes adds and removes collide.
+        replicas: how many replicas take part (1 to 16).
+        max_ops: the most steps (mutations and syncs) in one history.
+
+    Raises:
+        InvalidArgument: at first draw, if an argument is out of its domain.
     """
-    if not isinstance(elements, st.SearchStrategy):
-        raise InvalidArgument(f"elements must be a strategy, got {type(elements).__name__}")
-    return _states(AWORSet, aworset_operations(elements), replicas, max_ops)
+
+    def build() -> st.SearchStrategy[AWORSet]:
+        if not isinstance(elements, st.SearchStrategy):
+            raise InvalidArgument(f"elements must be a strategy, got {type(elements).__name__}")
+        return _states(AWORSet, aworset_operations(elements), replicas, max_ops)
+
+    return st.deferred(build)
 
 
 register_operations(GCounter, {"increment": _AMOUNTS})
@@ -231,17 +276,34 @@ def check_laws(
     The tests draw histories with :func:`histories` and check: join is commutative,
     associative and idempotent; ``<=`` is a partial order that agrees with join
     (``a <= b`` iff ``a | b == b``); bottom is the identity; every mutator inflates and
-    its delta satisfies ``old | d == new`` and ``d <= new``; deltas delivered in any order
-    and duplicated give the converged state; the encoding round-trips and equal states
-    have equal bytes and digests; ``copy()`` is independent.
+    its delta satisfies ``old | d == new`` and ``d <= new``; a delta is a value (later
+    mutations of the state leave it unchanged); deltas delivered in any order and
+    duplicated give the converged state; the encoding round-trips through JSON, equal
+    states have equal bytes and digests and different states different ones; ``copy()``
+    is independent.
 
     Args:
         cls: the CRDT class; ``cls()`` must be its bottom element.
         ops: mutator name to a strategy of the arguments after the replica id; defaults
             to the registered operations of a library type.
+        replicas: how many replicas the histories have (1 to 16).
+        max_ops: the most steps in one history.
+
+    Raises:
+        InvalidArgument: ``cls`` is not a class, or ``ops``, ``replicas`` or ``max_ops``
+            is out of its domain.
     """
+    if not isinstance(cls, type):
+        raise InvalidArgument(f"cls must be a CRDT class, got {cls!r:.80}")
     if ops is None:
-        ops = operations_for(cls)
+        try:
+            ops = operations_for(cls)
+        except KeyError:
+            raise InvalidArgument(
+                f"no operations are registered for {cls.__name__}; pass ops="
+            ) from None
+    _check_options(replicas, max_ops)
+    _check_ops(ops)
     hist = histories(cls, ops, replicas=replicas, max_ops=max_ops)
     pick = st.integers(0, replicas - 1)
 
@@ -302,6 +364,12 @@ def check_laws(
                 assert before | delta == after
                 assert delta <= after
 
+        @given(hist)
+        def test_deltas_are_values(self, h: History[T]) -> None:
+            """A delta is unchanged by later mutations and joins of the state that made it."""
+            for shipped, (_, snapshot, _) in zip(h.deltas, h.mutations, strict=True):
+                assert snapshot == shipped
+
         @given(hist, st.randoms(use_true_random=False))
         def test_deltas_in_any_order_with_duplicates(self, h: History[T], rnd: Any) -> None:
             """Joining every delta, shuffled and some twice, gives the converged state."""
@@ -310,7 +378,9 @@ def check_laws(
             state = cls()
             for d in deltas:
                 state.join(d)
-            assert h.converged() == state
+            converged = h.converged()
+            assert converged == state
+            assert converged.digest() == state.digest()
 
         @given(hist, pick, pick)
         def test_encoding_round_trips(self, h: History[T], i: int, j: int) -> None:
@@ -323,6 +393,14 @@ def check_laws(
                 ba.to_dict(), sort_keys=True
             )
             assert ab.digest() == ba.digest()
+
+        @given(hist, pick, pick)
+        def test_encoding_is_faithful(self, h: History[T], i: int, j: int) -> None:
+            """Two states are equal iff their encodings (and digests) are equal."""
+            a, b = h.replicas[i], h.replicas[j]
+            assert (a == b) == (a.to_dict() == b.to_dict())
+            assert (a == b) == (a.digest() == b.digest())
+            assert cls.from_dict(a.to_dict()).digest() == a.digest()
 
         @given(hist, pick, pick)
         def test_copy_is_independent(self, h: History[T], i: int, j: int) -> None:
