@@ -1,0 +1,81 @@
+"""The errors the reference cluster raises.
+
+Every error is a :class:`ClusterError`. Errors caused by what a user or a peer sent (a bad
+list id, a wrong password, someone else's list) also inherit ``ValueError``, so ordinary
+``except ValueError`` code keeps working. Errors about the machine itself (an unreadable
+or corrupt store) do not: they are not the caller's mistake.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "ClusterError",
+    "InvalidListId",
+    "InvalidPassword",
+    "InvalidUserName",
+    "ListDeleted",
+    "LoginFailed",
+    "SessionExpired",
+    "SessionInvalid",
+    "StoreCorrupt",
+    "StoreError",
+    "UserExists",
+]
+
+
+class ClusterError(Exception):
+    """Base class of every error raised by :mod:`reference_cluster`."""
+
+
+# -- stores -------------------------------------------------------------------------------
+
+
+class StoreError(ClusterError):
+    """A store file cannot be opened or used (not a database, another program's file, a
+    newer schema, a disk error). The message names the file."""
+
+
+class StoreCorrupt(StoreError):
+    """A row read from a store is not what this program wrote (garbage, a wrong type, a
+    truncated encoding). The message names the table, the row and what was wrong."""
+
+
+class InvalidListId(ClusterError, ValueError):
+    """A list id is not a UUID in its canonical text form."""
+
+
+class ListDeleted(ClusterError, ValueError):
+    """The list was deleted by its owner; it takes no more edits."""
+
+
+class AccessDenied(ClusterError, ValueError):
+    """The user may not do this to the list (only the owner may delete it)."""
+
+
+# -- accounts -----------------------------------------------------------------------------
+
+
+class InvalidUserName(ClusterError, ValueError):
+    """A user name breaks the naming rules; the message says which."""
+
+
+class InvalidPassword(ClusterError, ValueError):
+    """A new password breaks the length rules; the message says which (never the
+    password)."""
+
+
+class UserExists(ClusterError, ValueError):
+    """Sign-up with a user name that is already taken."""
+
+
+class LoginFailed(ClusterError, ValueError):
+    """Unknown user name or wrong password (deliberately not told apart)."""
+
+
+class SessionInvalid(ClusterError, ValueError):
+    """A session token that the server does not know (or that was logged out)."""
+
+
+class SessionExpired(SessionInvalid):
+    """A session token that was valid but whose time is up; log in again."""
