@@ -1,0 +1,250 @@
+"""What a state costs besides time: memory, garbage-collector work, metadata, encoding.
+
+Each function returns rows for ``ratios.py`` to print; none asserts anything.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from workloads import REPLICAS, items, spread, synced_set
+
+from crdts import AWORSet
+
+Row = tuple[str, ...]
+
+
+def _traced_bytes(build: Callable[[], Any]) -> tuple[int, Any]:
+    """Bytes still allocated after ``build()`` returns (its result is kept alive)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = build()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return after - before, result
+
+
+def _tracked_objects(build: Callable[[], Any]) -> tuple[int, Any]:
+    """How many more objects the garbage collector tracks once ``build()``'s result exists."""
+    gc.collect()
+    before = len(gc.get_objects())
+    result = build()
+    gc.collect()
+    return len(gc.get_objects()) - before, result
+
+
+def _concurrently_added(elements: list[str]) -> AWORSet:
+    """Every element added by two replicas concurrently, so each keeps two dots."""
+    a, b = AWORSet(), AWORSet()
+    for x in elements:
+        a.add("a", x)
+        b.add("b", x)
+    a.join(b)
+    return a
+
+
+def memory(size: int = 100_000) -> list[Row]:
+    """Bytes and garbage-collected objects per element; the elements themselves excluded."""
+    elements = items(0, size)
+    shapes: list[tuple[str, Callable[[], Any]]] = [
+        ("plain set", lambda: set(elements)),
+        ("AWORSet, one writer", lambda: _one_writer(elements)),
+        ("AWORSet, four writers, synced", lambda: synced_set(elements)),
+        ("AWORSet, every element added concurrently twice", lambda: _concurrently_added(elements)),
+    ]
+    rows: list[Row] = []
+    for name, build in shapes:
+        nbytes, kept = _traced_bytes(build)
+        del kept
+        tracked, kept = _tracked_objects(build)
+        del kept
+        rows.append((name, f"{nbytes / size:.0f}", f"{tracked / size:.2f}"))
+    return rows
+
+
+def _one_writer(elements: list[str]) -> AWORSet:
+    s = AWORSet()
+    for x in elements:
+        s.add("a", x)
+    return s
+
+
+class _CollectorClock:
+    """Counts collections and the time spent in them, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+            self.collections[info["generation"]] += 1
+
+
+def _churn_set(state: AWORSet, new: list[str], old: list[str]) -> None:
+    for x, y in zip(new, old, strict=True):
+        _delta = state.add("a", x)
+        _delta = state.remove("a", y)
+
+
+def _churn_plain(state: set[str], new: list[str], old: list[str]) -> None:
+    for x, y in zip(new, old, strict=True):
+        state.add(x)
+        _delta = {x}
+        state.discard(y)
+        _delta = {y}
+
+
+def gc_effect(size: int = 100_000, ops: int = 20_000, rounds: int = 5) -> list[Row]:
+    """Churn on a long-lived set of ``size`` elements under each collector setting.
+
+    Each round copies the state, runs a full collection (so the copy is old, as in a
+    long-running process), then times ``ops`` operations: adds of new elements and
+    removes of old ones, alternately, returning deltas; the size stays put. Settings:
+    the collector enabled; disabled; and enabled after ``gc.freeze()``, which moves
+    everything alive into a generation the collector never walks.
+    """
+    elements = items(0, size)
+    new, old = items(size, ops // 2), spread(elements, ops // 2)
+    crdt_base, plain_base = synced_set(elements), set(elements)
+    modes = ("enabled", "disabled", "frozen")
+    sides: list[tuple[str, Callable[[], Any], Callable[[Any, list[str], list[str]], None]]] = [
+        ("AWORSet", crdt_base.copy, _churn_set),
+        ("plain set", lambda: set(plain_base), _churn_plain),
+    ]
+    results: dict[tuple[str, str], list[tuple[float, float, list[int]]]] = {}
+    was_enabled = gc.isenabled()
+    try:
+        for i in range(rounds):
+            for mode in modes[i % 3 :] + modes[: i % 3]:
+                for name, copy, churn in sides:
+                    state = copy()
+                    gc.collect()
+                    if mode == "disabled":
+                        gc.disable()
+                    elif mode == "frozen":
+                        gc.freeze()
+                    clock = _CollectorClock()
+                    gc.callbacks.append(clock)
+                    t0 = time.perf_counter()
+                    churn(state, new, old)
+                    elapsed = time.perf_counter() - t0
+                    gc.callbacks.remove(clock)
+                    gc.unfreeze()
+                    gc.enable()
+                    del state
+                    runs = results.setdefault((name, mode), [])
+                    runs.append((elapsed / ops, clock.seconds / elapsed, clock.collections))
+    finally:
+        gc.unfreeze()
+        if not was_enabled:
+            gc.disable()
+    rows: list[Row] = []
+    for name, _, _ in sides:
+        enabled = statistics.median(r[0] for r in results[(name, "enabled")])
+        for mode in modes:
+            runs = results[(name, mode)]
+            per_op = statistics.median(r[0] for r in runs)
+            share = statistics.median(r[1] for r in runs)
+            counts = runs[len(runs) // 2][2]
+            rows.append(
+                (
+                    name,
+                    mode,
+                    f"{per_op * 1e9:,.0f}",
+                    f"{per_op / enabled:.2f}x",
+                    f"{share:.0%}",
+                    "/".join(map(str, counts)),
+                )
+            )
+    state = crdt_base.copy()
+    gc.collect()
+    t0 = time.perf_counter()
+    gc.collect()
+    rows.append(
+        (
+            "AWORSet",
+            "one full gc.collect()",
+            f"{(time.perf_counter() - t0) * 1e6:,.0f} us",
+            "",
+            "",
+            "",
+        )
+    )
+    del state
+    return rows
+
+
+def context_after_sync(ops: int = 20_000, seed: int = 1) -> list[Row]:
+    """Four replicas edit one set, exchange deltas out of order (some lost), then sync.
+
+    Reports the causal context of every replica: entries in the version vector and dots
+    in the cloud, at the worst moment before the final sync and after it.
+    """
+    rng = random.Random(seed)
+    replicas = {r: AWORSet() for r in REPLICAS}
+    pending: list[tuple[str, AWORSet]] = []
+    elements = items(0, 500)
+    worst_cloud = 0
+    for _ in range(ops):
+        r = rng.choice(REPLICAS)
+        s = replicas[r]
+        x = rng.choice(elements)
+        delta = s.remove(r, x) if x in s and rng.random() < 0.4 else s.add(r, x)
+        for target in REPLICAS:
+            if target != r and rng.random() < 0.9:  # one delta in ten is lost
+                pending.append((target, delta))
+        if len(pending) > 40:  # deliver a random half, out of order
+            rng.shuffle(pending)
+            half = len(pending) // 2
+            for target, d in pending[:half]:
+                replicas[target].join(d)
+            del pending[:half]
+            worst_cloud = max(worst_cloud, *(s.stats().cloud for s in replicas.values()))
+    for a in replicas.values():
+        for b in replicas.values():
+            a.join(b)
+    stats = [s.stats() for s in replicas.values()]
+    converged = len({s.digest() for s in replicas.values()}) == 1
+    return [
+        ("operations, replicas", f"{ops:,}", f"{len(REPLICAS)}"),
+        ("largest cloud before the final sync", f"{worst_cloud} dots", ""),
+        (
+            "after sync: vector entries / cloud dots",
+            f"{max(st.replicas for st in stats)} / {max(st.cloud for st in stats)}",
+            "converged" if converged else "NOT CONVERGED",
+        ),
+    ]
+
+
+def encoded_size(sizes: tuple[int, ...] = (1_000, 100_000)) -> list[Row]:
+    """Bytes per element of the canonical encoding, beside a JSON list of the elements."""
+    rows: list[Row] = []
+    for size in sizes:
+        elements = items(0, size)
+        plain = len(json.dumps(sorted(elements), separators=(",", ":")).encode())
+        state = synced_set(elements)
+        encoded = len(state.to_json())
+        rows.append(
+            (
+                f"{size:,} elements, four writers",
+                f"{encoded / size:.1f} B",
+                f"{plain / size:.1f} B ({encoded / plain:.2f}x)",
+            )
+        )
+    return rows
