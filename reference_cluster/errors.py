@@ -18,9 +18,11 @@ __all__ = [
     "LoginFailed",
     "SessionExpired",
     "SessionInvalid",
+    "StaleState",
     "StoreCorrupt",
     "StoreError",
     "UserExists",
+    "WrongStateType",
 ]
 
 
@@ -43,6 +45,15 @@ class StoreCorrupt(StoreError):
 
 class InvalidListId(ClusterError, ValueError):
     """A list id is not a UUID in its canonical text form."""
+
+
+class WrongStateType(ClusterError, TypeError):
+    """A store was handed a state (or delta) of another type than the one it holds."""
+
+
+class StaleState(ClusterError, ValueError):
+    """A state to save does not include what the store already holds; saving it would
+    lose edits (and let a replica reuse a dot)."""
 
 
 class ListDeleted(ClusterError, ValueError):
