@@ -7,23 +7,34 @@ canonical encoding (``to_dict``/``from_dict``/``digest``).
 
 from crdts._aworset import AWORSet
 from crdts._base import Crdt, Stats
+from crdts._ccounter import CCounter
 from crdts._counters import GCounter, PNCounter
 from crdts._dots import Dot, DotContext
+from crdts._flags import DWFlag, EWFlag
 from crdts._kernel import Causal
+from crdts._ormap import ORMap, Record
+from crdts._registers import LWWRegister, MVRegister
 from crdts.errors import CrdtError, DecodeError, InvalidArgument, InvalidElement
 
 __all__ = [
     "AWORSet",
+    "CCounter",
     "Causal",
     "Crdt",
     "CrdtError",
+    "DWFlag",
     "DecodeError",
     "Dot",
     "DotContext",
+    "EWFlag",
     "GCounter",
     "InvalidArgument",
     "InvalidElement",
+    "LWWRegister",
+    "MVRegister",
+    "ORMap",
     "PNCounter",
+    "Record",
     "Stats",
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDenied",
     "ClusterError",
+    "InvalidEdit",
     "InvalidListId",
     "InvalidPassword",
     "InvalidUserName",
@@ -21,6 +22,7 @@ __all__ = [
     "StaleState",
     "StoreCorrupt",
     "StoreError",
+    "UnknownItem",
     "UserExists",
     "WrongStateType",
 ]
@@ -58,6 +60,15 @@ class StaleState(ClusterError, ValueError):
 
 class ListDeleted(ClusterError, ValueError):
     """The list was deleted by its owner; it takes no more edits."""
+
+
+class InvalidEdit(ClusterError, ValueError):
+    """An edit of a shopping list got a bad argument (an empty item name, a quantity out
+    of range, a change of 0, a drop below zero). The list was not changed."""
+
+
+class UnknownItem(InvalidEdit):
+    """An edit names an item that is not on the list, as this replica sees it."""
 
 
 class AccessDenied(ClusterError, ValueError):

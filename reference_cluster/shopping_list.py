@@ -1,0 +1,411 @@
+"""The shopping list: one causal CRDT holding a name, items and a deletion tombstone.
+
+Theory of operation
+-------------------
+A list is one :class:`crdts.Record` on the dot kernel, so every part shares one causal
+context and one delta carries any edit::
+
+    ShoppingList = Record(name:    MVRegister[str],
+                          items:   ORMap[str -> Item],
+                          deleted: EWFlag, only ever enabled)
+    Item         = Record(set:     MVRegister[int]   the last quantity set,
+                          add:     CCounter          changes since that set,
+                          bought:  EWFlag)
+
+Rule 1 (quantity). ``quantity = max(values of set, default 0) + add``. Setting a quantity
+writes ``set`` and resets ``add`` as observed; a change adds to ``add``. So two concurrent
+"set to 3" give 3 (both writes are kept, the larger is taken: 3), and "set to 3"
+concurrent with "+1" gives 4 (the set did not see the +1). The quantity shown is never
+below 0: if concurrent decrements take the tally below zero it shows 0, and the next
+change on that item starts again from 0 (it acts as a set).
+
+Rule 2 (presence). An item is on the list while any of its parts holds a dot. Removing it
+resets all of its parts as observed: a concurrent change that the remove did not see
+survives alone (3, remove || +1 gives 1), and adding it again starts from the new add.
+
+Rule 3 (bought). ``bought`` is enable-wins: concurrent "bought" and "not bought" give
+bought. Adding an item already on the list raises its quantity and marks it not bought.
+
+Rule 4 (name). Concurrent renames are all kept; :attr:`ShoppingList.name` shows the
+alphabetically first (by code point) and :attr:`ShoppingList.names` shows them all. A
+later rename, which has seen them, replaces them.
+
+Rule 5 (deletion). ``delete`` enables the tombstone and resets the name and every item
+as observed. Nothing ever disables the tombstone, and a stale copy that never saw it
+cannot remove it (its context lacks the tombstone's dot), so a deleted list stays
+deleted. Edits of a deleted list raise :class:`~reference_cluster.errors.ListDeleted`;
+edits made concurrently elsewhere are kept in the state, read-only.
+
+Rule 6 (shipping). Quantity changes fold into one dot per item between two ``seal()``
+calls (see :mod:`crdts._ccounter`): a client that calls :meth:`ShoppingList.seal` each
+time it ships, and ships what it made since the last seal as one delta, keeps one dot per
+changed item per sync round. A client that never seals is still exact; it keeps one dot
+per change until a set, remove or delete clears them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import attrs
+
+from crdts import CCounter, Crdt, DotContext, EWFlag, MVRegister, ORMap, Record, Stats
+from crdts._codec import describe
+from crdts._dots import check_replica
+from crdts.errors import DecodeError
+from reference_cluster.errors import InvalidEdit, ListDeleted, UnknownItem
+
+__all__ = ["MAX_NAME_LENGTH", "MAX_QUANTITY", "ItemView", "ShoppingList", "new_list_id"]
+
+MAX_QUANTITY = 1_000_000
+"""The largest quantity, and the largest change, a single edit may carry."""
+MAX_NAME_LENGTH = 200
+"""The longest list or item name, in characters."""
+
+
+def new_list_id() -> str:
+    """A fresh list id: a random UUID in its canonical text form."""
+    return str(uuid.uuid4())
+
+
+@attrs.frozen
+class ItemView:
+    """What a user sees of one item."""
+
+    quantity: int
+    bought: bool
+
+
+class _Item(Record):
+    type_name = "ShoppingItem"
+    fields: ClassVar[Mapping[str, type[Any]]] = {
+        "set": MVRegister,
+        "add": CCounter,
+        "bought": EWFlag,
+    }
+
+
+_Items = ORMap.of(_Item)
+
+
+class _ListState(Record):
+    type_name = "ShoppingList"
+    fields: ClassVar[Mapping[str, type[Any]]] = {
+        "name": MVRegister,
+        "items": _Items,
+        "deleted": EWFlag,
+    }
+
+    def _check_decoded(self, path: str) -> None:
+        for name in self.value_at("name"):
+            _check_text(name, f"{path}: list name", DecodeError)
+        for item, parts in self.value_at("items").items():
+            _check_text(item, f"{path}: item name", DecodeError)
+            for q in parts["set"]:
+                if type(q) is not int or not 0 <= q <= MAX_QUANTITY:
+                    raise DecodeError(
+                        f"{path}: quantity of {item!r:.80} must be an int from 0 to "
+                        f"{MAX_QUANTITY}, got {describe(q)}"
+                    )
+
+
+def _check_text(value: object, what: str, error: type[ValueError] = InvalidEdit) -> str:
+    if type(value) is not str or not value or len(value) > MAX_NAME_LENGTH:
+        raise error(
+            f"{what} must be a non-empty str of at most {MAX_NAME_LENGTH} characters, "
+            f"got {describe(value)}"
+        )
+    return value
+
+
+def _check_int(value: object, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidEdit(f"{what} must be an int from {low} to {high}, got {describe(value)}")
+    return value
+
+
+def _quantity(parts: Mapping[str, Any]) -> int:
+    """The raw quantity of an item's parts (Rule 1); may be below 0."""
+    sets: frozenset[int] = parts["set"]
+    added: int = parts["add"]
+    return (max(sets) if sets else 0) + added
+
+
+class ShoppingList(Crdt):
+    """A shopping list: a name, items with a quantity and a bought mark, and deletion.
+
+    ``ShoppingList()`` is the empty list (bottom). The list's id lives outside the state
+    (see :func:`new_list_id`). Every mutator takes the acting replica first and returns
+    a delta (a ``ShoppingList``) to ship.
+
+    >>> alice, bob = ShoppingList(), ShoppingList()
+    >>> bob.join(alice.add_item("alice", "milk", 3))
+    >>> _ = alice.remove_item("alice", "milk")
+    >>> _ = bob.change_quantity("bob", "milk", 1)        # concurrent with the remove
+    >>> (alice | bob).items["milk"].quantity
+    1
+    """
+
+    __slots__ = ("_s",)
+    type_name = "ShoppingList"
+
+    def __init__(self) -> None:
+        self._s = _ListState()
+
+    @classmethod
+    def _wrap(cls, state: _ListState) -> Self:
+        out = cls.__new__(cls)
+        out._s = state
+        return out
+
+    # -- checks -------------------------------------------------------------------------
+
+    def _check_live(self) -> None:
+        if self._s.holds("deleted"):
+            raise ListDeleted("the list was deleted; it takes no more edits")
+
+    def _parts(self, item: str) -> dict[str, Any]:
+        """The parts of an item that is on the list, or raise UnknownItem."""
+        if not self._s.holds("items", item):
+            raise UnknownItem(f"{item!r:.80} is not on the list")
+        parts: dict[str, Any] = self._s.value_at("items", item)
+        return parts
+
+    def _edit(self, replica: str, item: str, field: str, op: str, *args: Any) -> _ListState:
+        return self._s.apply(replica, "items", "apply", item, "apply", field, op, *args)
+
+    def _set(self, replica: str, item: str, quantity: int) -> _ListState:
+        delta = self._edit(replica, item, "set", "write", quantity)
+        delta.join(self._s.apply(replica, "items", "apply", item, "reset", "add"))
+        return delta
+
+    def _change(self, replica: str, item: str, parts: Mapping[str, Any], by: int) -> _ListState:
+        raw = _quantity(parts)
+        shown = max(raw, 0)
+        if shown + by < 0:
+            raise InvalidEdit(f"the quantity of {item!r:.80} is {shown}; it cannot drop by {-by}")
+        if raw < 0:
+            # Concurrent decrements went below zero: start again from what is shown (Rule 1).
+            return self._set(replica, item, shown + by)
+        if by > 0:
+            return self._edit(replica, item, "add", "increment", by)
+        return self._edit(replica, item, "add", "decrement", -by)
+
+    # -- mutators -----------------------------------------------------------------------
+
+    def add_item(self, replica: str, item: str, quantity: int = 1) -> Self:
+        """Put ``quantity`` of ``item`` on the list; return the delta.
+
+        An item not on the list (as this replica sees it) starts at ``quantity``; an item
+        already there has its quantity raised by ``quantity`` and is marked not bought.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: an empty or too long item name,
+            a quantity outside 1..MAX_QUANTITY. ListDeleted: the list was deleted.
+            Nothing changed in any case.
+        """
+        check_replica(replica)
+        _check_text(item, "item name")
+        _check_int(quantity, "quantity", 1, MAX_QUANTITY)
+        self._check_live()
+        if not self._s.holds("items", item):
+            return self._wrap(self._edit(replica, item, "set", "write", quantity))
+        parts = self._parts(item)
+        delta = self._change(replica, item, parts, quantity)
+        if parts["bought"]:
+            delta.join(self._edit(replica, item, "bought", "disable"))
+        return self._wrap(delta)
+
+    def change_quantity(self, replica: str, item: str, delta: int) -> Self:
+        """Change the quantity of ``item`` by ``delta`` (non-zero, may be negative); return
+        the delta. Concurrent changes add up.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: ``delta`` is 0 or too large, or
+            would take the quantity below 0. UnknownItem: the item is not on the list.
+            ListDeleted: the list was deleted. Nothing changed in any case.
+        """
+        check_replica(replica)
+        _check_text(item, "item name")
+        _check_int(delta, "quantity change", -MAX_QUANTITY, MAX_QUANTITY)
+        if delta == 0:
+            raise InvalidEdit("quantity change must not be 0")
+        self._check_live()
+        return self._wrap(self._change(replica, item, self._parts(item), delta))
+
+    def set_quantity(self, replica: str, item: str, quantity: int) -> Self:
+        """Set the quantity of ``item`` to ``quantity`` (0..MAX_QUANTITY); return the delta.
+
+        Concurrent sets keep the largest; changes concurrent with a set add to it.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: bad quantity. UnknownItem: the
+            item is not on the list. ListDeleted: the list was deleted. Nothing changed.
+        """
+        check_replica(replica)
+        _check_text(item, "item name")
+        _check_int(quantity, "quantity", 0, MAX_QUANTITY)
+        self._check_live()
+        self._parts(item)
+        return self._wrap(self._set(replica, item, quantity))
+
+    def mark_bought(self, replica: str, item: str, bought: bool = True) -> Self:
+        """Mark ``item`` bought (or, with ``bought=False``, not bought); return the delta.
+
+        Concurrent "bought" and "not bought" give bought.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: ``bought`` is not a bool.
+            UnknownItem: the item is not on the list. ListDeleted: the list was deleted.
+            Nothing changed in any case.
+        """
+        check_replica(replica)
+        _check_text(item, "item name")
+        if type(bought) is not bool:
+            raise InvalidEdit(f"bought must be True or False, got {describe(bought)}")
+        self._check_live()
+        self._parts(item)
+        return self._wrap(self._edit(replica, item, "bought", "enable" if bought else "disable"))
+
+    def remove_item(self, replica: str, item: str) -> Self:
+        """Take ``item`` off the list as this replica sees it; return the delta.
+
+        Changes made concurrently elsewhere survive, and only they: the item comes back
+        holding just what the remove did not see.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: bad item name. UnknownItem: the
+            item is not on the list. ListDeleted: the list was deleted. Nothing changed.
+        """
+        check_replica(replica)
+        _check_text(item, "item name")
+        self._check_live()
+        self._parts(item)
+        return self._wrap(self._s.apply(replica, "items", "remove", item))
+
+    def rename(self, replica: str, name: str) -> Self:
+        """Rename the list; return the delta. Concurrent renames are all kept (see
+        :attr:`names`); :attr:`name` shows the alphabetically first.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: an empty or too long name.
+            ListDeleted: the list was deleted. Nothing changed in any case.
+        """
+        check_replica(replica)
+        _check_text(name, "list name")
+        self._check_live()
+        return self._wrap(self._s.apply(replica, "name", "write", name))
+
+    def delete(self, replica: str) -> Self:
+        """Delete the list for good; return the delta. Every replica that receives the
+        delta (or any state that includes it) sees the list deleted, forever.
+
+        Raises:
+            InvalidArgument: bad replica id. ListDeleted: already deleted. Nothing changed.
+        """
+        check_replica(replica)
+        self._check_live()
+        delta = self._s.apply(replica, "deleted", "enable")
+        delta.join(self._s.reset(replica, "items"))
+        delta.join(self._s.reset(replica, "name"))
+        return self._wrap(delta)
+
+    def seal(self) -> None:
+        """Declare that everything this replica made so far may have been shipped (Rule 6).
+
+        Call it each time you ship, after shipping the join of the deltas made since the
+        previous call (or the whole state)."""
+        self._s.seal()
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The list's name: the alphabetically first of :attr:`names`, "" if never set."""
+        names = self._s.value_at("name")
+        return min(names) if names else ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name currently held, sorted: more than one after concurrent renames."""
+        return tuple(sorted(self._s.value_at("name")))
+
+    @property
+    def items(self) -> dict[str, ItemView]:
+        """A fresh dict of item name to :class:`ItemView`, sorted by item name."""
+        parts_by_item: dict[str, dict[str, Any]] = self._s.value_at("items")
+        return {
+            item: ItemView(max(_quantity(parts), 0), parts["bought"])
+            for item, parts in sorted(parts_by_item.items())
+        }
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the list was deleted (by any replica whose delete reached this one)."""
+        return self._s.holds("deleted")
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """A plain dict: ``{"name": str, "items": {item: {"quantity": int, "bought":
+        bool}}, "deleted": bool}``."""
+        return {
+            "name": self.name,
+            "items": {
+                item: {"quantity": view.quantity, "bought": view.bought}
+                for item, view in self.items.items()
+            },
+            "deleted": self.deleted,
+        }
+
+    def __contains__(self, item: object) -> bool:
+        return type(item) is str and bool(item) and self._s.holds("items", item)
+
+    # -- the contract -------------------------------------------------------------------
+
+    def join(self, other: Self) -> None:
+        self._check_same_type(other)
+        self._s.join(other._s)
+
+    def __le__(self, other: Self) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._s <= other._s
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, ShoppingList)
+        return self._s == other._s
+
+    def copy(self) -> Self:
+        return self._wrap(self._s.copy())
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._s.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls._wrap(_ListState.from_dict(data))
+
+    def delta_for(self, peer: DotContext) -> Self:
+        """The delta a peer whose causal context is ``peer`` needs (see
+        :meth:`crdts.Causal.delta_for`)."""
+        return self._wrap(self._s.delta_for(peer))
+
+    @property
+    def context(self) -> DotContext:
+        """A copy of the list's causal context."""
+        return self._s.context
+
+    def stats(self) -> Stats:
+        return self._s.stats()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{item!r}: {v.quantity}{' bought' if v.bought else ''}"
+            for item, v in self.items.items()
+        )
+        gone = " deleted" if self.deleted else ""
+        return f"ShoppingList({self.name!r}{gone}, {{{shown}}})"
