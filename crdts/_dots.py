@@ -146,6 +146,22 @@ class DotContext:
             raise InvalidArgument(f"replica {replica!r:.80} has issued its last dot")
         return top + 1
 
+    def _issue(self, replica: str) -> int:
+        """Record the next dot of ``replica`` (a valid id) as seen and return its counter.
+
+        Raises:
+            InvalidArgument: ``replica`` has issued its last dot; nothing changed.
+        """
+        vv = self._vv
+        n = vv.get(replica, 0)
+        if replica not in self._cloud and n < MAX_INT:
+            # The usual case, a mutator's hot path: the new dot extends the vector.
+            vv[replica] = n + 1
+            return n + 1
+        counter = self._next_counter(replica)
+        self._add(replica, counter)
+        return counter
+
     @property
     def vv(self) -> Mapping[str, int]:
         """The version vector, as a fresh dict ``{replica: n}``."""
