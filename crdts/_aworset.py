@@ -25,6 +25,18 @@ _Dots = RawDot | frozenset[RawDot]
 _new = object.__new__
 
 
+def _one_dot_context(replica: str, counter: int) -> DotContext:
+    """The (compact) context holding exactly the dot ``(replica, counter)``."""
+    ctx = _new(DotContext)
+    if counter == 1:
+        ctx._vv = {replica: 1}
+        ctx._cloud = {}
+    else:
+        ctx._vv = {}
+        ctx._cloud = {replica: {counter}}
+    return ctx
+
+
 class AWORSet(Causal):
     """An add-wins observed-remove set.
 
@@ -97,16 +109,9 @@ class AWORSet(Causal):
         self._entries[dot] = element
         index[element] = dot
         # The hottest path (bench/): the delta is built field by field, see _new.
-        delta_ctx = _new(DotContext)
-        if counter == 1:
-            delta_ctx._vv = {replica: 1}
-            delta_ctx._cloud = {}
-        else:
-            delta_ctx._vv = {}
-            delta_ctx._cloud = {replica: {counter}}
         delta = _new(AWORSet)
         delta._entries = {dot: element}
-        delta._ctx = delta_ctx
+        delta._ctx = _one_dot_context(replica, counter)
         delta._index = {element: dot}
         return delta
 
@@ -131,13 +136,25 @@ class AWORSet(Causal):
             InvalidArgument: bad replica id. InvalidElement: element of a type the
             encoding cannot carry. Nothing changed in either case.
         """
-        check_replica(replica)
-        check_element(element)
-        old = self._index.get(element)
+        # The same inline checks as in add.
+        if type(replica) is not str or not replica:
+            check_replica(replica)
+        if type(element) is not str:
+            check_element(element)
+        index = self._index
+        old = index.get(element)
         if old is None:
             return AWORSet()
-        dots: list[RawDot] = list(old) if isinstance(old, frozenset) else [old]
-        return self._delta_removing(dots)
+        if isinstance(old, frozenset):
+            return self._delta_removing(list(old))
+        # One dot, the usual case: drop it and build the delta directly (see _new).
+        del index[element]
+        del self._entries[old]
+        delta = _new(AWORSet)
+        delta._entries = {}
+        delta._ctx = _one_dot_context(*old)
+        delta._index = {}
+        return delta
 
     def clear(self, replica: str) -> AWORSet:
         """Remove every element observed here; return the delta.
