@@ -40,20 +40,37 @@ import attrs
 
 from crdts._aworset import AWORSet
 from crdts._base import Crdt
+from crdts._ccounter import CCounter
 from crdts._counters import GCounter, PNCounter
+from crdts._flags import DWFlag, EWFlag
+from crdts._kernel import Causal
+from crdts._ormap import ORMap, Record
+from crdts._registers import LWWRegister, MVRegister
 from crdts.errors import InvalidArgument
 
 __all__ = [
     "AWORSET_ELEMENTS",
+    "ORMAP_KEYS",
+    "REGISTER_VALUES",
     "History",
     "Op",
     "Sync",
     "aworsets",
+    "ccounters",
     "check_laws",
+    "dwflags",
+    "ewflags",
     "gcounters",
     "histories",
+    "lwwregister_operations",
+    "lwwregisters",
+    "mvregister_operations",
+    "mvregisters",
     "operations_for",
+    "ormap_operations",
+    "ormaps",
     "pncounters",
+    "record_operations",
     "register_operations",
 ]
 
@@ -262,6 +279,174 @@ def aworsets(
 register_operations(GCounter, {"increment": _AMOUNTS})
 register_operations(PNCounter, {"increment": _AMOUNTS, "decrement": _AMOUNTS})
 register_operations(AWORSet, aworset_operations(AWORSET_ELEMENTS))
+
+
+# -- composition: flags, registers, causal counters, maps, records -------------------------
+
+REGISTER_VALUES: st.SearchStrategy[Any] = st.sampled_from(["a", "b", "c", 1, 2, None, (1, "x")])
+"""A few register values of several types, so that concurrent writes collide."""
+
+ORMAP_KEYS: st.SearchStrategy[Any] = st.sampled_from(["a", "b", "c", 1, (2, "x")])
+"""A few map keys of several types, so that updates and removes collide."""
+
+_NO_ARGS: st.SearchStrategy[tuple[Any, ...]] = st.just(())
+_FLAG_OPERATIONS = {"enable": _NO_ARGS, "disable": _NO_ARGS}
+
+
+def mvregister_operations(
+    values: st.SearchStrategy[Any],
+) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """The MVRegister mutators with values drawn from ``values``."""
+    return {"write": values.map(lambda v: (v,)), "clear": _NO_ARGS}
+
+
+def lwwregister_operations(
+    values: st.SearchStrategy[Any],
+) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """LWWRegister writes of ``values``, with a small timestamp (so ties happen) or none."""
+    return {"write": st.tuples(values, st.none() | st.integers(0, 6))}
+
+
+def _operations_of(
+    cls: type[Causal], keys: st.SearchStrategy[Any]
+) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """Registered operations of ``cls``; for an unregistered map or record, derived ones."""
+    try:
+        return operations_for(cls)
+    except KeyError:
+        pass
+    if isinstance(cls, type) and issubclass(cls, ORMap) and cls is not ORMap:
+        return ormap_operations(cls.value_type, keys)
+    if isinstance(cls, type) and issubclass(cls, Record) and cls.fields:
+        return record_operations(cls, keys=keys)
+    raise InvalidArgument(
+        f"no operations are registered for {getattr(cls, '__name__', cls)!r:.80}; "
+        "register them with register_operations()"
+    )
+
+
+def _tagged(
+    tag: st.SearchStrategy[Any], inner: Mapping[str, st.SearchStrategy[tuple[Any, ...]]]
+) -> st.SearchStrategy[tuple[Any, ...]]:
+    """``(tag, op, *args)`` for every inner operation."""
+    return st.one_of(
+        *(
+            st.tuples(tag, st.just(name), args).map(lambda t: (t[0], t[1], *t[2]))
+            for name, args in sorted(inner.items())
+        )
+    )
+
+
+def ormap_operations(
+    value_type: type[Causal], keys: st.SearchStrategy[Any] = ORMAP_KEYS
+) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """The ORMap mutators (``apply`` of every value operation, ``remove``, ``clear``).
+
+    The value type's operations are its registered ones; a nested map or record gets
+    derived ones, using ``keys`` again for inner maps.
+    """
+    inner = _operations_of(value_type, keys)
+    return {"apply": _tagged(keys, inner), "remove": keys.map(lambda k: (k,)), "clear": _NO_ARGS}
+
+
+def record_operations(
+    cls: type[Record], *, keys: st.SearchStrategy[Any] = ORMAP_KEYS
+) -> Mapping[str, st.SearchStrategy[tuple[Any, ...]]]:
+    """The Record mutators: ``apply`` of every field's operations, and ``reset`` of a field."""
+    per_field = [
+        _tagged(st.just(name), _operations_of(t, keys)) for name, t in sorted(cls.fields.items())
+    ]
+    return {
+        "apply": st.one_of(*per_field),
+        "reset": st.sampled_from(sorted(cls.fields)).map(lambda f: (f,)),
+    }
+
+
+def ewflags(*, replicas: int = 3, max_ops: int = 25) -> st.SearchStrategy[EWFlag]:
+    """EWFlag states reached by replaying generated histories."""
+    return _states(EWFlag, operations_for(EWFlag), replicas, max_ops)
+
+
+def dwflags(*, replicas: int = 3, max_ops: int = 25) -> st.SearchStrategy[DWFlag]:
+    """DWFlag states reached by replaying generated histories."""
+    return _states(DWFlag, operations_for(DWFlag), replicas, max_ops)
+
+
+def ccounters(*, replicas: int = 3, max_ops: int = 25) -> st.SearchStrategy[CCounter]:
+    """CCounter states reached by replaying increments, decrements and resets."""
+    return _states(CCounter, operations_for(CCounter), replicas, max_ops)
+
+
+def _check_strategy(value: object, what: str) -> None:
+    if not isinstance(value, st.SearchStrategy):
+        raise InvalidArgument(f"{what} must be a strategy, got {type(value).__name__}")
+
+
+def mvregisters(
+    values: st.SearchStrategy[Any] = REGISTER_VALUES, *, replicas: int = 3, max_ops: int = 25
+) -> st.SearchStrategy[MVRegister]:
+    """MVRegister states reached by replaying writes of ``values`` and clears.
+
+    Raises:
+        InvalidArgument: at first draw, if an argument is out of its domain.
+    """
+
+    def build() -> st.SearchStrategy[MVRegister]:
+        _check_strategy(values, "values")
+        return _states(MVRegister, mvregister_operations(values), replicas, max_ops)
+
+    return st.deferred(build)
+
+
+def lwwregisters(
+    values: st.SearchStrategy[Any] = REGISTER_VALUES, *, replicas: int = 3, max_ops: int = 25
+) -> st.SearchStrategy[LWWRegister]:
+    """LWWRegister states reached by replaying writes of ``values``.
+
+    Raises:
+        InvalidArgument: at first draw, if an argument is out of its domain.
+    """
+
+    def build() -> st.SearchStrategy[LWWRegister]:
+        _check_strategy(values, "values")
+        return _states(LWWRegister, lwwregister_operations(values), replicas, max_ops)
+
+    return st.deferred(build)
+
+
+def ormaps(
+    value_type: type[Causal] = CCounter,
+    keys: st.SearchStrategy[Any] = ORMAP_KEYS,
+    *,
+    replicas: int = 3,
+    max_ops: int = 25,
+) -> st.SearchStrategy[ORMap]:
+    """States of ``ORMap.of(value_type)`` reached by replaying generated histories.
+
+    Args:
+        value_type: the embedded causal type (registered, or a map or record of them).
+        keys: strategy of keys; a small pool makes updates and removes collide.
+
+    Raises:
+        InvalidArgument: at first draw, if an argument is out of its domain.
+    """
+
+    def build() -> st.SearchStrategy[ORMap]:
+        _check_strategy(keys, "keys")
+        map_type = ORMap.of(value_type)
+        return _states(map_type, ormap_operations(value_type, keys), replicas, max_ops)
+
+    return st.deferred(build)
+
+
+register_operations(EWFlag, _FLAG_OPERATIONS)
+register_operations(DWFlag, _FLAG_OPERATIONS)
+register_operations(MVRegister, mvregister_operations(REGISTER_VALUES))
+register_operations(LWWRegister, lwwregister_operations(REGISTER_VALUES))
+register_operations(CCounter, {"increment": _AMOUNTS, "decrement": _AMOUNTS, "reset": _NO_ARGS})
+for _value_type in (CCounter, EWFlag, MVRegister, AWORSet):
+    register_operations(ORMap.of(_value_type), ormap_operations(_value_type))
+register_operations(ORMap.of(ORMap.of(CCounter)), ormap_operations(ORMap.of(CCounter)))
 
 
 def check_laws(
