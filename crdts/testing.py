@@ -496,34 +496,39 @@ def check_laws(
         return h.replicas[i], h.replicas[j], h.replicas[k]
 
     class Laws:
+        @staticmethod
         @given(hist, pick, pick)
-        def test_join_commutative(self, h: History[T], i: int, j: int) -> None:
+        def test_join_commutative(h: History[T], i: int, j: int) -> None:
             """a | b == b | a."""
             a, b = h.replicas[i], h.replicas[j]
             assert a | b == b | a
 
+        @staticmethod
         @given(hist, pick, pick, pick)
-        def test_join_associative(self, h: History[T], i: int, j: int, k: int) -> None:
+        def test_join_associative(h: History[T], i: int, j: int, k: int) -> None:
             """(a | b) | c == a | (b | c)."""
             a, b, c = three(h, i, j, k)
             assert (a | b) | c == a | (b | c)
 
+        @staticmethod
         @given(hist, pick)
-        def test_join_idempotent(self, h: History[T], i: int) -> None:
+        def test_join_idempotent(h: History[T], i: int) -> None:
             """a | a == a."""
             a = h.replicas[i]
             assert a | a == a
 
+        @staticmethod
         @given(hist, pick, pick)
-        def test_order_agrees_with_join(self, h: History[T], i: int, j: int) -> None:
+        def test_order_agrees_with_join(h: History[T], i: int, j: int) -> None:
             """a <= b iff a | b == b, and a <= a | b."""
             a, b = h.replicas[i], h.replicas[j]
             assert (a <= b) == (a | b == b)
             assert a <= a | b
             assert b <= a | b
 
+        @staticmethod
         @given(hist, pick, pick, pick)
-        def test_order_is_partial_order(self, h: History[T], i: int, j: int, k: int) -> None:
+        def test_order_is_partial_order(h: History[T], i: int, j: int, k: int) -> None:
             """<= is reflexive, antisymmetric and transitive."""
             a, b, c = three(h, i, j, k)
             ab = a | b
@@ -533,30 +538,34 @@ def check_laws(
             if a <= ab <= ab | c:
                 assert a <= ab | c
 
+        @staticmethod
         @given(hist, pick)
-        def test_bottom_is_identity(self, h: History[T], i: int) -> None:
+        def test_bottom_is_identity(h: History[T], i: int) -> None:
             """T() | a == a == a | T(), and T() <= a."""
             a = h.replicas[i]
             assert cls() | a == a
             assert a | cls() == a
             assert cls() <= a
 
+        @staticmethod
         @given(hist)
-        def test_mutators_inflate_with_their_delta(self, h: History[T]) -> None:
+        def test_mutators_inflate_with_their_delta(h: History[T]) -> None:
             """For every mutation: old <= new, old | d == new and d <= new."""
             for before, delta, after in h.mutations:
                 assert before <= after
                 assert before | delta == after
                 assert delta <= after
 
+        @staticmethod
         @given(hist)
-        def test_deltas_are_values(self, h: History[T]) -> None:
+        def test_deltas_are_values(h: History[T]) -> None:
             """A delta is unchanged by later mutations and joins of the state that made it."""
             for shipped, (_, snapshot, _) in zip(h.deltas, h.mutations, strict=True):
                 assert snapshot == shipped
 
+        @staticmethod
         @given(hist, st.randoms(use_true_random=False))
-        def test_deltas_in_any_order_with_duplicates(self, h: History[T], rnd: Any) -> None:
+        def test_deltas_in_any_order_with_duplicates(h: History[T], rnd: Any) -> None:
             """Joining every delta, shuffled and some twice, gives the converged state."""
             deltas = list(h.deltas) + rnd.sample(h.deltas, len(h.deltas) // 2)
             rnd.shuffle(deltas)
@@ -567,8 +576,9 @@ def check_laws(
             assert converged == state
             assert converged.digest() == state.digest()
 
+        @staticmethod
         @given(hist, pick, pick)
-        def test_encoding_round_trips(self, h: History[T], i: int, j: int) -> None:
+        def test_encoding_round_trips(h: History[T], i: int, j: int) -> None:
             """from_dict(to_dict(a)) == a through JSON; equal states give equal bytes."""
             a, b = h.replicas[i], h.replicas[j]
             text = json.dumps(a.to_dict())
@@ -579,16 +589,18 @@ def check_laws(
             )
             assert ab.digest() == ba.digest()
 
+        @staticmethod
         @given(hist, pick, pick)
-        def test_encoding_is_faithful(self, h: History[T], i: int, j: int) -> None:
+        def test_encoding_is_faithful(h: History[T], i: int, j: int) -> None:
             """Two states are equal iff their encodings (and digests) are equal."""
             a, b = h.replicas[i], h.replicas[j]
             assert (a == b) == (a.to_dict() == b.to_dict())
             assert (a == b) == (a.digest() == b.digest())
             assert cls.from_dict(a.to_dict()).digest() == a.digest()
 
+        @staticmethod
         @given(hist, pick, pick)
-        def test_copy_is_independent(self, h: History[T], i: int, j: int) -> None:
+        def test_copy_is_independent(h: History[T], i: int, j: int) -> None:
             """Joining into a copy leaves the original unchanged."""
             a, b = h.replicas[i], h.replicas[j]
             snapshot = a.to_dict()
