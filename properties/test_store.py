@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdts import AWORSet, GCounter
@@ -36,6 +36,9 @@ from reference_cluster.store import ClientSession, ClientStore, ServerStore, che
 
 LIST_A = str(uuid.UUID(int=1))
 LIST_B = str(uuid.UUID(int=2))
+
+# Every example here writes durably (fsync); half the profile's examples is plenty.
+on_disk = settings(max_examples=max(10, settings().max_examples // 2))
 
 # One step of a multi-replica history: (replica, add?, element).
 steps = st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(0, 6)), max_size=25)
@@ -68,6 +71,7 @@ def temp_dir() -> Iterator[Path]:
 # -- server store: lists ------------------------------------------------------------------
 
 
+@on_disk
 @given(steps)
 def test_applied_deltas_read_back_as_their_join_after_reopening(
     history: list[tuple[str, bool, int]],
@@ -91,6 +95,7 @@ def test_applied_deltas_read_back_as_their_join_after_reopening(
         assert (None, {}) == (loaded, stored_digests)
 
 
+@on_disk
 @given(steps, st.lists(st.sampled_from([LIST_A, LIST_B]), min_size=25, max_size=25))
 def test_group_commit_equals_one_transaction_per_delta(
     history: list[tuple[str, bool, int]], targets: list[str]
@@ -254,6 +259,7 @@ def test_a_garbage_state_row_is_a_clear_error(tmp_path: Path, stored: object, me
             store.apply_delta(LIST_A, AWORSet().add("r", 2))
 
 
+@on_disk
 @given(st.text(max_size=60) | st.binary(max_size=60))
 def test_any_bytes_in_a_state_row_load_or_raise_store_corrupt(stored: str | bytes) -> None:
     """Whatever sits in a state row, loading gives a state or StoreCorrupt, nothing else."""

@@ -1,0 +1,320 @@
+"""A user's lists on one device, the deltas not yet acknowledged, and the session.
+
+Theory of operation
+-------------------
+Rule 1 (durable before sent). An edit is written (state and queued delta, one durable
+transaction) before the client sends it; an edit made offline waits in the queue across
+restarts until a server acknowledges it.
+
+Rule 2 (no dot is ever reused). An edit writes the new state, whose causal context holds
+the new dot, in the same transaction as the queued delta. After a restart the state read
+back knows every dot the device ever created, so the next edit takes a fresh one. The
+device's replica id is generated once and kept in the store.
+
+Rule 3 (sequence numbers are never reused). Each list has its own counter of queued
+deltas, kept in the list's row, so an acknowledgement by sequence number can never drop a
+newer delta, even after the queue emptied.
+
+The general rules of the stores (durability, decoding, the cache) are in
+:mod:`reference_cluster._sqlite`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable
+
+import attrs
+
+from reference_cluster._sqlite import S, SqliteStore, check_list_id, encode
+from reference_cluster.errors import StaleState, StoreCorrupt
+
+__all__ = ["ClientSession", "ClientStore"]
+
+_CLIENT_APP_ID = 0x53484C43  # "SHLC"
+_MAX_REPLICA_ID = 64
+
+_CLIENT_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE lists (
+    list_id  TEXT PRIMARY KEY,
+    state    TEXT NOT NULL,
+    next_seq INTEGER NOT NULL
+);
+CREATE TABLE outbox (
+    list_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    delta   TEXT NOT NULL,
+    PRIMARY KEY (list_id, seq)
+);
+CREATE TABLE session (
+    slot      INTEGER PRIMARY KEY CHECK (slot = 1),
+    user_name TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    token     TEXT NOT NULL,
+    expires   REAL NOT NULL
+);
+"""
+
+
+@attrs.frozen
+class ClientSession:
+    """The login a device keeps: who, the token (in clear: the device needs it), and when
+    it expires."""
+
+    user_name: str
+    user_id: str
+    token: str = attrs.field(repr=False)
+    expires: float
+
+
+def _random_replica_id() -> str:
+    return secrets.token_hex(8)
+
+
+class ClientStore(SqliteStore[S]):
+    """One user's lists on one device, the deltas not yet acknowledged, and the session.
+
+    Args:
+        path: the SQLite file (created if missing).
+        state_type: the class of the stored lists.
+        new_replica_id: makes the device's replica id the first time the file is created
+            (16 random hex digits by default); later opens read it back.
+
+    Raises:
+        StoreError: the file is not a client store of this version, or cannot be opened.
+    """
+
+    _APP_ID = _CLIENT_APP_ID
+    _SCHEMA = _CLIENT_SCHEMA
+    _KIND = "client"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        state_type: type[S],
+        *,
+        new_replica_id: Callable[[], str] = _random_replica_id,
+    ) -> None:
+        self._new_replica_id = new_replica_id
+        super().__init__(path, state_type)
+        with self._errors("read"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'replica'").fetchone()
+        if row is None or not _valid_replica(row[0]):
+            raise StoreCorrupt(f"{self.path}: table meta: missing or invalid replica id")
+        self._replica: str = row[0]
+
+    def _init_rows(self) -> None:
+        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'replica'").fetchone() is None:
+            replica = self._new_replica_id()
+            if not _valid_replica(replica):
+                raise ValueError(f"a replica id is 1 to {_MAX_REPLICA_ID} characters")
+            self._conn.execute("INSERT INTO meta (key, value) VALUES ('replica', ?)", (replica,))
+
+    @property
+    def replica_id(self) -> str:
+        """This device's replica id (made once, kept forever)."""
+        return self._replica
+
+    # -- lists --------------------------------------------------------------------------
+
+    def add_list(self, list_id: str) -> bool:
+        """Start tracking a list (a new one, or one shared by its id); True if new."""
+        check_list_id(list_id)
+        with self._transaction("add list") as conn:
+            return self._ensure(conn, list_id)
+
+    def _ensure(self, conn: sqlite3.Connection, list_id: str) -> bool:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO lists (list_id, state, next_seq) VALUES (?, ?, 1)",
+            (list_id, encode(self._state_type())),
+        )
+        return cursor.rowcount == 1
+
+    def list_ids(self) -> list[str]:
+        """The ids of the lists on this device, sorted."""
+        with self._errors("read"):
+            rows = self._conn.execute("SELECT list_id FROM lists ORDER BY list_id").fetchall()
+        for (value,) in rows:
+            if not isinstance(value, str):
+                raise StoreCorrupt(f"{self.path}: table lists: a list id is not text")
+        return [r[0] for r in rows]
+
+    def load(self, list_id: str) -> S | None:
+        """A copy of the local state of the list, or None if it is not on this device."""
+        check_list_id(list_id)
+        with self._errors("read"):
+            self._check_cache()
+            row = self._conn.execute(
+                "SELECT state FROM lists WHERE list_id = ?", (list_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return self._cached(list_id, row[0]).copy()
+
+    def edit(self, list_id: str, mutate: Callable[[S, str], S]) -> tuple[S, int]:
+        """Apply a local edit durably: ``mutate(state, replica_id)`` changes the stored
+        state in place and returns the delta (``lambda s, r: s.add(r, "milk")``).
+
+        The new state and the queued delta are written in one transaction; the list is
+        created if new.
+
+        Returns:
+            ``(delta, seq)``: the delta to send and its sequence number in the queue.
+
+        Raises:
+            Whatever ``mutate`` raises (nothing is written then). WrongStateType: ``mutate``
+            returned something else than a delta of the store's type.
+        """
+        check_list_id(list_id)
+        with self._transaction("edit", (list_id,)) as conn:
+            self._ensure(conn, list_id)
+            state = self._current(conn, list_id)
+            delta = self._check_state(mutate(state, self._replica), "delta returned by mutate")
+            seq = self._write_edit(conn, list_id, state, delta)
+        return delta.copy(), seq
+
+    def record_edit(self, list_id: str, state: S, delta: S) -> int:
+        """Durably save a state changed by a local edit, and queue the edit's delta.
+
+        For callers that keep the state in memory (a client core): ``state`` must include
+        everything the store holds for the list (it is the stored state plus edits).
+
+        Returns:
+            The delta's sequence number in the queue.
+
+        Raises:
+            StaleState: ``state`` lacks something the store holds, or ``delta`` is not part
+            of ``state``; nothing is written.
+        """
+        check_list_id(list_id)
+        self._check_state(state, "state")
+        self._check_state(delta)
+        # Joins, not ``<=``: the lattice order does not compare payloads, so it would
+        # accept a state that reused a stored dot for another payload.
+        if delta | state != state:
+            raise StaleState(f"list {list_id}: the delta is not part of the state to save")
+        with self._transaction("edit", (list_id,)) as conn:
+            self._ensure(conn, list_id)
+            if self._current(conn, list_id) | state != state:
+                raise StaleState(f"list {list_id}: the state to save lacks stored edits")
+            kept = state.copy()
+            self._cache[list_id] = kept
+            return self._write_edit(conn, list_id, kept, delta)
+
+    def _current(self, conn: sqlite3.Connection, list_id: str) -> S:
+        row = conn.execute("SELECT state FROM lists WHERE list_id = ?", (list_id,)).fetchone()
+        return self._cached(list_id, row[0])
+
+    def _write_edit(self, conn: sqlite3.Connection, list_id: str, state: S, delta: S) -> int:
+        row = conn.execute("SELECT next_seq FROM lists WHERE list_id = ?", (list_id,)).fetchone()
+        seq = row[0]
+        if type(seq) is not int or seq < 1:
+            raise StoreCorrupt(f"{self.path}: table lists, row {list_id!r}: bad next_seq")
+        conn.execute(
+            "UPDATE lists SET state = ?, next_seq = ? WHERE list_id = ?",
+            (encode(state), seq + 1, list_id),
+        )
+        conn.execute(
+            "INSERT INTO outbox (list_id, seq, delta) VALUES (?, ?, ?)",
+            (list_id, seq, encode(delta)),
+        )
+        return seq
+
+    def merge(self, list_id: str, remote: S) -> S:
+        """Durably join a delta or state received from the cluster into the local state.
+
+        Returns:
+            A copy of the new local state.
+        """
+        check_list_id(list_id)
+        self._check_state(remote)
+        with self._transaction("merge", (list_id,)) as conn:
+            self._ensure(conn, list_id)
+            state = self._current(conn, list_id)
+            state.join(remote)
+            conn.execute("UPDATE lists SET state = ? WHERE list_id = ?", (encode(state), list_id))
+        return state.copy()
+
+    def forget(self, list_id: str) -> None:
+        """Remove a list and its queued deltas from this device (after it was deleted)."""
+        check_list_id(list_id)
+        with self._transaction("forget", (list_id,)) as conn:
+            conn.execute("DELETE FROM outbox WHERE list_id = ?", (list_id,))
+            conn.execute("DELETE FROM lists WHERE list_id = ?", (list_id,))
+            self._cache.pop(list_id, None)
+
+    # -- the queue of unacknowledged deltas ---------------------------------------------
+
+    def pending(self, list_id: str) -> list[tuple[int, S]]:
+        """The queued deltas of a list, ``(seq, delta)`` in order."""
+        check_list_id(list_id)
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT seq, delta FROM outbox WHERE list_id = ? ORDER BY seq", (list_id,)
+            ).fetchall()
+        out: list[tuple[int, S]] = []
+        for seq, text in rows:
+            if type(seq) is not int:
+                raise StoreCorrupt(f"{self.path}: table outbox, list {list_id!r}: bad seq")
+            out.append((seq, self._decode("outbox", f"{list_id}#{seq}", "delta", text)))
+        return out
+
+    def pending_lists(self) -> list[str]:
+        """The ids of the lists with queued deltas, sorted."""
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT DISTINCT list_id FROM outbox ORDER BY list_id"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def ack(self, list_id: str, upto_seq: int) -> int:
+        """Drop the queued deltas of a list with ``seq <= upto_seq`` (acknowledged by a
+        server); return how many were dropped."""
+        check_list_id(list_id)
+        if type(upto_seq) is not int:
+            raise TypeError(f"a sequence number is an int, got {type(upto_seq).__name__}")
+        with self._transaction("ack") as conn:
+            return conn.execute(
+                "DELETE FROM outbox WHERE list_id = ? AND seq <= ?", (list_id, upto_seq)
+            ).rowcount
+
+    # -- session ------------------------------------------------------------------------
+
+    def session(self) -> ClientSession | None:
+        """The saved login, if any."""
+        with self._errors("read"):
+            row = self._conn.execute(
+                "SELECT user_name, user_id, token, expires FROM session WHERE slot = 1"
+            ).fetchone()
+        if row is None:
+            return None
+        name, user_id, token, expires = row
+        if not all(isinstance(v, str) for v in (name, user_id, token)) or not isinstance(
+            expires, float | int
+        ):
+            raise StoreCorrupt(f"{self.path}: table session: wrong column types")
+        return ClientSession(name, user_id, token, float(expires))
+
+    def set_session(self, session: ClientSession) -> None:
+        """Save the login (replacing any earlier one)."""
+        with self._transaction("save session") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO session (slot, user_name, user_id, token, expires) "
+                "VALUES (1, ?, ?, ?, ?)",
+                (session.user_name, session.user_id, session.token, session.expires),
+            )
+
+    def clear_session(self) -> None:
+        """Forget the login (log out)."""
+        with self._transaction("clear session") as conn:
+            conn.execute("DELETE FROM session")
+
+
+def _valid_replica(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_REPLICA_ID and value.isprintable()
