@@ -7,7 +7,7 @@ concurrent add carries a dot the remove never saw, so the add wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from crdts._codec import check_element, decode_element, encode_element
@@ -68,6 +68,14 @@ class AWORSet(Causal):
             index[element] = cur | {dot}
         else:
             index[element] = frozenset((cur, dot))
+
+    def _index_insert_all(self, dots: list[RawDot], store: Mapping[RawDot, Any]) -> None:
+        # What _index_insert does for each dot, without a call per dot (joins).
+        setdefault = self._index.setdefault
+        for dot in dots:
+            element = store[dot]
+            if setdefault(element, dot) is not dot:  # the element already had dots
+                self._index_insert(dot, element)
 
     def _index_delete(self, dot: RawDot, element: Any) -> None:
         index = self._index

@@ -179,11 +179,11 @@ class DotContext:
 
     def cloud_size(self) -> int:
         """How many dots the cloud holds."""
-        return sum(len(s) for s in self._cloud.values())
+        return sum(map(len, self._cloud.values()))
 
     def dot_count(self) -> int:
         """How many dots the context covers (vector prefixes plus cloud)."""
-        return sum(self._vv.values()) + self.cloud_size()
+        return sum(self._vv.values()) + sum(map(len, self._cloud.values()))
 
     def dots(self) -> Iterator[Dot]:
         """Every dot covered, replica by replica (this can be long: it expands the vector)."""
@@ -200,6 +200,40 @@ class DotContext:
         for r, s in self._cloud.items():
             for c in s:
                 yield (r, c)
+
+    def _removed_from(
+        self, store: Mapping[RawDot, Any], kept: Mapping[RawDot, Any]
+    ) -> list[RawDot]:
+        """The dots seen here that ``store`` holds and ``kept`` does not (walks every dot
+        here, so it is for small contexts: the kernel's join with a delta)."""
+        out: list[RawDot] = []
+        for r, n in self._vv.items():
+            for c in range(1, n + 1):
+                d = (r, c)
+                if d in store and d not in kept:
+                    out.append(d)
+        for r, s in self._cloud.items():
+            for c in s:
+                d = (r, c)
+                if d in store and d not in kept:
+                    out.append(d)
+        return out
+
+    def _seen_among(self, dots: Iterable[RawDot]) -> list[RawDot]:
+        """The dots of ``dots`` that this context has seen."""
+        get = self._vv.get
+        cloud = self._cloud
+        if not cloud:
+            return [d for d in dots if d[1] <= get(d[0], 0)]
+        return [d for d in dots if d[1] <= get(d[0], 0) or d[1] in cloud.get(d[0], ())]
+
+    def _unseen_among(self, dots: Iterable[RawDot]) -> list[RawDot]:
+        """The dots of ``dots`` that this context has not seen."""
+        get = self._vv.get
+        cloud = self._cloud
+        if not cloud:
+            return [d for d in dots if d[1] > get(d[0], 0)]
+        return [d for d in dots if d[1] > get(d[0], 0) and d[1] not in cloud.get(d[0], ())]
 
     def __le__(self, other: DotContext) -> bool:
         """Set inclusion: every dot seen here is seen by ``other``."""

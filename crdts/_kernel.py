@@ -79,6 +79,13 @@ class Causal(Crdt):
     def _index_delete(self, dot: RawDot, payload: Any) -> None:
         """``dot`` with ``payload`` was removed from the store."""
 
+    def _index_insert_all(self, dots: list[RawDot], store: Mapping[RawDot, Any]) -> None:
+        """``dots``, with their payloads in ``store``, were added to the store (by a join);
+        by default, one :meth:`_index_insert` each."""
+        insert = self._index_insert
+        for d in dots:
+            insert(d, store[d])
+
     # -- payloads -----------------------------------------------------------------------
 
     @classmethod
@@ -100,30 +107,44 @@ class Causal(Crdt):
 
     def join(self, other: Self) -> None:
         """Join ``other`` into this state (Rule 3), at a cost that follows ``other`` (Rule 4)."""
-        self._check_same_type(other)
+        if type(other) is not type(self):
+            self._check_same_type(other)
         entries = self._entries
         o_entries = other._entries
         o_ctx = other._ctx
-        indexed = self._INDEXED
+        ctx = self._ctx
 
+        # Entries other has seen but no longer holds were removed there. The candidates
+        # come from the smaller side: other's context, or our store (Rule 4). Membership
+        # is tested first, so only the dots one side lacks meet the contexts.
         if entries:
             if o_ctx.dot_count() < len(entries):
-                removed = [d for d in o_ctx._raw_dots() if d in entries and d not in o_entries]
+                removed = o_ctx._removed_from(entries, o_entries)
             else:
-                seen = o_ctx.contains
-                removed = [d for d in entries if d not in o_entries and seen(d)]
-            for d in removed:
-                payload = entries.pop(d)
-                if indexed:
-                    self._index_delete(d, payload)
+                removed = o_ctx._seen_among([d for d in entries if d not in o_entries])
+            if removed:
+                self._remove_dots(removed)
 
-        seen = self._ctx.contains
-        for d, payload in o_entries.items():
-            if d not in entries and not seen(d):
-                entries[d] = payload
-                if indexed:
-                    self._index_insert(d, payload)
-        self._ctx.join(o_ctx)
+        # Entries other holds that we lack and have not seen are new here.
+        fresh = ctx._unseen_among([d for d in o_entries if d not in entries])
+        if fresh:
+            # One store per dot, no (dot, payload) pairs: a join into a big state should
+            # not allocate an object per dot, which would set off collections (bench/).
+            for d in fresh:
+                entries[d] = o_entries[d]
+            if self._INDEXED:
+                self._index_insert_all(fresh, o_entries)
+        ctx.join(o_ctx)
+
+    def _remove_dots(self, dots: list[RawDot]) -> None:
+        """Drop ``dots`` (which the store holds) from the store and the index."""
+        entries = self._entries
+        if self._INDEXED:
+            for d in dots:
+                self._index_delete(d, entries.pop(d))
+        else:
+            for d in dots:
+                del entries[d]
 
     def __le__(self, other: Self) -> bool:
         if type(other) is not type(self):
@@ -176,12 +197,7 @@ class Causal(Crdt):
 
     def _delta_removing(self, dots: list[RawDot]) -> Self:
         """Remove ``dots`` from the store; return the delta that records the removal."""
-        entries = self._entries
-        indexed = self._INDEXED
-        for d in dots:
-            payload = entries.pop(d)
-            if indexed:
-                self._index_delete(d, payload)
+        self._remove_dots(dots)
         return self._make({}, DotContext._of_raw_dots(dots))
 
     def to_dict(self) -> dict[str, Any]:
