@@ -332,6 +332,15 @@ class DotContext:
         for r, s in other._cloud.items():
             mine = cloud.get(r)
             if mine is None:
+                if len(s) == 1:
+                    # One dot, as in most deltas: place it without a compaction pass.
+                    (c,) = s
+                    n = vv.get(r, 0)
+                    if c == n + 1:
+                        vv[r] = c
+                    elif c > n:
+                        cloud[r] = {c}
+                    continue
                 cloud[r] = set(s)
             else:
                 mine |= s
