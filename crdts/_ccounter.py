@@ -25,8 +25,9 @@ whose owner never seals is exact and simply keeps one dot per change.
 
 Rule 3 (bounded metadata). With sealing, a counter holds at most one dot per replica per
 *sealed interval* in which that replica changed it since the last reset that observed
-it: growth follows sync rounds, not changes. A change that folds its dot back to zero
-drops it, and a reset removes everything observed, so a reset counter is bottom.
+it: growth follows sync rounds, not changes. A reset removes everything observed, so a
+reset counter is bottom. A fold that sums to zero keeps a dot of amount 0: folding is
+invisible, and unfolded +2 and -2 would leave two dots too (a map key stays present).
 
 The open set lives outside the lattice state: it is not compared, encoded or copied
 (a copy and a decoded state start with nothing open, which is always safe).
@@ -67,10 +68,9 @@ class CCounter(Causal):
 
     @classmethod
     def _decode_payload(cls, data: Any, path: str) -> Any:
-        if type(data) is not int or data == 0 or not MIN_INT <= data <= MAX_INT:
+        if type(data) is not int or not MIN_INT <= data <= MAX_INT:
             raise DecodeError(
-                f"{path}: amount must be a non-zero int in the signed 64-bit range, "
-                f"got {describe(data)}"
+                f"{path}: amount must be an int in the signed 64-bit range, got {describe(data)}"
             )
         return data
 
@@ -132,8 +132,6 @@ class CCounter(Causal):
             touched.append(folded)
             assert open_dots is not None
             open_dots.discard(folded)
-            if amount == 0:
-                return self._make({}, DotContext._of_raw_dots(touched))
         counter = ctx._next_counter(replica)
         dot = (replica, counter)
         entries[dot] = amount

@@ -196,14 +196,15 @@ def test_folding_bounds_dots_by_sync_rounds_not_changes() -> None:
     assert 200 == unsealed.stats().entries
 
 
-def test_a_fold_back_to_zero_returns_the_counter_to_bottom() -> None:
-    """+2 then -2 before shipping leaves no dot at all."""
+def test_a_fold_back_to_zero_keeps_one_dot() -> None:
+    """+2 then -2 before shipping leaves one dot of 0, as the unfolded two dots would keep
+    the counter (and a map key holding it) present."""
     c = CCounter()
     c.seal()
     c.increment("a", 2)
     d = c.decrement("a", 2)
-    assert 0 == c.stats().entries
-    assert [] == d.to_dict()["entries"]
+    assert (0, 1) == (c.value, c.stats().entries)
+    assert [["a", 2, 0]] == d.to_dict()["entries"]
 
 
 def test_copies_and_decoded_states_do_not_fold() -> None:

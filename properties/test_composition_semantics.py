@@ -255,7 +255,7 @@ def test_map_types_need_a_causal_value_type() -> None:
 @pytest.mark.parametrize(
     ("cls", "mutate", "path"),
     [
-        (CCounter, lambda e: e[0].__setitem__(2, 0), "amount must be"),
+        (CCounter, lambda e: e[0].__setitem__(2, "1"), "amount must be"),
         (DWFlag, lambda e: e[0].__setitem__(2, None), "true or false"),
         (ORMap.of(CCounter), lambda e: e[0].__setitem__(2, ["k"]), "expected \\[key, payload\\]"),
         (Item, lambda e: e[0].__setitem__(2, ["colour", 1]), "no field"),
