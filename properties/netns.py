@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -55,6 +56,7 @@ __all__ = [
     "Namespace",
     "NetnsUnavailable",
     "namespace_or_skip",
+    "remove_stale",
     "unavailable_reason",
 ]
 
@@ -113,6 +115,25 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def remove_stale(prefix: str) -> list[str]:
+    """Delete namespaces named ``PREFIX-PID-HEX`` whose creating process is gone and that
+    hold no process (left by a test run that was killed); return their names. Nothing is
+    killed here."""
+    listed = _run(["ip", "netns", "list"])
+    removed = []
+    for line in listed.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        rest = name.removeprefix(f"{prefix}-")
+        pid, _, tag = rest.partition("-")
+        if rest == name or not pid.isdigit() or len(tag) != 6 or Path(f"/proc/{pid}").exists():
+            continue
+        if _run(["ip", "netns", "pids", name]).stdout.split():
+            continue
+        if _run(["ip", "netns", "delete", name]).returncode == 0:
+            removed.append(name)
+    return removed
+
+
 def _run(argv: Sequence[str], *, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(argv),
@@ -147,6 +168,7 @@ class Namespace:
         self._ports: dict[int, Host] = {}
         self._cuts: set[frozenset[str]] = set()
         self._closed = False
+        remove_stale(prefix)
         made = _run(["ip", "netns", "add", self.name])
         if made.returncode != 0:
             raise NetnsUnavailable(f"'ip netns add' failed: {made.stderr.strip()[:300]}")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netns import Host, Namespace, namespace_or_skip, unavailable_reason
+from netns import Host, Namespace, namespace_or_skip, remove_stale, unavailable_reason
 
 # An echo server: answers each connection's first chunk with the same bytes.
 TCP_ECHO = """
@@ -252,3 +252,24 @@ def is_running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def test_a_namespace_left_by_a_killed_run_is_removed(ns: Namespace) -> None:
+    """A namespace whose creator is gone and which holds no process is deleted; the live
+    one of this test is kept."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    stale = f"rc-test-{gone.stdout.strip()}-abcdef"
+    subprocess.run(["ip", "netns", "add", stale], check=True, timeout=30)
+    try:
+        assert [stale] == remove_stale("rc-test")
+        assert ns.exists()
+    finally:
+        subprocess.run(
+            ["ip", "netns", "delete", stale], check=False, capture_output=True, timeout=30
+        )

@@ -231,6 +231,18 @@ def test_accounts_and_sessions_round_trip(tmp_path: Path) -> None:
         assert (None, Session("t2", "u-1", 200.0)) == (store.session("t1"), store.session("t2"))
 
 
+def test_accounts_from_peers_are_imported_idempotently(tmp_path: Path) -> None:
+    """put_account adds a new account once, accepts the same one again, and refuses a
+    different account under a known name or user id."""
+    alice = Account("u-1", "alice", "hash-a", 10.0)
+    with ServerStore(tmp_path / "s.db", AWORSet) as store:
+        assert (True, False) == (store.put_account(alice), store.put_account(alice))
+        for clash in (Account("u-2", "alice", "hash-b", 11.0), Account("u-1", "bob", "h", 1.0)):
+            with pytest.raises(UserExists, match="another account"):
+                store.put_account(clash)
+        assert [alice] == store.accounts()
+
+
 # -- garbage on disk ----------------------------------------------------------------------
 
 

@@ -311,6 +311,34 @@ class ServerStore(SqliteStore[S]):
                 raise UserExists(f"the user name {account.name!r} is taken") from None
             raise
 
+    def put_account(self, account: Account) -> bool:
+        """Record an account learned from a peer server, idempotently.
+
+        Returns:
+            True if it was new, False if this exact account was already here.
+
+        Raises:
+            UserExists: the name or the user id belongs to a different account (two
+            servers signed up one name during a partition; the caller decides).
+        """
+        with self._transaction("put account") as conn:
+            clash = conn.execute(
+                "SELECT user_id, name, password_hash, created FROM accounts "
+                "WHERE user_id = ? OR name = ?",
+                (account.user_id, account.name),
+            ).fetchall()
+            if not clash:
+                conn.execute(
+                    "INSERT INTO accounts (user_id, name, password_hash, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    (account.user_id, account.name, account.password_hash, account.created),
+                )
+                return True
+        mine = (account.user_id, account.name, account.password_hash, account.created)
+        if len(clash) == 1 and tuple(clash[0]) == mine:
+            return False
+        raise UserExists(f"the user name {account.name!r} belongs to another account")
+
     def account_by_name(self, name: str) -> Account | None:
         """The account with this (normalised) name, if any."""
         return self._account("name", name)
