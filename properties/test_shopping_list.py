@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -656,3 +657,17 @@ class ShoppingListMachine(RuleBasedStateMachine):
 
 
 TestShoppingListReplicasAgainstModel = ShoppingListMachine.TestCase
+
+
+@given(shopping_lists(), shopping_lists())
+def test_delta_for_a_peer_brings_it_up_to_date(a: ShoppingList, b: ShoppingList) -> None:
+    """Joining a.delta_for(b.context) into b gives the same list as joining all of a."""
+    assert b | a == b | a.delta_for(b.context)
+
+
+@given(shopping_lists())
+def test_generated_lists_read_as_plain_json_and_round_trip(s: ShoppingList) -> None:
+    """Every reachable list has a JSON-safe value and decodes back to itself."""
+    assert s.value == json.loads(json.dumps(s.value))
+    assert s == type(s).from_dict(json.loads(s.to_json()))
+    assert all(view.quantity >= 0 for view in s.items.values())
