@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from crdts import AWORSet, GCounter
 from reference_cluster.accounts import Account, Session
+from reference_cluster.client_store import StoredList
 from reference_cluster.errors import (
     AccessDenied,
     InvalidListId,
@@ -189,6 +190,18 @@ def test_only_the_owner_deletes_and_a_deleted_list_stays_deleted(tmp_path: Path)
             store.list_ids(deleted=True),
             store.list_ids(),
         )
+
+
+def test_load_all_and_start_count_survive_reopening(tmp_path: Path) -> None:
+    """load_all returns every live list, empty ones included; the start count grows by
+    one per start."""
+    with ServerStore(tmp_path / "s.db", AWORSet) as store:
+        store.apply_delta(LIST_A, AWORSet())
+        store.apply_delta(LIST_B, AWORSet().add("r", "milk"))
+        assert 0 == store.start_incarnation()
+    with ServerStore(tmp_path / "s.db", AWORSet) as store:
+        assert 1 == store.start_incarnation()
+        assert {LIST_A: AWORSet(), LIST_B: AWORSet().add("r", "milk")} == store.load_all()
 
 
 def test_owner_is_recorded_once_and_lists_by_owner(tmp_path: Path) -> None:
@@ -385,17 +398,28 @@ def test_a_failed_edit_writes_nothing(tmp_path: Path) -> None:
         )
 
 
-def test_record_edit_refuses_a_state_that_would_lose_edits(tmp_path: Path) -> None:
-    """record_edit accepts the stored state plus an edit, and refuses a stale state."""
+def test_save_edit_queues_under_the_callers_sequence_number(tmp_path: Path) -> None:
+    """save_edit joins the delta and queues it under the given number; a used number is
+    refused; saved() gives what a client core starts from after reopening."""
+    core_state = AWORSet()
     with ClientStore(tmp_path / "c.db", AWORSet) as store:
-        mine = AWORSet()
-        seq = store.record_edit(LIST_A, mine, mine.add(store.replica_id, "milk"))
-        stale = AWORSet()
-        with pytest.raises(StaleState, match="lacks stored edits"):
-            store.record_edit(LIST_A, stale, stale.add(store.replica_id, "eggs"))
-        with pytest.raises(StaleState, match="not part of the state"):
-            store.record_edit(LIST_A, mine, AWORSet().add("zz", 1))
-        assert (1, mine) == (seq, store.load(LIST_A))
+        replica = store.replica_id
+        d1 = core_state.add(replica, "milk")
+        store.save_edit(LIST_A, 1, d1)
+        d2 = core_state.add(replica, "eggs")
+        store.save_edit(LIST_A, 5, d2)
+        with pytest.raises(StaleState, match="sequence number 5 is already used"):
+            store.save_edit(LIST_A, 5, core_state.add(replica, "tea"))
+        assert (1, 6) == (store.next_seq(LIST_B), store.next_seq(LIST_A))
+    with ClientStore(tmp_path / "c.db", AWORSet) as store:
+        store.ack(LIST_A, 1)
+        saved = store.saved()
+        assert ([LIST_A], StoredList) == (list(saved), type(saved[LIST_A]))
+        assert (frozenset({"milk", "eggs"}), ((5, d2),), 6) == (
+            saved[LIST_A].state.value,
+            saved[LIST_A].queue,
+            saved[LIST_A].next_seq,
+        )
 
 
 def test_merge_joins_remote_state_durably(tmp_path: Path) -> None:

@@ -25,13 +25,14 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable
+from typing import Generic
 
 import attrs
 
 from reference_cluster._sqlite import S, SqliteStore, check_list_id, encode
 from reference_cluster.errors import StaleState, StoreCorrupt
 
-__all__ = ["ClientSession", "ClientStore"]
+__all__ = ["ClientSession", "ClientStore", "StoredList"]
 
 _CLIENT_APP_ID = 0x53484C43  # "SHLC"
 _MAX_REPLICA_ID = 64
@@ -60,6 +61,16 @@ CREATE TABLE session (
     expires   REAL NOT NULL
 );
 """
+
+
+@attrs.frozen
+class StoredList(Generic[S]):
+    """One list as the device's store holds it: the state, the queued deltas ``(seq,
+    delta)`` in order, and the sequence number of the next edit."""
+
+    state: S
+    queue: tuple[tuple[int, S], ...]
+    next_seq: int
 
 
 @attrs.frozen
@@ -179,43 +190,12 @@ class ClientStore(SqliteStore[S]):
             seq = self._write_edit(conn, list_id, state, delta)
         return delta.copy(), seq
 
-    def record_edit(self, list_id: str, state: S, delta: S) -> int:
-        """Durably save a state changed by a local edit, and queue the edit's delta.
-
-        For callers that keep the state in memory (a client core): ``state`` must include
-        everything the store holds for the list (it is the stored state plus edits).
-
-        Returns:
-            The delta's sequence number in the queue.
-
-        Raises:
-            StaleState: ``state`` lacks something the store holds, or ``delta`` is not part
-            of ``state``; nothing is written.
-        """
-        check_list_id(list_id)
-        self._check_state(state, "state")
-        self._check_state(delta)
-        # Joins, not ``<=``: the lattice order does not compare payloads, so it would
-        # accept a state that reused a stored dot for another payload.
-        if delta | state != state:
-            raise StaleState(f"list {list_id}: the delta is not part of the state to save")
-        with self._transaction("edit", (list_id,)) as conn:
-            self._ensure(conn, list_id)
-            if self._current(conn, list_id) | state != state:
-                raise StaleState(f"list {list_id}: the state to save lacks stored edits")
-            kept = state.copy()
-            self._cache[list_id] = kept
-            return self._write_edit(conn, list_id, kept, delta)
-
     def _current(self, conn: sqlite3.Connection, list_id: str) -> S:
         row = conn.execute("SELECT state FROM lists WHERE list_id = ?", (list_id,)).fetchone()
         return self._cached(list_id, row[0])
 
     def _write_edit(self, conn: sqlite3.Connection, list_id: str, state: S, delta: S) -> int:
-        row = conn.execute("SELECT next_seq FROM lists WHERE list_id = ?", (list_id,)).fetchone()
-        seq = row[0]
-        if type(seq) is not int or seq < 1:
-            raise StoreCorrupt(f"{self.path}: table lists, row {list_id!r}: bad next_seq")
+        seq = self._next_seq(conn, list_id)
         conn.execute(
             "UPDATE lists SET state = ?, next_seq = ? WHERE list_id = ?",
             (encode(state), seq + 1, list_id),
@@ -225,6 +205,62 @@ class ClientStore(SqliteStore[S]):
             (list_id, seq, encode(delta)),
         )
         return seq
+
+    def save_edit(self, list_id: str, seq: int, delta: S) -> None:
+        """Durably join a local edit's ``delta`` into the list and queue it under ``seq``
+        (chosen by the caller, a client core), in one transaction; the list is created if
+        new. This is the shell's side of a core's ``SaveEdit`` effect.
+
+        Raises:
+            StaleState: ``seq`` is below the list's next sequence number (already used);
+            nothing is written. WrongStateType: ``delta`` is of another type.
+        """
+        check_list_id(list_id)
+        self._check_state(delta)
+        if type(seq) is not int or seq < 1:
+            raise TypeError(f"a sequence number is a positive int, got {seq!r}")
+        with self._transaction("edit", (list_id,)) as conn:
+            self._ensure(conn, list_id)
+            next_seq = self._next_seq(conn, list_id)
+            if seq < next_seq:
+                raise StaleState(
+                    f"list {list_id}: sequence number {seq} is already used (next is {next_seq})"
+                )
+            state = self._current(conn, list_id)
+            state.join(delta)
+            conn.execute(
+                "UPDATE lists SET state = ?, next_seq = ? WHERE list_id = ?",
+                (encode(state), seq + 1, list_id),
+            )
+            conn.execute(
+                "INSERT INTO outbox (list_id, seq, delta) VALUES (?, ?, ?)",
+                (list_id, seq, encode(delta)),
+            )
+
+    def next_seq(self, list_id: str) -> int:
+        """The sequence number the list's next edit takes (1 for an unknown list)."""
+        check_list_id(list_id)
+        with self._errors("read"):
+            row = self._conn.execute("SELECT 1 FROM lists WHERE list_id = ?", (list_id,)).fetchone()
+            return 1 if row is None else self._next_seq(self._conn, list_id)
+
+    def _next_seq(self, conn: sqlite3.Connection, list_id: str) -> int:
+        seq = conn.execute("SELECT next_seq FROM lists WHERE list_id = ?", (list_id,)).fetchone()[0]
+        if type(seq) is not int or seq < 1:
+            raise StoreCorrupt(f"{self.path}: table lists, row {list_id!r}: bad next_seq")
+        return seq
+
+    def saved(self) -> dict[str, StoredList[S]]:
+        """Every list on the device with its queue and next sequence number: what a client
+        core starts from (``SavedList(s.state, s.queue, s.next_seq)``)."""
+        return {
+            list_id: StoredList(
+                state=self.load(list_id) or self._state_type(),
+                queue=tuple(self.pending(list_id)),
+                next_seq=self.next_seq(list_id),
+            )
+            for list_id in self.list_ids()
+        }
 
     def merge(self, list_id: str, remote: S) -> S:
         """Durably join a delta or state received from the cluster into the local state.

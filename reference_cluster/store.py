@@ -53,6 +53,10 @@ CREATE TABLE sessions (
     user_id    TEXT NOT NULL,
     expires    REAL NOT NULL
 );
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
 
@@ -203,6 +207,31 @@ class ServerStore(SqliteStore[S]):
         if row is None or row[1]:
             return None
         return self._cached(list_id, row[0]).copy()
+
+    def load_all(self) -> dict[str, S]:
+        """Copies of every live list's state (what a server core starts from).
+
+        Raises:
+            StoreCorrupt: a stored state does not decode.
+        """
+        states: dict[str, S] = {}
+        for list_id in self.list_ids():
+            state = self.load(list_id)
+            if state is not None:  # not ``if state``: an empty list is falsy
+                states[list_id] = state
+        return states
+
+    def start_incarnation(self) -> int:
+        """Durably count one more start of this server; return how many came before."""
+        with self._transaction("count start") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'starts'").fetchone()
+            before = 0 if row is None else row[0]
+            if type(before) is not int or before < 0:
+                raise StoreCorrupt(f"{self.path}: table meta: bad start count")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('starts', ?)", (before + 1,)
+            )
+        return before
 
     def owner(self, list_id: str) -> str | None:
         """The owner's user id, or None if the list or its owner is unknown."""
