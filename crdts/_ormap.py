@@ -105,9 +105,14 @@ class _Embedding(Causal):
     # -- payloads -------------------------------------------------------------------------
 
     @classmethod
+    def _stored_type(cls, key: Any) -> type[Causal]:
+        """The embedded type under ``key``, for a key already held (no checks)."""
+        return cls._type_of(key)
+
+    @classmethod
     def _encode_payload(cls, payload: Any) -> Any:
         key, inner = payload
-        return [cls._encode_key(key), cls._type_of(key)._encode_payload(inner)]
+        return [cls._encode_key(key), cls._stored_type(key)._encode_payload(inner)]
 
     @classmethod
     def _decode_payload(cls, data: Any, path: str) -> Any:
@@ -132,7 +137,7 @@ class _Embedding(Causal):
         key, inner = payload
         sub = self._index.get(key)
         if sub is None:
-            sub = self._type_of(key)._make({}, self._ctx)
+            sub = self._stored_type(key)._make({}, self._ctx)
             self._index[key] = sub
         sub._entries[dot] = inner
         if sub._INDEXED:
@@ -238,6 +243,8 @@ class _Embedding(Causal):
 
 
 _MAP_TYPES: dict[type[Causal], type[ORMap]] = {}
+_NO_DOTS = DotContext()
+"""The context of the throw-away bottom states that read an empty field (never mutated)."""
 
 
 class ORMap(_Embedding):
@@ -287,6 +294,10 @@ class ORMap(_Embedding):
     @classmethod
     def _type_of(cls, key: Any) -> type[Causal]:
         check_element(key, "map key")
+        return cls.value_type
+
+    @classmethod
+    def _stored_type(cls, key: Any) -> type[Causal]:
         return cls.value_type
 
     # -- mutators ---------------------------------------------------------------------------
@@ -427,7 +438,7 @@ class Record(_Embedding):
         """A fresh dict of every field to its value (bottom's value if it holds no dot)."""
         index = self._index
         return {
-            name: (index[name] if name in index else t._make({}, DotContext())).value
+            name: (index[name] if name in index else t._make({}, _NO_DOTS)).value
             for name, t in self.fields.items()
         }
 
