@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from reference_cluster._sqlite import S, SqliteStore, check_list_id, digest_of, encode
 from reference_cluster.accounts import Account, Session
-from reference_cluster.client_store import ClientSession, ClientStore
+from reference_cluster.client_store import ClientSession, ClientStore, StoredList
 from reference_cluster.errors import (
     AccessDenied,
     ListDeleted,
@@ -28,6 +28,7 @@ __all__ = [
     "ClientSession",
     "ClientStore",
     "ServerStore",
+    "StoredList",
     "check_list_id",
 ]
 
