@@ -17,6 +17,7 @@ __all__ = [
     "InvalidUserName",
     "ListDeleted",
     "LoginFailed",
+    "MalformedMessage",
     "SessionExpired",
     "SessionInvalid",
     "StaleState",
@@ -101,3 +102,17 @@ class SessionInvalid(ClusterError, ValueError):
 
 class SessionExpired(SessionInvalid):
     """A session token that was valid but whose time is up; log in again."""
+
+
+# -- protocol -----------------------------------------------------------------------------
+
+
+class MalformedMessage(ClusterError, ValueError):
+    """Bytes from the network are not a valid message: not JSON, an unknown kind or wire
+    version, a missing or unexpected key, or a field out of its domain. The message names
+    the path of the first bad field; :attr:`code` is the error code a core answers with
+    (``malformed``, ``unknown_kind`` or ``unsupported_version``)."""
+
+    def __init__(self, message: str, *, code: str = "malformed") -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,189 @@
+"""The broker's logic: which servers are alive, and where a client's request goes.
+
+Theory of operation
+-------------------
+Rule 1 (liveness). A server is live from the first message the broker receives from it
+(usually :class:`~reference_cluster.messages.Announce` or a heartbeat) until ``liveness``
+seconds after the last one. Any message counts, replies included. Servers heartbeat
+every ``heartbeat_interval``, well under ``liveness`` (a third of it by default), so a
+lost heartbeat or two never purges a live server.
+
+Rule 2 (purge). A server silent for the liveness window is purged at that deadline
+(:meth:`BrokerCore.on_timer`). Routing never picks a server whose window has passed, even
+if the shell calls ``on_timer`` late. A :class:`~reference_cluster.messages.Goodbye`
+purges at once, and so does a report from the shell that the server's address is
+unreachable (:meth:`BrokerCore.peer_unreachable`, for a ROUTER_MANDATORY failure).
+
+Rule 3 (one address per server). A server id maps to the address it last spoke from; a
+message from a new address (the server restarted and reconnected) replaces the old one.
+
+Rule 4 (routing). A request for list ``L`` with ``attempt`` ``k`` goes to the
+``k mod n``-th of the ``n`` live servers that hold ``L``, in the order of
+:func:`reference_cluster.placement.holders`. A first attempt goes to the preferred holder;
+a retry goes to another one, so it avoids a server that died but is not yet purged. With
+no live holder the client gets an ``unavailable`` error at once.
+
+Rule 5 (no request state). The broker never retries and keeps nothing per request: the
+client retries (joins are idempotent, so a duplicate does no harm), and a server's reply
+names the client address it goes back to.
+
+Rule 6 (nothing durable). After a restart a broker knows no server; each reappears with
+its next heartbeat, within one heartbeat interval. Meanwhile clients get ``unavailable``
+and retry, possibly through the other broker. Two brokers run side by side and do not
+talk to each other: every server heartbeats to both, every client uses one and moves to
+the other when a request fails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from reference_cluster.effects import Effect, Send
+from reference_cluster.errors import MalformedMessage
+from reference_cluster.messages import (
+    Announce,
+    Deliver,
+    ErrorReply,
+    Forward,
+    Goodbye,
+    Heartbeat,
+    Message,
+    SyncRequest,
+    decode,
+)
+from reference_cluster.placement import holders
+
+__all__ = ["BrokerConfig", "BrokerCore"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class BrokerConfig:
+    """Broker timing.
+
+    Attributes:
+        liveness: seconds of silence after which a server is purged (Rule 1).
+    """
+
+    liveness: float = attrs.field(default=3.0, validator=attrs.validators.gt(0))
+
+
+@attrs.define
+class _Server:
+    peer: str
+    expires: float
+
+
+class BrokerCore:
+    """A broker: ``receive`` messages from clients and servers, route, purge on deadlines.
+
+    Args:
+        broker_id: this broker's name (for logs).
+        config: timing.
+    """
+
+    def __init__(self, broker_id: str, *, config: BrokerConfig | None = None) -> None:
+        self.broker_id = broker_id
+        self.config = config or BrokerConfig()
+        self._servers: dict[str, _Server] = {}
+        self._by_peer: dict[str, str] = {}
+        self.routed = 0
+        """Requests forwarded to a server so far."""
+        self.refused = 0
+        """Requests answered ``unavailable`` so far."""
+
+    # -- the core API ---------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """Nothing to do at start: servers make themselves known (Rule 6)."""
+        return []
+
+    def receive(self, peer: str, data: bytes, now: float) -> list[Effect]:
+        """Handle one frame from ``peer`` (a client's or a server's address)."""
+        try:
+            msg = decode(data)
+        except MalformedMessage as exc:
+            log.warning("broker %s: malformed message from %s: %s", self.broker_id, peer, exc)
+            return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+        server = self._by_peer.get(peer)
+        if server is not None:
+            self._servers[server].expires = now + self.config.liveness
+        return self._handle(peer, msg, now)
+
+    def peer_unreachable(self, peer: str, now: float) -> list[Effect]:
+        """The shell could not send to ``peer``: purge the server there, if any (Rule 2)."""
+        server = self._by_peer.get(peer)
+        if server is not None:
+            log.info("broker %s: server %s unreachable, purged", self.broker_id, server)
+            self._purge(server)
+        return []
+
+    def next_deadline(self) -> float | None:
+        """When the earliest live server's window ends."""
+        if not self._servers:
+            return None
+        return min(s.expires for s in self._servers.values())
+
+    def on_timer(self, now: float) -> list[Effect]:
+        """Purge every server whose window has passed (Rule 2)."""
+        for server in sorted(self._servers):
+            if self._servers[server].expires <= now:
+                log.info("broker %s: server %s silent, purged", self.broker_id, server)
+                self._purge(server)
+        return []
+
+    def live_servers(self, now: float) -> tuple[str, ...]:
+        """The ids of the servers live at ``now``, sorted."""
+        return tuple(sorted(s for s, e in self._servers.items() if e.expires > now))
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def _handle(self, peer: str, msg: Message, now: float) -> list[Effect]:
+        if isinstance(msg, SyncRequest):
+            return self._route(peer, msg, now)
+        if isinstance(msg, Deliver):
+            return [Send(msg.client, msg.reply)]
+        if isinstance(msg, Announce | Heartbeat):
+            self._register(msg.server, peer, now)
+            return []
+        if isinstance(msg, Goodbye):
+            if self._servers.get(msg.server, _Server(peer, 0.0)).peer == peer:
+                self._purge(msg.server)
+            return []
+        if isinstance(msg, ErrorReply):
+            log.warning(
+                "broker %s: error from %s: %s %s", self.broker_id, peer, msg.code, msg.detail
+            )
+            return []
+        log.warning("broker %s: unexpected %s from %s", self.broker_id, msg.kind, peer)
+        return [Send(peer, ErrorReply(None, "unexpected_kind", f"a broker takes no {msg.kind}"))]
+
+    def _register(self, server: str, peer: str, now: float) -> None:
+        entry = self._servers.get(server)
+        if entry is None:
+            log.info("broker %s: server %s live at %s", self.broker_id, server, peer)
+            self._servers[server] = _Server(peer, now + self.config.liveness)
+        else:
+            if entry.peer != peer:
+                self._by_peer.pop(entry.peer, None)
+                entry.peer = peer
+            entry.expires = now + self.config.liveness
+        self._by_peer[peer] = server
+
+    def _purge(self, server: str) -> None:
+        entry = self._servers.pop(server)
+        self._by_peer.pop(entry.peer, None)
+
+    def _route(self, peer: str, request: SyncRequest, now: float) -> list[Effect]:
+        live = [s for s, e in self._servers.items() if e.expires > now]
+        candidates = holders(request.list_id, live)
+        if not candidates:
+            self.refused += 1
+            reply = ErrorReply(request.request_id, "unavailable", "no live server holds the list")
+            return [Send(peer, reply)]
+        server = candidates[request.attempt % len(candidates)]
+        self.routed += 1
+        return [Send(self._servers[server].peer, Forward(peer, request))]

@@ -1,0 +1,86 @@
+"""What a core asks its shell to do: the effects returned by every core method.
+
+A core never performs I/O. Each call (``receive``, ``on_timer``, ``persisted``, ``edit``
+...) returns a list of effects, and the shell carries them out **in order**:
+
+* :class:`Send` -- encode the message (:func:`reference_cluster.messages.encode`) and send
+  it to the peer address.
+* :class:`Persist` (server) -- durably join ``delta`` into list ``list_id``, then call
+  ``core.persisted(token, now)`` (or ``core.persist_failed(token, reason, now)``). The
+  write may be batched with others (group commit); the core waits for the callback
+  before it acknowledges anything that depends on it.
+* :class:`SaveEdit`, :class:`SaveMerge`, :class:`Acked` (client) -- durable before the
+  shell goes on to the next effect: a client's store is local, so these are synchronous.
+  Because a :class:`SaveEdit` comes before any :class:`Send` of its delta, a delta never
+  leaves a device before the dot it uses is on disk.
+* :class:`SyncFailed` (client) -- tell the user; nothing to store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import attrs
+
+from reference_cluster.messages import Message
+
+__all__ = ["Acked", "Effect", "Persist", "SaveEdit", "SaveMerge", "Send", "SyncFailed"]
+
+
+@attrs.frozen
+class Send:
+    """Send ``message`` to the peer at address ``to``."""
+
+    to: str
+    message: Message
+
+
+@attrs.frozen(eq=False)
+class Persist:
+    """Server: durably join ``delta`` into list ``list_id``; then call
+    ``persisted(token, now)``. ``delta`` is the core's and must not be changed."""
+
+    token: int
+    list_id: str
+    delta: Any
+
+
+@attrs.frozen(eq=False)
+class SaveEdit:
+    """Client: durably join ``delta`` (a local edit) into list ``list_id`` and queue it
+    under sequence number ``seq``, in one transaction."""
+
+    list_id: str
+    seq: int
+    delta: Any
+
+
+@attrs.frozen(eq=False)
+class SaveMerge:
+    """Client: durably join ``delta`` (received from a server) into list ``list_id``
+    (creating the list if the device does not have it yet)."""
+
+    list_id: str
+    delta: Any
+
+
+@attrs.frozen
+class Acked:
+    """Client: a server made the queued deltas of ``list_id`` with ``seq <= through_seq``
+    durable; durably drop them from the queue."""
+
+    list_id: str
+    through_seq: int
+
+
+@attrs.frozen
+class SyncFailed:
+    """Client: a sync of ``list_id`` was given up (``reason`` is ``"timeout"`` or an
+    error code); its queued deltas stay queued for the next sync."""
+
+    list_id: str
+    request_id: str
+    reason: str
+
+
+Effect: TypeAlias = Send | Persist | SaveEdit | SaveMerge | Acked | SyncFailed

@@ -1,0 +1,478 @@
+"""The wire protocol: one closed family of message classes and their codec.
+
+Every message is a frozen attrs class whose fields are checked at construction, so a
+message object that exists is well formed. On the wire a message is one JSON object with
+sorted keys and no spaces::
+
+    {"kind": "sync", "v": 1, "request_id": "...", "list_id": "...", ...}
+
+``v`` is :data:`WIRE_VERSION`; ``kind`` selects the class in :data:`KINDS`, the one table
+from kind to class. :func:`decode` checks the version, the kind, the exact key set and
+every field, and raises :class:`~reference_cluster.errors.MalformedMessage` (a
+``ValueError``) with the path of the first bad field. The cores catch it and answer with
+an :class:`ErrorReply`; nothing read from the network reaches ``eval`` or ``pickle``.
+
+CRDT states (deltas, whole states) and causal contexts travel in their canonical
+``to_dict()`` form. The codec checks their outer shape; the core that uses one decodes it
+with the document type's ``from_dict`` (the broker, which only routes, never pays for
+that) and answers a state that does not decode with a ``bad_state`` error. The encoded
+forms held by a message are shared, not copied: treat them as read-only.
+
+Adding a kind is compatible (an old peer answers ``unknown_kind``); changing a field is
+not, and bumps :data:`WIRE_VERSION`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final, TypeAlias
+
+import attrs
+
+from reference_cluster.errors import MalformedMessage
+
+__all__ = [
+    "ERROR_CODES",
+    "KINDS",
+    "MAX_MESSAGE_BYTES",
+    "RETRYABLE_CODES",
+    "WIRE_VERSION",
+    "AeContexts",
+    "AeDeltas",
+    "AeDigests",
+    "Announce",
+    "Deliver",
+    "EncodedContext",
+    "EncodedState",
+    "ErrorReply",
+    "Forward",
+    "Goodbye",
+    "Heartbeat",
+    "Message",
+    "Propagate",
+    "Reply",
+    "Request",
+    "SyncReply",
+    "SyncRequest",
+    "check_list_id",
+    "decode",
+    "encode",
+]
+
+WIRE_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+"""Larger frames are refused before parsing."""
+
+MAX_ID = 128
+MAX_TOKEN = 512
+MAX_DETAIL = 2000
+MAX_NAT = 2**53
+
+EncodedState: TypeAlias = Mapping[str, Any]
+"""A CRDT state or delta in its ``to_dict()`` form."""
+EncodedContext: TypeAlias = Mapping[str, Any]
+"""A :class:`crdts.DotContext` in its ``to_dict()`` form."""
+
+ERROR_CODES: Final = frozenset(
+    {
+        "bad_state",  # a delta or context in the request does not decode as the list type
+        "malformed",  # the frame is not a valid message (see the detail)
+        "not_holder",  # this server does not hold the list (placement changed)
+        "persist_failed",  # the server's store failed to write the delta
+        "unauthorized",  # reserved for session tokens
+        "unavailable",  # no live server holds the list right now
+        "unexpected_kind",  # a valid message sent to a role that does not take it
+        "unknown_kind",  # a kind this peer does not know (a newer peer?)
+        "unsupported_version",  # a wire version this peer does not speak
+    }
+)
+RETRYABLE_CODES: Final = frozenset({"not_holder", "persist_failed", "unavailable"})
+"""Errors after which the same request may succeed later (through the other broker)."""
+
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+# -- field checks --------------------------------------------------------------------------
+
+
+def _fail(path: str, expected: str, value: object) -> MalformedMessage:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return MalformedMessage(f"{path}: expected {expected}, got {shown}")
+
+
+def check_list_id(value: object, path: str = "list_id") -> str:
+    """Return ``value`` if it is a UUID in canonical text form, else raise.
+
+    Raises:
+        MalformedMessage: anything else.
+    """
+    if type(value) is str and len(value) == 36:
+        try:
+            if str(uuid.UUID(value)) == value:
+                return value
+        except ValueError:
+            pass
+    raise _fail(path, "a list id (a UUID in canonical form)", value)
+
+
+def _check_id(value: object, path: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= MAX_ID or not value.isprintable():
+        raise _fail(path, f"a printable string of 1 to {MAX_ID} characters", value)
+    return value
+
+
+def _check_nat(value: object, path: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_NAT:
+        raise _fail(path, "an int >= 0", value)
+    return value
+
+
+def _check_state(value: object, path: str) -> EncodedState:
+    if (
+        not isinstance(value, Mapping)
+        or type(value.get("type")) is not str
+        or type(value.get("v")) is not int
+    ):
+        raise _fail(path, "an encoded state (an object with 'type' and 'v')", value)
+    return value
+
+
+def _check_context(value: object, path: str) -> EncodedContext:
+    if not isinstance(value, Mapping) or not set(value) <= {"vv", "cloud"}:
+        raise _fail(path, "an encoded context (an object with 'vv' and 'cloud')", value)
+    return value
+
+
+def _check_map(check: Callable[[object, str], object]) -> Callable[[object, str], object]:
+    def check_map(value: object, path: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise _fail(path, "an object keyed by list id", value)
+        for key, item in value.items():
+            check_list_id(key, f"{path} key")
+            check(item, f"{path}[{key}]")
+        return value
+
+    return check_map
+
+
+def _check_digest(value: object, path: str) -> str:
+    if type(value) is not str or not _HEX64.match(value):
+        raise _fail(path, "a SHA-256 digest in lower-case hex", value)
+    return value
+
+
+def _check_token(value: object, path: str) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str or not 0 < len(value) <= MAX_TOKEN or not value.isprintable():
+        raise _fail(path, f"null or a printable token of 1 to {MAX_TOKEN} characters", value)
+    return value
+
+
+def _check_code(value: object, path: str) -> str:
+    if value not in ERROR_CODES or type(value) is not str:
+        raise _fail(path, f"one of {sorted(ERROR_CODES)}", value)
+    return value
+
+
+def _check_detail(value: object, path: str) -> str:
+    if type(value) is not str or len(value) > MAX_DETAIL:
+        raise _fail(path, f"a string of at most {MAX_DETAIL} characters", value)
+    return value
+
+
+def _optional(check: Callable[[object, str], object]) -> Callable[[object, str], object]:
+    def check_optional(value: object, path: str) -> object:
+        return None if value is None else check(value, path)
+
+    return check_optional
+
+
+def _nested(*classes: type[Message]) -> Callable[[object, str], object]:
+    names = " or ".join(c.kind for c in classes)
+
+    def check_nested(value: object, path: str) -> object:
+        if not isinstance(value, classes):
+            raise _fail(path, f"a {names} message", value)
+        return value
+
+    return check_nested
+
+
+def _valid(check: Callable[[object, str], object]) -> Callable[[Any, Any, Any], None]:
+    """An attrs validator that runs ``check(value, path)`` at construction."""
+
+    def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        check(value, f"{type(instance).__name__}.{attribute.name}")
+
+    return validate
+
+
+# -- the family ----------------------------------------------------------------------------
+
+
+class Message:
+    """Base of every message; ``kind`` is the tag written on the wire."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+
+@attrs.frozen
+class SyncRequest(Message):
+    """Client to broker (and, inside :class:`Forward`, to a server): push and pull one list.
+
+    Attributes:
+        request_id: chosen by the client; every attempt of one request reuses it.
+        list_id: the list; brokers route by it.
+        replica: the client's replica id (for logs).
+        attempt: 0 for the first send; a broker sends attempt ``k`` to the ``k``-th live
+            holder of the list, so retries avoid a server that died but is not yet purged.
+        context: the client's causal context; the reply carries exactly what it lacks.
+            ``None`` asks for the whole state.
+        delta: the join of the client's queued deltas, or ``None`` for a pure pull.
+        token: the session token (optional today; checked once accounts exist).
+    """
+
+    kind: ClassVar[str] = "sync"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    replica: str = attrs.field(validator=_valid(_check_id))
+    attempt: int = attrs.field(validator=_valid(_check_nat))
+    context: EncodedContext | None = attrs.field(validator=_valid(_optional(_check_context)))
+    delta: EncodedState | None = attrs.field(validator=_valid(_optional(_check_state)))
+    token: str | None = attrs.field(validator=_valid(_check_token), default=None)
+
+
+@attrs.frozen
+class SyncReply(Message):
+    """Server to client (through the broker): the pushed delta is durable at the server,
+    and here is what the client's context lacks (``None`` if the server has no such list)."""
+
+    kind: ClassVar[str] = "sync_ok"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    delta: EncodedState | None = attrs.field(validator=_valid(_optional(_check_state)))
+
+
+@attrs.frozen
+class ErrorReply(Message):
+    """Any peer to any peer: the request (``request_id`` if it could be read) failed.
+
+    A core never answers an ErrorReply, so two peers cannot trade errors forever.
+    """
+
+    kind: ClassVar[str] = "error"
+    request_id: str | None = attrs.field(validator=_valid(_optional(_check_id)))
+    code: str = attrs.field(validator=_valid(_check_code))
+    detail: str = attrs.field(validator=_valid(_check_detail), default="")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later."""
+        return self.code in RETRYABLE_CODES
+
+
+@attrs.frozen
+class Forward(Message):
+    """Broker to server: a client's request; ``client`` is the client's address at the
+    broker, echoed back in :class:`Deliver`."""
+
+    kind: ClassVar[str] = "forward"
+    client: str = attrs.field(validator=_valid(_check_id))
+    request: SyncRequest = attrs.field(validator=_valid(_nested(SyncRequest)))
+
+
+@attrs.frozen
+class Deliver(Message):
+    """Server to broker: pass ``reply`` to the client at address ``client``."""
+
+    kind: ClassVar[str] = "deliver"
+    client: str = attrs.field(validator=_valid(_check_id))
+    reply: SyncReply | ErrorReply = attrs.field(validator=_valid(_nested(SyncReply, ErrorReply)))
+
+
+@attrs.frozen
+class Announce(Message):
+    """Server to broker, on start: the server is ready. ``incarnation`` grows with each
+    restart (for logs)."""
+
+    kind: ClassVar[str] = "announce"
+    server: str = attrs.field(validator=_valid(_check_id))
+    incarnation: int = attrs.field(validator=_valid(_check_nat))
+
+
+@attrs.frozen
+class Heartbeat(Message):
+    """Server to broker, every heartbeat interval: the server is alive."""
+
+    kind: ClassVar[str] = "heartbeat"
+    server: str = attrs.field(validator=_valid(_check_id))
+
+
+@attrs.frozen
+class Goodbye(Message):
+    """Server to broker, on orderly shutdown: purge me now."""
+
+    kind: ClassVar[str] = "goodbye"
+    server: str = attrs.field(validator=_valid(_check_id))
+
+
+@attrs.frozen
+class Propagate(Message):
+    """Server to server: a delta just applied at ``origin``; join it (no reply)."""
+
+    kind: ClassVar[str] = "propagate"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    delta: EncodedState = attrs.field(validator=_valid(_check_state))
+
+
+@attrs.frozen
+class AeDigests(Message):
+    """Anti-entropy step 1, initiator to peer: the digest of every list the sender holds."""
+
+    kind: ClassVar[str] = "ae_digests"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    round: int = attrs.field(validator=_valid(_check_nat))
+    digests: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_digest)))
+
+
+@attrs.frozen
+class AeContexts(Message):
+    """Anti-entropy step 2, peer to initiator: the lists whose digests differ, with the
+    peer's context of each (empty for a list the peer lacks)."""
+
+    kind: ClassVar[str] = "ae_contexts"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    round: int = attrs.field(validator=_valid(_check_nat))
+    contexts: Mapping[str, EncodedContext] = attrs.field(
+        validator=_valid(_check_map(_check_context))
+    )
+
+
+@attrs.frozen
+class AeDeltas(Message):
+    """Anti-entropy steps 3 and 4: ``deltas`` holds exactly what the receiver's contexts
+    lacked. In step 3 ``contexts`` holds the sender's contexts, asking for step 4; in
+    step 4 it is empty and nobody answers."""
+
+    kind: ClassVar[str] = "ae_deltas"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    round: int = attrs.field(validator=_valid(_check_nat))
+    deltas: Mapping[str, EncodedState] = attrs.field(validator=_valid(_check_map(_check_state)))
+    contexts: Mapping[str, EncodedContext] = attrs.field(
+        validator=_valid(_check_map(_check_context))
+    )
+
+
+Request: TypeAlias = SyncRequest
+Reply: TypeAlias = SyncReply | ErrorReply
+
+KINDS: Final[Mapping[str, type[Message]]] = {
+    cls.kind: cls
+    for cls in (
+        SyncRequest,
+        SyncReply,
+        ErrorReply,
+        Forward,
+        Deliver,
+        Announce,
+        Heartbeat,
+        Goodbye,
+        Propagate,
+        AeDigests,
+        AeContexts,
+        AeDeltas,
+    )
+}
+"""Every message kind of :data:`WIRE_VERSION` and its class."""
+
+_NESTED: Final = frozenset({"request", "reply"})
+
+
+# -- the codec -----------------------------------------------------------------------------
+
+
+def _to_wire(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": msg.kind}
+    for a in attrs.fields(type(msg)):  # type: ignore[arg-type]
+        value = getattr(msg, a.name)
+        out[a.name] = _to_wire(value) if a.name in _NESTED else value
+    return out
+
+
+def encode(msg: Message) -> bytes:
+    """The wire bytes of ``msg``: canonical JSON (sorted keys, no spaces, ASCII)."""
+    wire = _to_wire(msg)
+    wire["v"] = WIRE_VERSION
+    return json.dumps(wire, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _from_wire(data: object, path: str, *, top: bool) -> Message:
+    if not isinstance(data, dict):
+        raise _fail(path, "a JSON object", data)
+    if top:
+        version = data.get("v")
+        if type(version) is not int or version != WIRE_VERSION:
+            raise MalformedMessage(
+                f"{path}.v: unsupported wire version {version!r}, expected {WIRE_VERSION}",
+                code="unsupported_version",
+            )
+    kind = data.get("kind")
+    cls = KINDS.get(kind) if type(kind) is str else None
+    if cls is None:
+        raise MalformedMessage(
+            f"{path}.kind: unknown message kind {kind!r:.40}, expected one of {sorted(KINDS)}",
+            code="unknown_kind",
+        )
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    names = {a.name for a in fields}
+    keys = set(data) - {"kind", "v"} if top else set(data) - {"kind"}
+    extra = keys - names
+    if extra:
+        raise MalformedMessage(f"{path} ({kind}): unexpected keys {sorted(map(str, extra))}")
+    values: dict[str, Any] = {}
+    for a in fields:
+        if a.name not in data:
+            if a.default is attrs.NOTHING:
+                raise MalformedMessage(f"{path} ({kind}): missing key {a.name!r}")
+            continue
+        value = data[a.name]
+        if a.name in _NESTED:
+            value = _from_wire(value, f"{path}.{a.name}", top=False)
+        values[a.name] = value
+    try:
+        return cls(**values)
+    except MalformedMessage:
+        raise
+    except (TypeError, ValueError) as exc:  # pragma: no cover - validators raise the above
+        raise MalformedMessage(f"{path} ({kind}): {exc}") from None
+
+
+def decode(data: bytes) -> Message:
+    """Decode and validate one message.
+
+    Raises:
+        MalformedMessage: the bytes are not a valid message of :data:`WIRE_VERSION`; the
+            message names the path of the first bad field, and ``.code`` is the error code
+            to answer with (``malformed``, ``unsupported_version`` or ``unknown_kind``).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _fail("message", "bytes", data)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
+    try:
+        parsed = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedMessage(f"message: not UTF-8 JSON ({str(exc)[:120]})") from None
+    return _from_wire(parsed, "message", top=True)

@@ -1,0 +1,97 @@
+"""In-memory stand-ins for the durable stores, with crash semantics.
+
+A server's writes complete after a latency; a crash loses the writes not yet completed.
+A client's writes are durable at once (its shell writes synchronously, before it sends).
+What a store holds survives crashes; a restarted core is built from it.
+"""
+
+from __future__ import annotations
+
+from typing import Generic
+
+from reference_cluster.client_core import SavedList
+from reference_cluster.effects import Acked, Persist, SaveEdit, SaveMerge
+from reference_cluster.replication import S
+
+__all__ = ["FakeClientStore", "FakeServerStore"]
+
+
+class FakeServerStore(Generic[S]):
+    """A server's durable lists and its writes in flight."""
+
+    def __init__(self, doc_type: type[S]) -> None:
+        self.doc_type = doc_type
+        self.lists: dict[str, S] = {}
+        self._in_flight: dict[int, Persist] = {}
+        self.writes = 0
+
+    def begin(self, write: Persist) -> None:
+        """Start a write; it is durable once :meth:`complete` runs."""
+        self._in_flight[write.token] = write
+
+    def complete(self, token: int) -> bool:
+        """Make a write durable; False if a crash lost it."""
+        write = self._in_flight.pop(token, None)
+        if write is None:
+            return False
+        state = self.lists.get(write.list_id)
+        if state is None:
+            state = self.lists[write.list_id] = self.doc_type()
+        state.join(write.delta)
+        self.writes += 1
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Writes started and not yet durable."""
+        return len(self._in_flight)
+
+    def crash(self) -> int:
+        """Lose every write not yet durable; return how many were lost."""
+        lost = len(self._in_flight)
+        self._in_flight.clear()
+        return lost
+
+    def load(self) -> dict[str, S]:
+        """Copies of the durable lists, for a restart."""
+        return {k: v.copy() for k, v in self.lists.items()}
+
+
+class FakeClientStore(Generic[S]):
+    """A client's durable lists and queue (every write is durable at once)."""
+
+    def __init__(self, doc_type: type[S]) -> None:
+        self.doc_type = doc_type
+        self.lists: dict[str, S] = {}
+        self.queues: dict[str, list[tuple[int, S]]] = {}
+        self.next_seq: dict[str, int] = {}
+
+    def _ensure(self, list_id: str) -> S:
+        state = self.lists.get(list_id)
+        if state is None:
+            state = self.lists[list_id] = self.doc_type()
+            self.queues[list_id] = []
+            self.next_seq[list_id] = 1
+        return state
+
+    def save_edit(self, effect: SaveEdit) -> None:
+        """Join the edit's delta into the state and queue it, in one step."""
+        self._ensure(effect.list_id).join(effect.delta)
+        self.queues[effect.list_id].append((effect.seq, effect.delta))
+        self.next_seq[effect.list_id] = effect.seq + 1
+
+    def save_merge(self, effect: SaveMerge) -> None:
+        """Join a delta from a server into the state."""
+        self._ensure(effect.list_id).join(effect.delta)
+
+    def ack(self, effect: Acked) -> None:
+        """Drop the acknowledged part of the queue."""
+        queue = self.queues.get(effect.list_id, [])
+        queue[:] = [(s, d) for s, d in queue if s > effect.through_seq]
+
+    def load(self) -> dict[str, SavedList[S]]:
+        """What a restarted client core starts from."""
+        return {
+            k: SavedList(v.copy(), tuple(self.queues[k]), self.next_seq[k])
+            for k, v in self.lists.items()
+        }

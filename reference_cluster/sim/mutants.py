@@ -1,0 +1,61 @@
+"""Deliberately broken cores, for proving that the checkers catch real bugs.
+
+They live with the simulator, never in the production modules: each is a subclass that
+overrides one step of a correct core. ``python -m reference_cluster.sim --mutant NAME``
+and the tests select them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crdts import DotContext
+from reference_cluster.client_core import ClientCore
+from reference_cluster.effects import Effect, SaveEdit, Send
+from reference_cluster.messages import Deliver, Forward, SyncReply
+from reference_cluster.replication import S, missing_for
+from reference_cluster.server_core import ServerCore
+
+__all__ = ["MUTANTS", "AckBeforePersistServer", "ForgetfulClient", "NoAntiEntropyServer"]
+
+
+class AckBeforePersistServer(ServerCore[S]):
+    """Acknowledges a client's delta as soon as it is applied in memory, before the
+    write is durable: a crash in between loses an acknowledged edit."""
+
+    def _on_push(
+        self, broker: str, fwd: Forward, delta: S, ctx: DotContext | None, now: float
+    ) -> list[Effect]:
+        req = fwd.request
+        out: list[Effect] = []
+        write = self._apply(req.list_id, delta)
+        if write is not None:
+            out.append(write)
+            out.extend(self._propagate(req.list_id, delta))
+        state = self._lists[req.list_id]
+        reply = SyncReply(req.request_id, req.list_id, missing_for(state, ctx).to_dict())
+        out.append(Send(broker, Deliver(fwd.client, reply)))
+        return out
+
+
+class NoAntiEntropyServer(ServerCore[S]):
+    """Never starts an anti-entropy round: what a lost propagation missed stays missed."""
+
+    def _anti_entropy_round(self, now: float) -> list[Effect]:
+        return []
+
+
+class ForgetfulClient(ClientCore[S]):
+    """Does not make its edits durable: a restart forgets them and reuses their dots."""
+
+    def edit(self, list_id: str, mutate: Any, now: float) -> tuple[S, list[Effect]]:
+        delta, effects = super().edit(list_id, mutate, now)
+        return delta, [e for e in effects if not isinstance(e, SaveEdit)]
+
+
+MUTANTS: dict[str, tuple[str, type[Any]]] = {
+    "ack-before-persist": ("server", AckBeforePersistServer),
+    "no-anti-entropy": ("server", NoAntiEntropyServer),
+    "forgetful-client": ("client", ForgetfulClient),
+}
+"""Mutant name -> (the role it replaces, its class)."""

@@ -1,0 +1,602 @@
+"""The deterministic simulator: the real cores, a virtual clock and a seeded network.
+
+One run (:func:`run`) builds servers, brokers and clients from the production cores,
+feeds them a workload of edits and a fault schedule, and then checks the outcome
+(:mod:`reference_cluster.sim.checkers`). Everything random is drawn from generators
+seeded from the run's seed, every collection is walked in a fixed order, and time is a
+number the event loop advances, so a seed replays exactly: same seed, same trace bytes.
+
+Timeline of a run: every node starts at time 0; edits and faults happen before
+``heal_at``; at ``heal_at`` every partition, isolation and link fault ends and every
+crashed node restarts (the last heal); ``settle`` seconds later every client syncs every
+list twice (the second pass pulls what the first pushed everywhere), and the run ends
+when they are done. Messages go through the real wire codec, so the byte counts are
+what the real system would send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from reference_cluster.broker_core import BrokerConfig, BrokerCore
+from reference_cluster.client_core import ClientConfig, ClientCore
+from reference_cluster.effects import Acked, Effect, Persist, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.messages import encode
+from reference_cluster.replication import context_of
+from reference_cluster.server_core import ServerConfig, ServerCore
+from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
+from reference_cluster.sim.durable import FakeClientStore, FakeServerStore
+from reference_cluster.sim.faults import (
+    Crash,
+    Fault,
+    FaultSchedule,
+    HealPartition,
+    Isolate,
+    Partition,
+    Rejoin,
+    Restart,
+    SetLinkFaults,
+    Topology,
+    random_schedule,
+)
+from reference_cluster.sim.network import Network
+from reference_cluster.sim.workload import (
+    ClientOp,
+    DocumentModel,
+    EditRecord,
+    ShoppingListModel,
+    Workload,
+    mutator,
+    random_workload,
+)
+
+__all__ = ["SimConfig", "Simulation", "SimulationError", "run"]
+
+_CLIENT_KINDS = frozenset({"sync", "sync_ok", "error", "forward", "deliver"})
+
+ServerFactory = Callable[..., ServerCore[Any]]
+ClientFactory = Callable[..., ClientCore[Any]]
+
+
+class SimulationError(RuntimeError):
+    """The simulator itself went wrong (an event budget exhausted, a core raised)."""
+
+
+@attrs.frozen
+class SimConfig:
+    """The shape and timing of a simulated run (times in virtual seconds)."""
+
+    servers: int = 5
+    brokers: int = 2
+    clients: int = 3
+    lists: int = 2
+    edits_per_client: int = 12
+    heal_at: float = 20.0
+    settle: float = 6.0
+    final_sync_limit: float = 20.0
+    base_delay: tuple[float, float] = (0.001, 0.010)
+    store_latency: tuple[float, float] = (0.0005, 0.005)
+    growth_check_every: float = 1.0
+    converge_sample_every: float = 0.25
+    max_events: int = 1_000_000
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    client: ClientConfig = attrs.field(factory=ClientConfig)
+    broker: BrokerConfig = attrs.field(factory=BrokerConfig)
+
+    @property
+    def topology(self) -> Topology:
+        """The node names of this configuration."""
+        return Topology.of(self.servers, self.brokers, self.clients)
+
+
+@attrs.define
+class _Node:
+    name: str
+    role: str
+    core: Any = None
+    incarnation: int = 0
+    timer_at: float | None = None
+    timer_token: int = 0
+    crash_on_write: bool = False
+
+
+# Event kinds, in the order they run when due at the same instant.
+_FAULT, _DELIVER, _PERSISTED, _TIMER, _EDIT, _SAMPLE, _FINAL = range(7)
+
+
+class Simulation:
+    """One seeded run. Build it, call :meth:`run` once.
+
+    Args:
+        seed: every random choice derives from it.
+        config: the cluster's shape and timing.
+        model: the document type and its checks (default: the shopping list).
+        schedule: the faults (default: drawn from the seed).
+        workload: the edits (default: drawn from the seed).
+        server_factory, client_factory: build the cores (tests pass broken subclasses).
+        trace: keep the trace lines (:attr:`trace_lines`); the hash is always kept.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        config: SimConfig | None = None,
+        model: DocumentModel[Any] | None = None,
+        schedule: FaultSchedule | None = None,
+        workload: Workload | None = None,
+        server_factory: ServerFactory = ServerCore,
+        client_factory: ClientFactory = ClientCore,
+        trace: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.config = cfg = config or SimConfig()
+        self.model: DocumentModel[Any] = model or ShoppingListModel()
+        self.topology = topo = cfg.topology
+        master = random.Random(seed)
+        seeds = [master.getrandbits(64) for _ in range(5)]
+        self.schedule = schedule or random_schedule(random.Random(seeds[0]), topo, cfg.heal_at)
+        self.schedule.check(topo)
+        self.workload = workload or random_workload(
+            random.Random(seeds[1]),
+            self.model,
+            topo,
+            lists=cfg.lists,
+            edits_per_client=cfg.edits_per_client,
+            until=cfg.heal_at,
+        )
+        self.net = Network(topo.nodes, random.Random(seeds[2]), cfg.base_delay)
+        self._node_rng = random.Random(seeds[3])
+        self._store_rng = random.Random(seeds[4])
+        self._server_factory = server_factory
+        self._client_factory = client_factory
+        doc = self.model.doc_type
+        self.nodes: dict[str, _Node] = {}
+        for name in topo.servers:
+            self.nodes[name] = _Node(name, "server")
+        for name in topo.brokers:
+            self.nodes[name] = _Node(name, "broker")
+        for name in topo.clients:
+            self.nodes[name] = _Node(name, "client")
+        self.server_stores = {s: FakeServerStore(doc) for s in topo.servers}
+        self.client_stores = {c: FakeClientStore(doc) for c in topo.clients}
+        self.now = 0.0
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._trace_hash = hashlib.sha256()
+        self.trace_lines: list[str] | None = [] if trace else None
+        self.edits: list[EditRecord] = []
+        self._queued: dict[tuple[str, str, int], EditRecord] = {}
+        self._issued: dict[tuple[str, str, int], int] = {}
+        self.reused_dots = 0
+        self.shrunk = 0
+        self.problems: list[str] = []
+        self._snapshots: dict[tuple[str, str, str], Any] = {}
+        self._samples: list[tuple[float, tuple[str, ...]]] = []
+        self._final_pass = 0
+        self._synced_final: set[str] = set()
+        self.messages = self.wire_bytes = self.client_messages = self.client_bytes = 0
+        self.events = 0
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _push(self, at: float, kind: int, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, kind, self._seq, data))
+
+    def _trace(self, text: str) -> None:
+        line = f"{self.now:.6f} {text}"
+        self._trace_hash.update(line.encode())
+        self._trace_hash.update(b"\n")
+        if self.trace_lines is not None:
+            self.trace_lines.append(line)
+
+    def _rearm(self, node: _Node) -> None:
+        if node.core is None:
+            return
+        deadline = node.core.next_deadline()
+        if deadline is None or deadline == node.timer_at:
+            return
+        node.timer_at = deadline
+        node.timer_token += 1
+        self._push(max(deadline, self.now), _TIMER, (node.name, node.incarnation, node.timer_token))
+
+    def _effects(self, node: _Node, effects: list[Effect]) -> None:
+        wrote = False
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(node.name, effect)
+            elif isinstance(effect, Persist):
+                wrote = True
+                self.server_stores[node.name].begin(effect)
+                latency = self._store_rng.uniform(*self.config.store_latency)
+                self._push(
+                    self.now + latency, _PERSISTED, (node.name, node.incarnation, effect.token)
+                )
+            elif isinstance(effect, SaveEdit):
+                self.client_stores[node.name].save_edit(effect)
+            elif isinstance(effect, SaveMerge):
+                self.client_stores[node.name].save_merge(effect)
+            elif isinstance(effect, Acked):
+                self.client_stores[node.name].ack(effect)
+                self._on_acked(node.name, effect)
+            elif isinstance(effect, SyncFailed):
+                self._trace(f"gave-up {node.name} {effect.list_id[:8]} {effect.reason}")
+        if wrote and node.crash_on_write:
+            self._trace(f"crash-mid-write {node.name}")
+            self._crash(node)
+        self._rearm(node)
+
+    def _send(self, src: str, effect: Send) -> None:
+        data = encode(effect.message)
+        kind = effect.message.kind
+        self.messages += 1
+        self.wire_bytes += len(data)
+        if kind in _CLIENT_KINDS:
+            self.client_messages += 1
+            self.client_bytes += len(data)
+        head = f"send {src}>{effect.to} {kind} {len(data)}B #{zlib.crc32(data):08x}"
+        if effect.to not in self.nodes or not self.net.connected(src, effect.to):
+            self._trace(head + " cut")
+            return
+        copies = self.net.transmit(data, self.now)
+        if not copies:
+            self._trace(head + " dropped")
+            return
+        self._trace(
+            head
+            + "".join(" trunc" if c.truncated else "" for c in copies)
+            + (" dup" if len(copies) > 1 else "")
+        )
+        for c in copies:
+            self._push(c.arrives, _DELIVER, (src, effect.to, c.data, kind))
+
+    def _call(self, node: _Node, fn: Callable[..., list[Effect]], *args: Any) -> None:
+        """Call a core method with ``args`` and the current time; carry out its effects."""
+        try:
+            effects = fn(*args, self.now)
+        except Exception as exc:
+            raise SimulationError(
+                f"seed {self.seed}: {node.name} raised from {fn.__name__} at "
+                f"t={self.now:.6f}: {exc!r}"
+            ) from exc
+        self._effects(node, effects)
+
+    # -- node life ------------------------------------------------------------------------
+
+    def _start(self, node: _Node) -> None:
+        cfg = self.config
+        rng = random.Random(self._node_rng.getrandbits(64))
+        doc = self.model.doc_type
+        topo = self.topology
+        if node.role == "server":
+            node.core = self._server_factory(
+                node.name,
+                doc,
+                peers=topo.servers,
+                brokers=topo.brokers,
+                lists=self.server_stores[node.name].load(),
+                incarnation=node.incarnation,
+                config=cfg.server,
+                rng=rng,
+            )
+        elif node.role == "broker":
+            node.core = BrokerCore(node.name, config=cfg.broker)
+        else:
+            node.core = self._client_factory(
+                node.name,
+                doc,
+                brokers=topo.brokers,
+                saved=self.client_stores[node.name].load(),
+                config=cfg.client,
+                rng=rng,
+            )
+            self._check_restart(node)
+        node.timer_at = None
+        self._trace(f"start {node.name} #{node.incarnation}")
+        core = node.core
+        self._call(node, core.start)
+        if node.role == "client":
+            for list_id in self.workload.list_ids:
+                self._call(node, core.open_list, list_id)
+
+    def _crash(self, node: _Node) -> None:
+        if node.core is None:
+            return
+        lost = 0
+        if node.role == "server":
+            lost = self.server_stores[node.name].crash()
+        elif node.role == "client":
+            for list_id in node.core.list_ids():
+                self._snapshots[("crash", node.name, list_id)] = node.core.state(list_id)
+        node.core = None
+        node.incarnation += 1
+        node.timer_at = None
+        node.crash_on_write = False
+        self._trace(f"crash {node.name} lost-writes={lost}")
+
+    def _check_restart(self, node: _Node) -> None:
+        """A restarted client must hold everything it held when it crashed."""
+        for list_id in node.core.list_ids():
+            before = self._snapshots.pop(("crash", node.name, list_id), None)
+            if before is not None and not before <= node.core.state(list_id):
+                self.shrunk += 1
+                self.problems.append(f"{node.name} lost part of list {list_id[:8]} in a restart")
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _on_fault(self, fault: Fault) -> None:
+        self._trace(f"fault {fault!r}")
+        if isinstance(fault, Partition):
+            self.net.partition(fault.groups)
+        elif isinstance(fault, HealPartition):
+            self.net.heal_partition()
+        elif isinstance(fault, Isolate):
+            self.net.isolate(fault.node)
+        elif isinstance(fault, Rejoin):
+            self.net.rejoin(fault.node)
+        elif isinstance(fault, SetLinkFaults):
+            self.net.faults = fault.faults
+        elif isinstance(fault, Crash):
+            node = self.nodes[fault.node]
+            if fault.mid_write and node.role == "server":
+                node.crash_on_write = node.core is not None
+            else:
+                self._crash(node)
+        elif isinstance(fault, Restart):
+            node = self.nodes[fault.node]
+            node.crash_on_write = False
+            if node.core is None:
+                self._start(node)
+
+    def _on_heal(self) -> None:
+        self._trace("heal")
+        self.net.heal()
+        for node in self.nodes.values():
+            node.crash_on_write = False
+            if node.core is None:
+                self._start(node)
+
+    def _on_deliver(self, src: str, dst: str, data: bytes, kind: str) -> None:
+        node = self.nodes[dst]
+        if node.core is None or not self.net.connected(src, dst):
+            self._trace(f"lost {src}>{dst} {kind}")
+            return
+        self._trace(f"recv {src}>{dst} {kind}")
+        self._call(node, node.core.receive, src, data)
+
+    def _on_persisted(self, name: str, incarnation: int, token: int) -> None:
+        node = self.nodes[name]
+        if node.core is None or node.incarnation != incarnation:
+            return
+        if self.server_stores[name].complete(token):
+            self._trace(f"durable {name} #{token}")
+            self._call(node, node.core.persisted, token)
+
+    def _on_timer(self, name: str, incarnation: int, token: int) -> None:
+        node = self.nodes[name]
+        if node.core is None or node.incarnation != incarnation or node.timer_token != token:
+            return
+        node.timer_at = None
+        self._call(node, node.core.on_timer)
+
+    def _on_edit(self, op: ClientOp) -> None:
+        node = self.nodes[op.client]
+        list_id = self.workload.list_ids[op.list_index]
+        if node.core is None:
+            self._trace(f"edit-skipped {op.client} (down)")
+            return
+        core = node.core
+        before = core.state(list_id)
+        ctx = None if before is None else context_of(before)
+        first = 1 if ctx is None else ctx.next_dot(op.client).counter
+        seq = core.next_seq(list_id)
+        try:
+            delta, effects = core.edit(list_id, mutator(op.op), self.now)
+        except (ValueError, TypeError) as exc:
+            self._trace(f"edit-refused {op.client} {op.op} {exc}")
+            return
+        delta_ctx = context_of(delta)
+        dots = tuple(
+            (d.replica, d.counter)
+            for d in (delta_ctx.dots() if delta_ctx is not None else ())
+            if d.replica == op.client and d.counter >= first
+        )
+        record = EditRecord(
+            len(self.edits), op.client, node.incarnation, list_id, seq, op.op, delta.copy(), dots
+        )
+        self.edits.append(record)
+        self._queued[(op.client, list_id, seq)] = record
+        for replica, counter in dots:
+            key = (list_id, replica, counter)
+            if key in self._issued:
+                self.reused_dots += 1
+                self.problems.append(
+                    f"list {list_id[:8]}: dot {(replica, counter)} issued by edit "
+                    f"#{record.number} and #{self._issued[key]}"
+                )
+            self._issued[key] = record.number
+        self._trace(f"edit {op.client} {list_id[:8]} {op.op} seq={seq} dots={list(dots)}")
+        self._effects(node, effects)
+
+    def _on_acked(self, client: str, effect: Acked) -> None:
+        self._trace(f"acked {client} {effect.list_id[:8]} <={effect.through_seq}")
+        for key in [k for k in self._queued if k[0] == client and k[1] == effect.list_id]:
+            if key[2] <= effect.through_seq:
+                self._queued.pop(key).acked = True
+
+    def _on_sample(self, kind: str) -> None:
+        if kind == "growth":
+            self._check_growth()
+        else:
+            self._samples.append((self.now, self._server_digests()))
+
+    def _check_growth(self) -> None:
+        for node in self.nodes.values():
+            if node.role == "broker" or node.core is None:
+                continue
+            for list_id in self.workload.list_ids:
+                if node.role == "client":
+                    self._grew(("client", node.name, list_id), node.core.state(list_id))
+                    continue
+                self._grew(
+                    (f"mem#{node.incarnation}", node.name, list_id), node.core.state(list_id)
+                )
+                stored = self.server_stores[node.name].lists.get(list_id)
+                self._grew(("disk", node.name, list_id), None if stored is None else stored.copy())
+
+    def _grew(self, key: tuple[str, str, str], state: Any) -> None:
+        """Check that ``state`` includes the previous snapshot under ``key``; keep it."""
+        if state is None:
+            return
+        before = self._snapshots.get(key)
+        if before is not None and not before <= state:
+            self.shrunk += 1
+            self.problems.append(f"{key[1]} ({key[0]}) lost part of list {key[2][:8]}")
+        self._snapshots[key] = state
+
+    def _server_digests(self) -> tuple[str, ...]:
+        out = []
+        for name in self.topology.servers:
+            core = self.nodes[name].core
+            for list_id in self.workload.list_ids:
+                d = None if core is None else core.digest(list_id)
+                out.append(d or "-")
+        return tuple(out)
+
+    def _on_final(self) -> None:
+        self._final_pass += 1
+        self._trace(f"final-sync pass {self._final_pass}")
+        for name in self.topology.clients:
+            node = self.nodes[name]
+            self._call(node, node.core.sync_all)
+
+    def _clients_idle(self) -> bool:
+        return all(not self.nodes[c].core.busy for c in self.topology.clients)
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Run to the end and check the outcome."""
+        cfg = self.config
+        for name in self.topology.nodes:
+            self._start(self.nodes[name])
+        for fault in self.schedule.ordered():
+            self._push(fault.at, _FAULT, fault)
+        self._push(self.schedule.heal_at, _FAULT, None)
+        for op in self.workload.ops:
+            if op.at < self.schedule.heal_at:
+                self._push(op.at, _EDIT, op)
+        t = cfg.growth_check_every
+        while t < cfg.heal_at + cfg.settle:
+            self._push(t, _SAMPLE, "growth")
+            t += cfg.growth_check_every
+        t = cfg.heal_at
+        limit = cfg.heal_at + cfg.settle + cfg.final_sync_limit
+        while t <= limit:
+            self._push(t, _SAMPLE, "digests")
+            t += cfg.converge_sample_every
+        self._push(cfg.heal_at + cfg.settle, _FINAL, None)
+        self._loop(limit)
+        return self._result()
+
+    def _loop(self, limit: float) -> None:
+        heap = self._heap
+        while heap:
+            at, kind, _, data = heapq.heappop(heap)
+            if at > limit:
+                break
+            self.now = at
+            self.events += 1
+            if self.events > self.config.max_events:
+                raise SimulationError(
+                    f"seed {self.seed}: more than {self.config.max_events} events"
+                )
+            if kind == _DELIVER:
+                self._on_deliver(*data)
+            elif kind == _TIMER:
+                self._on_timer(*data)
+            elif kind == _PERSISTED:
+                self._on_persisted(*data)
+            elif kind == _FAULT:
+                if data is None:
+                    self._on_heal()
+                else:
+                    self._on_fault(data)
+            elif kind == _EDIT:
+                self._on_edit(data)
+            elif kind == _SAMPLE:
+                self._on_sample(data)
+            elif kind == _FINAL:
+                self._on_final()
+            if self._final_pass and self._clients_idle():
+                if self._final_pass == 2:
+                    self._synced_final = set(self.topology.clients)
+                    break
+                self._on_final()
+
+    def _result(self) -> RunResult:
+        servers = {
+            s: {
+                k: st
+                for k in self.workload.list_ids
+                if (st := self.nodes[s].core.state(k)) is not None
+            }
+            for s in self.topology.servers
+        }
+        clients = {
+            c: {
+                k: st
+                for k in self.workload.list_ids
+                if (st := self.nodes[c].core.state(k)) is not None
+            }
+            for c in sorted(self._synced_final)
+        }
+        final = check_final(self.model, self.workload.list_ids, servers, clients, self.edits)
+        self._samples.append((self.now, self._server_digests()))
+        digests = self._server_digests()
+        rounds = None
+        if not final.divergent:
+            rounds = rounds_to_converge(
+                self._samples,
+                digests,
+                self.config.heal_at,
+                self.config.server.anti_entropy_interval,
+            )
+        problems = [*self.problems, *final.problems]
+        unsynced = len(self.topology.clients) - len(self._synced_final)
+        if unsynced:
+            problems.append(f"{unsynced} clients did not finish their final sync")
+        return RunResult(
+            seed=self.seed,
+            divergent=final.divergent,
+            lost_acked=final.lost_acked,
+            counter_violations=final.counter_violations,
+            phantoms=final.phantoms,
+            shrunk=self.shrunk,
+            reused_dots=self.reused_dots,
+            unsynced_clients=unsynced,
+            rounds=rounds,
+            edits=len(self.edits),
+            acked=sum(e.acked for e in self.edits),
+            messages=self.messages,
+            wire_bytes=self.wire_bytes,
+            client_messages=self.client_messages,
+            client_bytes=self.client_bytes,
+            events=self.events,
+            end=self.now,
+            trace_hash=self._trace_hash.hexdigest(),
+            problems=tuple(problems),
+        )
+
+
+def run(seed: int, **kwargs: Any) -> RunResult:
+    """Run one seed (keyword arguments as for :class:`Simulation`)."""
+    return Simulation(seed, **kwargs).run()
