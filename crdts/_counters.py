@@ -47,6 +47,18 @@ def _overflow(replica: str) -> InvalidArgument:
     return InvalidArgument(f"the tally of replica {replica!r:.80} would pass 2**63 - 1")
 
 
+def _check_step(replica: object, amount: object, what: str) -> None:
+    """The full argument checks of a mutator (the mutators test the usual case inline)."""
+    check_replica(replica)
+    check_counter(amount, what)
+
+
+# A mutator builds its delta with object.__new__ and sets the tallies directly: the
+# constructor would allocate empty dicts only for them to be replaced. Mutators are the
+# hot path of a counter (bench/).
+_new = object.__new__
+
+
 class GCounter(Crdt):
     """A grow-only counter.
 
@@ -74,13 +86,17 @@ class GCounter(Crdt):
         Raises:
             InvalidArgument: bad replica id or amount; nothing changed.
         """
-        check_replica(replica)
-        check_counter(amount, "increment")
-        total = self._counts.get(replica, 0) + amount
+        if type(replica) is not str or not replica or type(amount) is not int or amount < 1:
+            _check_step(replica, amount, "increment")
+        counts = self._counts
+        total = counts.get(replica, 0) + amount
         if total > MAX_INT:
+            _check_step(replica, amount, "increment")  # the amount itself may be too big
             raise _overflow(replica)
-        self._counts[replica] = total
-        return self._of({replica: total})
+        counts[replica] = total
+        delta = _new(type(self))
+        delta._counts = {replica: total}
+        return delta
 
     @property
     def value(self) -> int:
@@ -93,7 +109,8 @@ class GCounter(Crdt):
         return dict(self._counts)
 
     def join(self, other: Self) -> None:
-        self._check_same_type(other)
+        if type(other) is not type(self):
+            self._check_same_type(other)
         _join_tallies(self._counts, other._counts)
 
     def __le__(self, other: Self) -> bool:
@@ -155,13 +172,18 @@ class PNCounter(Crdt):
         Raises:
             InvalidArgument: bad replica id or amount; nothing changed.
         """
-        check_replica(replica)
-        check_counter(amount, "increment")
-        total = self._p.get(replica, 0) + amount
+        if type(replica) is not str or not replica or type(amount) is not int or amount < 1:
+            _check_step(replica, amount, "increment")
+        tally = self._p
+        total = tally.get(replica, 0) + amount
         if total > MAX_INT:
+            _check_step(replica, amount, "increment")  # the amount itself may be too big
             raise _overflow(replica)
-        self._p[replica] = total
-        return self._of({replica: total}, {})
+        tally[replica] = total
+        delta = _new(type(self))
+        delta._p = {replica: total}
+        delta._n = {}
+        return delta
 
     def decrement(self, replica: str, amount: int = 1) -> Self:
         """Subtract ``amount`` (an int >= 1); return the delta.
@@ -169,13 +191,18 @@ class PNCounter(Crdt):
         Raises:
             InvalidArgument: bad replica id or amount; nothing changed.
         """
-        check_replica(replica)
-        check_counter(amount, "decrement")
-        total = self._n.get(replica, 0) + amount
+        if type(replica) is not str or not replica or type(amount) is not int or amount < 1:
+            _check_step(replica, amount, "decrement")
+        tally = self._n
+        total = tally.get(replica, 0) + amount
         if total > MAX_INT:
+            _check_step(replica, amount, "decrement")  # the amount itself may be too big
             raise _overflow(replica)
-        self._n[replica] = total
-        return self._of({}, {replica: total})
+        tally[replica] = total
+        delta = _new(type(self))
+        delta._n = {replica: total}
+        delta._p = {}
+        return delta
 
     @property
     def value(self) -> int:
@@ -193,7 +220,8 @@ class PNCounter(Crdt):
         return dict(self._n)
 
     def join(self, other: Self) -> None:
-        self._check_same_type(other)
+        if type(other) is not type(self):
+            self._check_same_type(other)
         _join_tallies(self._p, other._p)
         _join_tallies(self._n, other._n)
 
