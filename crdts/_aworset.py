@@ -25,8 +25,9 @@ _Dots = RawDot | frozenset[RawDot]
 _new = object.__new__
 
 
-def _one_dot_context(replica: str, counter: int) -> DotContext:
-    """The (compact) context holding exactly the dot ``(replica, counter)``."""
+def _one_dot_context(dot: RawDot) -> DotContext:
+    """The (compact) context holding exactly ``dot``."""
+    replica, counter = dot
     ctx = _new(DotContext)
     if counter == 1:
         ctx._vv = {replica: 1}
@@ -119,7 +120,7 @@ class AWORSet(Causal):
         # The hottest path (bench/): the delta is built field by field, see _new.
         delta = _new(AWORSet)
         delta._entries = {dot: element}
-        delta._ctx = _one_dot_context(replica, counter)
+        delta._ctx = _one_dot_context(dot)
         delta._index = {element: dot}
         return delta
 
@@ -149,18 +150,19 @@ class AWORSet(Causal):
             check_replica(replica)
         if type(element) is not str:
             check_element(element)
-        index = self._index
-        old = index.get(element)
+        old = self._index.pop(element, None)
         if old is None:
             return AWORSet()
-        if isinstance(old, frozenset):
-            return self._delta_removing(list(old))
+        entries = self._entries
+        if isinstance(old, frozenset):  # concurrent adds left several dots
+            for d in old:
+                del entries[d]
+            return self._make({}, DotContext._of_raw_dots(old))
         # One dot, the usual case: drop it and build the delta directly (see _new).
-        del index[element]
-        del self._entries[old]
+        del entries[old]
         delta = _new(AWORSet)
         delta._entries = {}
-        delta._ctx = _one_dot_context(*old)
+        delta._ctx = _one_dot_context(old)
         delta._index = {}
         return delta
 
