@@ -90,9 +90,9 @@ class _CollectorClock:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._start = time.perf_counter()
+            self._start = time.process_time()
         else:
-            self.seconds += time.perf_counter() - self._start
+            self.seconds += time.process_time() - self._start
             self.collections[info["generation"]] += 1
 
 
@@ -110,14 +110,16 @@ def _churn_plain(state: set[str], new: list[str], old: list[str]) -> None:
         _delta = {y}
 
 
-def gc_effect(size: int = 100_000, ops: int = 20_000, rounds: int = 5) -> list[Row]:
+def gc_effect(size: int = 100_000, ops: int = 100_000, rounds: int = 5) -> list[Row]:
     """Churn on a long-lived set of ``size`` elements under each collector setting.
 
-    Each round copies the state, runs a full collection (so the copy is old, as in a
-    long-running process), then times ``ops`` operations: adds of new elements and
+    Each round copies the state and times ``ops`` operations: adds of new elements and
     removes of old ones, alternately, returning deltas; the size stays put. Settings:
-    the collector enabled; disabled; and enabled after ``gc.freeze()``, which moves
-    everything alive into a generation the collector never walks.
+
+    * enabled: a full collection first, so the copy is old, as in a long-running process;
+    * disabled: the same, then ``gc.disable()``;
+    * frozen: ``gc.freeze()`` instead of the collection, which moves everything alive
+      into a generation the collector never walks.
     """
     elements = items(0, size)
     new, old = items(size, ops // 2), spread(elements, ops // 2)
@@ -134,16 +136,17 @@ def gc_effect(size: int = 100_000, ops: int = 20_000, rounds: int = 5) -> list[R
             for mode in modes[i % 3 :] + modes[: i % 3]:
                 for name, copy, churn in sides:
                     state = copy()
-                    gc.collect()
+                    if mode == "frozen":
+                        gc.freeze()
+                    else:
+                        gc.collect()
                     if mode == "disabled":
                         gc.disable()
-                    elif mode == "frozen":
-                        gc.freeze()
                     clock = _CollectorClock()
                     gc.callbacks.append(clock)
-                    t0 = time.perf_counter()
+                    t0 = time.process_time()
                     churn(state, new, old)
-                    elapsed = time.perf_counter() - t0
+                    elapsed = time.process_time() - t0
                     gc.callbacks.remove(clock)
                     gc.unfreeze()
                     gc.enable()
@@ -172,64 +175,72 @@ def gc_effect(size: int = 100_000, ops: int = 20_000, rounds: int = 5) -> list[R
                     "/".join(map(str, counts)),
                 )
             )
-    state = crdt_base.copy()
-    gc.collect()
-    t0 = time.perf_counter()
-    gc.collect()
-    rows.append(
-        (
-            "AWORSet",
-            "one full gc.collect()",
-            f"{(time.perf_counter() - t0) * 1e6:,.0f} us",
-            "",
-            "",
-            "",
-        )
-    )
-    del state
+    for name, copy, _ in sides:
+        state = copy()
+        gc.collect()
+        t0 = time.process_time()
+        gc.collect()
+        elapsed = time.process_time() - t0
+        del state
+        rows.append((name, "one full gc.collect()", f"{elapsed * 1e6:,.0f} us", "", "", ""))
     return rows
 
 
-def context_after_sync(ops: int = 20_000, seed: int = 1) -> list[Row]:
-    """Four replicas edit one set, exchange deltas out of order (some lost), then sync.
+def _edit_and_sync(loss: float, ops: int, seed: int) -> tuple[int, int, int, bool]:
+    """Four replicas edit one set and send each other every delta; ``loss`` of them are
+    lost and the rest arrive in random order. At the end the rest is delivered, then (if
+    any were lost) every replica joins every other's full state, as anti-entropy would.
 
-    Reports the causal context of every replica: entries in the version vector and dots
-    in the cloud, at the worst moment before the final sync and after it.
+    Returns the largest cloud seen on the way, then the most vector entries and cloud
+    dots of any replica at the end, and whether all replicas ended equal.
     """
     rng = random.Random(seed)
     replicas = {r: AWORSet() for r in REPLICAS}
     pending: list[tuple[str, AWORSet]] = []
     elements = items(0, 500)
     worst_cloud = 0
-    for _ in range(ops):
+    for i in range(ops):
         r = rng.choice(REPLICAS)
         s = replicas[r]
         x = rng.choice(elements)
         delta = s.remove(r, x) if x in s and rng.random() < 0.4 else s.add(r, x)
-        for target in REPLICAS:
-            if target != r and rng.random() < 0.9:  # one delta in ten is lost
-                pending.append((target, delta))
+        pending += [(t, delta) for t in REPLICAS if t != r and rng.random() >= loss]
         if len(pending) > 40:  # deliver a random half, out of order
             rng.shuffle(pending)
             half = len(pending) // 2
             for target, d in pending[:half]:
                 replicas[target].join(d)
             del pending[:half]
-            worst_cloud = max(worst_cloud, *(s.stats().cloud for s in replicas.values()))
-    for a in replicas.values():
-        for b in replicas.values():
-            a.join(b)
-    stats = [s.stats() for s in replicas.values()]
+        if i % 100 == 0:
+            worst_cloud = max(worst_cloud, *(s.context.cloud_size() for s in replicas.values()))
+    for target, d in pending:
+        replicas[target].join(d)
+    if loss:
+        for a in replicas.values():
+            for b in replicas.values():
+                a.join(b)
+    contexts = [s.context for s in replicas.values()]
     converged = len({s.digest() for s in replicas.values()}) == 1
-    return [
-        ("operations, replicas", f"{ops:,}", f"{len(REPLICAS)}"),
-        ("largest cloud before the final sync", f"{worst_cloud} dots", ""),
-        (
-            "after sync: vector entries / cloud dots",
-            f"{max(st.replicas for st in stats)} / {max(st.cloud for st in stats)}",
-            "converged" if converged else "NOT CONVERGED",
-        ),
-    ]
+    entries = max(len(c.vv) for c in contexts)
+    return worst_cloud, entries, max(c.cloud_size() for c in contexts), converged
+
+
+def context_after_sync(ops: int = 20_000, seed: int = 1) -> list[Row]:
+    """The causal context of four replicas after ``ops`` edits, once every replica has
+    everything (see :func:`_edit_and_sync`), with no delta lost and with one in ten lost."""
+    rows: list[Row] = []
+    for loss, how in ((0.0, "every delta delivered, out of order"), (0.1, "1 delta in 10 lost")):
+        worst, entries, cloud, converged = _edit_and_sync(loss, ops, seed)
+        end = "then a full-state sync" if loss else "no full-state sync"
+        rows.append(
+            (
+                f"{ops:,} edits, {len(REPLICAS)} replicas, {how}, {end}",
+                f"{worst:,}",
+                f"{entries} / {cloud}",
+                "yes" if converged else "NO",
+            )
+        )
+    return rows
 
 
 def encoded_size(sizes: tuple[int, ...] = (1_000, 100_000)) -> list[Row]:

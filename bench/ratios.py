@@ -30,11 +30,22 @@ Medians = dict[str, tuple[float, float]]
 """Case id -> (CRDT, plain) median seconds per operation."""
 
 
+_previous: dict[int, tuple[object, ...]] = {}
+
+
 def _time(workload: Workload) -> float:
+    """CPU seconds of one timed batch: the process's own time, so that other work on a
+    shared machine does not count (the collector and allocator run in the process).
+
+    The previous round's states stay alive until the next copy exists (as in
+    pytest-benchmark): freeing a big state first lets the C allocator hand the memory
+    back to the system, and the next round would then pay page faults for it.
+    """
     args = workload.setup()
-    t0 = time.perf_counter()
+    _previous[id(workload)] = args
+    t0 = time.process_time()
     workload.run(*args)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def measure(case: Case) -> tuple[float, float]:
@@ -51,6 +62,7 @@ def measure(case: Case) -> tuple[float, float]:
         else:
             crdt.append(_time(pair.crdt))
             plain.append(_time(pair.plain))
+    _previous.clear()
     gc.collect()
     return statistics.median(crdt) / case.ops, statistics.median(plain) / case.ops
 
@@ -172,12 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         big = max(sizes)
         print(f"\nMemory at {big:,} elements (tracemalloc; elements excluded):\n", file=out)
         rows = footprint.memory(big)
-        print("\n".join(table(rows, ("state", "bytes/element", "gc-tracked objects/element"))))
+        print(
+            "\n".join(table(rows, ("state", "bytes/element", "gc-tracked objects/element"))),
+            file=out,
+        )
         print(f"\nGarbage collector, add/remove churn at {big:,} elements:\n", file=out)
         head = ("state", "collector", "ns/op", "vs enabled", "time in gc", "gen0/1/2 runs")
         print("\n".join(table(footprint.gc_effect(big), head)), file=out)
         print("\nCausal context after all replicas synced:\n", file=out)
-        print("\n".join(table(footprint.context_after_sync(), ("what", "value", ""))))
+        head = ("run", "largest cloud on the way", "vector entries / cloud dots", "converged")
+        print("\n".join(table(footprint.context_after_sync(), head)), file=out)
         print("\nEncoded size (canonical JSON) beside a JSON list of the elements:\n", file=out)
         rows = footprint.encoded_size(tuple(sorted({min(sizes), big})))
         print("\n".join(table(rows, ("state", "bytes/element", "JSON list"))), file=out)
