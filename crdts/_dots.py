@@ -219,21 +219,29 @@ class DotContext:
                     out.append(d)
         return out
 
-    def _seen_among(self, dots: Iterable[RawDot]) -> list[RawDot]:
-        """The dots of ``dots`` that this context has seen."""
+    def _seen_of(self, dots: Iterable[RawDot], skip: Mapping[RawDot, Any]) -> list[RawDot]:
+        """The dots of ``dots`` that ``skip`` lacks and this context has seen."""
         get = self._vv.get
         cloud = self._cloud
         if not cloud:
-            return [d for d in dots if d[1] <= get(d[0], 0)]
-        return [d for d in dots if d[1] <= get(d[0], 0) or d[1] in cloud.get(d[0], ())]
+            return [d for d in dots if d not in skip and d[1] <= get(d[0], 0)]
+        return [
+            d
+            for d in dots
+            if d not in skip and (d[1] <= get(d[0], 0) or d[1] in cloud.get(d[0], ()))
+        ]
 
-    def _unseen_among(self, dots: Iterable[RawDot]) -> list[RawDot]:
-        """The dots of ``dots`` that this context has not seen."""
+    def _unseen_of(self, dots: Iterable[RawDot], skip: Mapping[RawDot, Any]) -> list[RawDot]:
+        """The dots of ``dots`` that ``skip`` lacks and this context has not seen."""
         get = self._vv.get
         cloud = self._cloud
         if not cloud:
-            return [d for d in dots if d[1] > get(d[0], 0)]
-        return [d for d in dots if d[1] > get(d[0], 0) and d[1] not in cloud.get(d[0], ())]
+            return [d for d in dots if d not in skip and d[1] > get(d[0], 0)]
+        return [
+            d
+            for d in dots
+            if d not in skip and d[1] > get(d[0], 0) and d[1] not in cloud.get(d[0], ())
+        ]
 
     def __le__(self, other: DotContext) -> bool:
         """Set inclusion: every dot seen here is seen by ``other``."""

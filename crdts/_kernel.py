@@ -121,12 +121,12 @@ class Causal(Crdt):
             if o_ctx.dot_count() < len(entries):
                 removed = o_ctx._removed_from(entries, o_entries)
             else:
-                removed = o_ctx._seen_among([d for d in entries if d not in o_entries])
+                removed = o_ctx._seen_of(entries, skip=o_entries)
             if removed:
                 self._remove_dots(removed)
 
         # Entries other holds that we lack and have not seen are new here.
-        fresh = ctx._unseen_among([d for d in o_entries if d not in entries])
+        fresh = ctx._unseen_of(o_entries, skip=entries)
         if fresh:
             # One store per dot, no (dot, payload) pairs: a join into a big state should
             # not allocate an object per dot, which would set off collections (bench/).
