@@ -482,7 +482,7 @@ def ops_for(op: str, size: int) -> int:
 
 def rounds_for(size: int) -> int:
     """Timed rounds per side; fewer for big states, whose setup copies cost more."""
-    return {1_000: 150, 10_000: 80}.get(size, 30)
+    return {1_000: 400, 10_000: 200}.get(size, 60)
 
 
 def cases(sizes: tuple[int, ...] = SIZES) -> Iterator[Case]:
