@@ -49,6 +49,8 @@ class RunResult:
         events: simulator events processed; ``end``: the virtual time at the end.
         trace_hash: SHA-256 of the trace.
         problems: descriptions of what went wrong (empty for a clean run).
+        stats: how many faults were injected and how the cluster coped (crashes by
+            role, writes lost, messages dropped, cut, truncated, retries, errors...).
     """
 
     seed: int
@@ -70,6 +72,7 @@ class RunResult:
     end: float
     trace_hash: str
     problems: tuple[str, ...]
+    stats: tuple[tuple[str, int], ...] = ()
 
     def ok(self, max_rounds: int = 2) -> bool:
         """No checker failed and the servers converged within ``max_rounds`` rounds."""

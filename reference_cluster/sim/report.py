@@ -105,6 +105,7 @@ class Summary:
     bytes_per_edit: float
     client_messages_per_edit: float
     client_bytes_per_edit: float
+    stats: dict[str, int] = attrs.field(factory=dict)
 
 
 def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
@@ -112,6 +113,9 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
     edits = sum(r.edits for r in results) or 1
     rounds = Counter("never" if r.rounds is None else str(r.rounds) for r in results)
     converged = [r.rounds for r in results if r.rounds is not None]
+    stats: Counter[str] = Counter()
+    for r in results:
+        stats.update(dict(r.stats))
     never = any(r.rounds is None for r in results)
     return Summary(
         seeds=len(results),
@@ -131,6 +135,7 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
         bytes_per_edit=sum(r.wire_bytes for r in results) / edits,
         client_messages_per_edit=sum(r.client_messages for r in results) / edits,
         client_bytes_per_edit=sum(r.client_bytes for r in results) / edits,
+        stats=dict(sorted(stats.items())),
     )
 
 
@@ -159,5 +164,9 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
     ]
     if wall is not None:
         rows.append(("wall time", f"{wall:.1f} s"))
+    if s.stats:
+        rows.append(("", ""))
+        rows.append(("faults injected and coped with", "total"))
+        rows.extend((f"  {k}", f"{v:,}") for k, v in s.stats.items())
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import random
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ import attrs
 from reference_cluster.broker_core import BrokerConfig, BrokerCore
 from reference_cluster.client_core import ClientConfig, ClientCore
 from reference_cluster.effects import Acked, Effect, Persist, SaveEdit, SaveMerge, Send, SyncFailed
-from reference_cluster.messages import encode
+from reference_cluster.messages import ErrorReply, SyncRequest, encode
 from reference_cluster.replication import context_of
 from reference_cluster.server_core import ServerConfig, ServerCore
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
@@ -184,6 +185,7 @@ class Simulation:
         self._synced_final: set[str] = set()
         self.messages = self.wire_bytes = self.client_messages = self.client_bytes = 0
         self.events = 0
+        self.stats: Counter[str] = Counter()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -228,8 +230,10 @@ class Simulation:
                 self.client_stores[node.name].ack(effect)
                 self._on_acked(node.name, effect)
             elif isinstance(effect, SyncFailed):
+                self.stats["syncs given up"] += 1
                 self._trace(f"gave-up {node.name} {effect.list_id[:8]} {effect.reason}")
         if wrote and node.crash_on_write:
+            self.stats["crashes in the middle of a write"] += 1
             self._trace(f"crash-mid-write {node.name}")
             self._crash(node)
         self._rearm(node)
@@ -242,14 +246,23 @@ class Simulation:
         if kind in _CLIENT_KINDS:
             self.client_messages += 1
             self.client_bytes += len(data)
+        msg = effect.message
+        if isinstance(msg, SyncRequest) and msg.attempt:
+            self.stats["request retries"] += 1
+        elif isinstance(msg, ErrorReply):
+            self.stats[f"error replies: {msg.code}"] += 1
         head = f"send {src}>{effect.to} {kind} {len(data)}B #{zlib.crc32(data):08x}"
         if effect.to not in self.nodes or not self.net.connected(src, effect.to):
+            self.stats["messages cut by partitions"] += 1
             self._trace(head + " cut")
             return
         copies = self.net.transmit(data, self.now)
         if not copies:
+            self.stats["messages dropped"] += 1
             self._trace(head + " dropped")
             return
+        self.stats["messages duplicated"] += len(copies) - 1
+        self.stats["messages truncated"] += sum(c.truncated for c in copies)
         self._trace(
             head
             + "".join(" trunc" if c.truncated else "" for c in copies)
@@ -320,6 +333,8 @@ class Simulation:
         node.incarnation += 1
         node.timer_at = None
         node.crash_on_write = False
+        self.stats[f"crashes: {node.role}"] += 1
+        self.stats["writes lost in crashes"] += lost
         self._trace(f"crash {node.name} lost-writes={lost}")
 
     def _check_restart(self, node: _Node) -> None:
@@ -333,6 +348,7 @@ class Simulation:
     # -- events ---------------------------------------------------------------------------
 
     def _on_fault(self, fault: Fault) -> None:
+        self.stats[f"faults: {type(fault).__name__}"] += 1
         self._trace(f"fault {fault!r}")
         if isinstance(fault, Partition):
             self.net.partition(fault.groups)
@@ -367,6 +383,7 @@ class Simulation:
     def _on_deliver(self, src: str, dst: str, data: bytes, kind: str) -> None:
         node = self.nodes[dst]
         if node.core is None or not self.net.connected(src, dst):
+            self.stats["messages lost in flight"] += 1
             self._trace(f"lost {src}>{dst} {kind}")
             return
         self._trace(f"recv {src}>{dst} {kind}")
@@ -391,6 +408,7 @@ class Simulation:
         node = self.nodes[op.client]
         list_id = self.workload.list_ids[op.list_index]
         if node.core is None:
+            self.stats["edits skipped (client down)"] += 1
             self._trace(f"edit-skipped {op.client} (down)")
             return
         core = node.core
@@ -401,6 +419,7 @@ class Simulation:
         try:
             delta, effects = core.edit(list_id, mutator(op.op), self.now)
         except (ValueError, TypeError) as exc:
+            self.stats["edits refused by the list"] += 1
             self._trace(f"edit-refused {op.client} {op.op} {exc}")
             return
         delta_ctx = context_of(delta)
@@ -593,6 +612,7 @@ class Simulation:
             events=self.events,
             end=self.now,
             trace_hash=self._trace_hash.hexdigest(),
+            stats=tuple(sorted(self.stats.items())),
             problems=tuple(problems),
         )
 

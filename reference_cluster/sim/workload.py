@@ -166,13 +166,13 @@ class ShoppingListModel:
         if list_index == 0 and r < 0.3:
             return Op("change_quantity", (rng.choice(self.COUNTERS), rng.choice((1, 1, 2))))
         item = rng.choice(self.ITEMS)
-        if r < 0.5:
+        if r < 0.55:
             return Op("add_item", (item, rng.randint(1, 3)))
-        if r < 0.62:
+        if r < 0.65:
             return Op("change_quantity", (item, rng.choice((1, -1))))
-        if r < 0.7:
+        if r < 0.72:
             return Op("set_quantity", (item, rng.randint(0, 5)))
-        if r < 0.8:
+        if r < 0.82:
             return Op("mark_bought", (item, rng.random() < 0.7))
         if r < 0.92:
             return Op("remove_item", (item,))

@@ -1,0 +1,239 @@
+"""The wire codec: every kind round-trips, and anything else is refused with a clear error."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdts import AWORSet, DotContext
+from reference_cluster.errors import MalformedMessage
+from reference_cluster.messages import (
+    KINDS,
+    MAX_MESSAGE_BYTES,
+    WIRE_VERSION,
+    AeContexts,
+    AeDeltas,
+    AeDigests,
+    Announce,
+    Deliver,
+    ErrorReply,
+    Forward,
+    Goodbye,
+    Heartbeat,
+    Message,
+    Propagate,
+    SyncReply,
+    SyncRequest,
+    decode,
+    encode,
+)
+
+ids = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=20).filter(
+    str.isprintable
+)
+list_ids = st.uuids(version=4).map(str)
+nats = st.integers(0, 2**53)
+digests = st.binary(min_size=32, max_size=32).map(bytes.hex)
+
+
+@st.composite
+def states(draw: st.DrawFn) -> dict[str, Any]:
+    s = AWORSet()
+    for e in draw(st.lists(st.sampled_from("abcd"), max_size=4)):
+        s.add(draw(st.sampled_from(["r1", "r2"])), e)
+    return s.to_dict()
+
+
+contexts = states().map(lambda d: AWORSet.from_dict(d).context.to_dict())
+
+sync_requests = st.builds(
+    SyncRequest,
+    ids,
+    list_ids,
+    ids,
+    nats,
+    st.none() | contexts,
+    st.none() | states(),
+    st.none() | ids,
+)
+error_replies = st.builds(
+    ErrorReply,
+    st.none() | ids,
+    st.sampled_from(
+        sorted({"malformed", "unavailable", "bad_state", "persist_failed", "unauthorized"})
+    ),
+    st.text(max_size=50),
+)
+sync_replies = st.builds(SyncReply, ids, list_ids, st.none() | states())
+
+MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
+    SyncRequest: sync_requests,
+    SyncReply: sync_replies,
+    ErrorReply: error_replies,
+    Forward: st.builds(Forward, ids, sync_requests),
+    Deliver: st.builds(Deliver, ids, sync_replies | error_replies),
+    Announce: st.builds(Announce, ids, nats),
+    Heartbeat: st.builds(Heartbeat, ids),
+    Goodbye: st.builds(Goodbye, ids),
+    Propagate: st.builds(Propagate, ids, list_ids, states()),
+    AeDigests: st.builds(AeDigests, ids, nats, st.dictionaries(list_ids, digests, max_size=3)),
+    AeContexts: st.builds(AeContexts, ids, nats, st.dictionaries(list_ids, contexts, max_size=3)),
+    AeDeltas: st.builds(
+        AeDeltas,
+        ids,
+        nats,
+        st.dictionaries(list_ids, states(), max_size=3),
+        st.dictionaries(list_ids, contexts, max_size=2),
+    ),
+}
+messages = st.one_of(*MESSAGES.values())
+
+LIST = str(uuid.UUID(int=7, version=4))
+REQUEST = SyncRequest("r.1", LIST, "c1", 0, DotContext().to_dict(), None)
+
+
+def test_the_table_covers_every_message_class() -> None:
+    """KINDS maps each kind to the class whose tag it is, and every class has a strategy."""
+    assert {cls.kind: cls for cls in MESSAGES} == dict(KINDS)
+
+
+@given(messages)
+def test_every_message_round_trips(msg: Message) -> None:
+    """decode(encode(m)) == m for every kind."""
+    assert msg == decode(encode(msg))
+
+
+@given(messages)
+def test_encoding_is_canonical_json_with_version_and_kind(msg: Message) -> None:
+    """The bytes are sorted-key, space-free JSON carrying ``v`` and ``kind``."""
+    data = encode(msg)
+    parsed = json.loads(data)
+    assert (WIRE_VERSION, msg.kind) == (parsed["v"], parsed["kind"])
+    assert json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode() == data
+
+
+@given(messages, st.data())
+def test_every_proper_prefix_of_a_message_is_refused(msg: Message, data: st.DataObject) -> None:
+    """A truncated frame never decodes; it raises MalformedMessage (a ValueError)."""
+    raw = encode(msg)
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(MalformedMessage) as info:
+        decode(raw[:cut])
+    assert "malformed" == info.value.code
+
+
+@given(messages, st.data())
+def test_a_corrupted_frame_raises_nothing_but_malformed_message(
+    msg: Message, data: st.DataObject
+) -> None:
+    """Flipping bytes either yields a valid message or MalformedMessage, never another error."""
+    raw = bytearray(encode(msg))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode(bytes(raw))
+    except MalformedMessage:
+        return
+    assert isinstance(decoded, Message)
+
+
+def _wire(msg: Message, **changes: Any) -> bytes:
+    d = json.loads(encode(msg))
+    for k, v in changes.items():
+        if v is ...:
+            del d[k]
+        else:
+            d[k] = v
+    return json.dumps(d).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "says"),
+    [
+        (b"", "malformed", "not UTF-8 JSON"),
+        (b"\xff\xfe", "malformed", "not UTF-8 JSON"),
+        (b"[1, 2]", "malformed", "expected a JSON object"),
+        (b'{"v": 1, "kind": "sync", "attempt": NaN}', "malformed", "not UTF-8 JSON"),
+        (_wire(REQUEST, v=2), "unsupported_version", "unsupported wire version 2"),
+        (_wire(REQUEST, v=...), "unsupported_version", "unsupported wire version None"),
+        (_wire(REQUEST, kind="launch"), "unknown_kind", "unknown message kind 'launch'"),
+        (_wire(REQUEST, extra=1), "malformed", "unexpected keys ['extra']"),
+        (_wire(REQUEST, replica=...), "malformed", "missing key 'replica'"),
+        (
+            _wire(REQUEST, list_id="groceries"),
+            "malformed",
+            "SyncRequest.list_id: expected a list id",
+        ),
+        (_wire(REQUEST, attempt=-1), "malformed", "SyncRequest.attempt: expected an int >= 0"),
+        (_wire(REQUEST, attempt=True), "malformed", "SyncRequest.attempt"),
+        (_wire(REQUEST, delta=[1]), "malformed", "SyncRequest.delta: expected an encoded state"),
+        (_wire(REQUEST, context={"x": 1}), "malformed", "SyncRequest.context"),
+        (_wire(REQUEST, token=""), "malformed", "SyncRequest.token"),
+        (_wire(REQUEST, request_id="a\nb"), "malformed", "SyncRequest.request_id"),
+        (
+            _wire(Forward("c1", REQUEST), request={"kind": "heartbeat", "server": "s"}),
+            "malformed",
+            "Forward.request: expected a sync message",
+        ),
+        (
+            _wire(AeDigests("s1", 1, {LIST: "0" * 64}), digests={LIST: "xyz"}),
+            "malformed",
+            "AeDigests.digests",
+        ),
+        (_wire(ErrorReply(None, "malformed"), code="oops"), "malformed", "ErrorReply.code"),
+    ],
+)
+def test_bad_frames_are_refused_with_a_code_and_the_path(data: bytes, code: str, says: str) -> None:
+    """Each kind of bad frame raises MalformedMessage naming what was wrong, with a code."""
+    with pytest.raises(MalformedMessage) as info:
+        decode(data)
+    assert (code, True) == (info.value.code, says in str(info.value))
+
+
+def test_oversized_frames_are_refused_before_parsing() -> None:
+    """A frame over MAX_MESSAGE_BYTES is refused by its length alone."""
+    with pytest.raises(MalformedMessage, match="more than"):
+        decode(b" " * (MAX_MESSAGE_BYTES + 1))
+
+
+def test_decode_takes_bytes_only() -> None:
+    """A str is not a frame."""
+    with pytest.raises(MalformedMessage, match="expected bytes"):
+        decode(encode(REQUEST).decode())  # type: ignore[arg-type]
+
+
+def test_construction_validates_fields() -> None:
+    """A message with a bad field cannot be built (the error is a ValueError)."""
+    with pytest.raises(ValueError, match=r"SyncRequest\.list_id"):
+        SyncRequest("r.1", "not-a-uuid", "c1", 0, None, None)
+    with pytest.raises(ValueError, match=r"Propagate\.delta"):
+        Propagate("s1", LIST, {"no": "type"})
+
+
+def test_messages_are_frozen() -> None:
+    """A message cannot be changed after construction."""
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        REQUEST.attempt = 3  # type: ignore[misc]
+
+
+def test_retryable_errors_are_the_transient_ones() -> None:
+    """Only errors that a later attempt can fix are retryable."""
+    retryable = {
+        code: ErrorReply("r", code).retryable
+        for code in ("unavailable", "persist_failed", "not_holder", "bad_state", "malformed")
+    }
+    expected = {
+        "unavailable": True,
+        "persist_failed": True,
+        "not_holder": True,
+        "bad_state": False,
+        "malformed": False,
+    }
+    assert expected == retryable

@@ -1,0 +1,231 @@
+"""The simulator: determinism, a seed sweep, Hypothesis-driven fault schedules, and proof
+that the checkers catch deliberately broken cores."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+
+from reference_cluster.server_core import ServerCore
+from reference_cluster.sim import (
+    ClientOp,
+    Crash,
+    FaultSchedule,
+    HealPartition,
+    Isolate,
+    LinkFaults,
+    Op,
+    Partition,
+    Rejoin,
+    Restart,
+    SetLinkFaults,
+    SimConfig,
+    Topology,
+    Workload,
+    run,
+)
+from reference_cluster.sim.__main__ import main
+from reference_cluster.sim.mutants import (
+    AckBeforePersistServer,
+    ForgetfulClient,
+    NoAntiEntropyServer,
+)
+from reference_cluster.sim.workload import new_list_id
+
+TOPOLOGY = SimConfig().topology
+SMALL = SimConfig(heal_at=8.0, settle=4.0, edits_per_client=6)
+"""A shorter run for the schedule searches (same cluster shape)."""
+EXAMPLES = max(5, settings().max_examples // 3)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_cores() -> Iterator[None]:
+    """Faults make the cores log warnings by design; keep the test output readable."""
+    logger = logging.getLogger("reference_cluster")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
+
+
+# -- determinism -----------------------------------------------------------------------------
+
+
+def test_the_same_seed_gives_the_same_trace_bytes() -> None:
+    """Twenty seeds run twice produce identical trace hashes, and different seeds differ."""
+    first = [run(seed).trace_hash for seed in range(20)]
+    second = [run(seed).trace_hash for seed in range(20)]
+    assert (first, 20) == (second, len(set(first)))
+
+
+def test_traces_do_not_depend_on_the_interpreter_hash_seed() -> None:
+    """A run in another process with another PYTHONHASHSEED has the same trace hash."""
+    code = (
+        "import logging; logging.disable(logging.CRITICAL)\n"
+        "from reference_cluster.sim import run\n"
+        "print(' '.join(run(s).trace_hash for s in (3, 4)))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert [run(3).trace_hash, run(4).trace_hash] == out.stdout.split()
+
+
+def test_replaying_a_seed_from_the_command_line_prints_the_same_trace() -> None:
+    """``python -m reference_cluster.sim --seed N --trace`` prints identical output twice."""
+    cmd = [sys.executable, "-m", "reference_cluster.sim", "--seed", "7", "--trace"]
+    outs = [
+        subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        for _ in range(2)
+    ]
+    assert (0, outs[0].stdout, True) == (
+        outs[0].returncode,
+        outs[1].stdout,
+        " recv " in outs[0].stdout and "trace sha256" in outs[0].stdout,
+    )
+
+
+# -- the correct cluster passes ----------------------------------------------------------------
+
+
+def test_a_sweep_of_seeds_passes_every_checker() -> None:
+    """Two dozen seeded runs (5 servers, 2 brokers, 3 clients, partitions, crashes, lossy
+    links) end converged within 2 rounds, with no lost, phantom or double-counted edit."""
+    results = [run(seed) for seed in range(1000, 1024)]
+    bad = {r.seed: r.problems[:3] for r in results if not r.ok(2)}
+    edits = sum(r.edits for r in results)
+    assert ({}, True) == (bad, edits > 24 * 10 and all(r.acked == r.edits for r in results))
+
+
+def test_the_command_line_sweep_prints_the_table_and_succeeds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--seeds N`` prints the summary table and exits 0 for a correct cluster."""
+    code = main(["--seeds", "3", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert (0, True, True) == (code, "divergent lists" in out, "FAILED" not in out)
+
+
+# -- fault schedules drawn by Hypothesis ------------------------------------------------------
+
+
+def fault_schedules(topology: Topology, heal_at: float) -> st.SearchStrategy[FaultSchedule]:
+    """Schedules of any faults on ``topology`` before ``heal_at``; they shrink towards
+    fewer, earlier, simpler faults."""
+    times = st.floats(0.0, heal_at - 0.01, allow_nan=False)
+    nodes = st.sampled_from(topology.nodes)
+    groups = st.lists(st.lists(nodes, min_size=1, max_size=5, unique=True), min_size=1, max_size=3)
+    links = st.builds(
+        LinkFaults,
+        drop=st.floats(0.0, 0.5),
+        duplicate=st.floats(0.0, 0.3),
+        truncate=st.floats(0.0, 0.05),
+        max_extra_delay=st.floats(0.0, 0.3),
+    )
+    fault = st.one_of(
+        st.builds(Partition, times, groups.map(lambda gs: tuple(tuple(g) for g in gs))),
+        st.builds(HealPartition, times),
+        st.builds(Isolate, times, nodes),
+        st.builds(Rejoin, times, nodes),
+        st.builds(Crash, times, nodes, st.booleans()),
+        st.builds(Restart, times, nodes),
+        st.builds(SetLinkFaults, times, links),
+    )
+    return st.lists(fault, max_size=12).map(lambda fs: FaultSchedule(tuple(fs), heal_at))
+
+
+@settings(max_examples=EXAMPLES)
+@given(fault_schedules(TOPOLOGY, SMALL.heal_at), st.integers(0, 2**32))
+def test_any_fault_schedule_ends_converged_with_nothing_lost(
+    schedule: FaultSchedule, seed: int
+) -> None:
+    """Whatever Hypothesis throws at the cluster before the heal, every checker passes
+    (a failure shrinks to a minimal schedule and prints it)."""
+    result = run(seed, config=SMALL, schedule=schedule)
+    assert ((), True) == (result.problems, result.rounds is not None and result.rounds <= 2)
+
+
+# -- broken cores are caught ------------------------------------------------------------------
+
+CUT_OFF_S1 = Partition(0.5, (("s1", "b1", "b2", "c1", "c2", "c3"), ("s2", "s3", "s4", "s5")))
+"""Brokers and clients keep only s1; the other servers never hear of what s1 applies."""
+
+
+def _one_edit_workload() -> Workload:
+    lists = (new_list_id(__import__("random").Random(5)),)
+    return Workload(lists, (ClientOp(4.5, "c1", 0, Op("add_item", ("milk", 2))),))
+
+
+def test_a_server_that_acks_before_persisting_loses_an_acknowledged_edit() -> None:
+    """s1 is cut off from its peers and crashes in the middle of the write that follows
+    c1's edit: the mutant has already acknowledged it, so the edit is lost for good; the
+    correct server acknowledges only after the write, and nothing is lost."""
+    schedule = FaultSchedule((CUT_OFF_S1, Crash(4.0, "s1", True), Restart(5.0, "s1")), 8.0)
+    kwargs = {"config": SMALL, "schedule": schedule, "workload": _one_edit_workload()}
+    broken = run(1, server_factory=AckBeforePersistServer, **kwargs)
+    correct = run(1, server_factory=ServerCore, **kwargs)
+    assert ((1, 1), ()) == ((broken.lost_acked, broken.divergent), correct.problems)
+
+
+def test_a_server_that_skips_anti_entropy_leaves_lists_divergent() -> None:
+    """A propagation cut by a partition is never repaired without anti-entropy."""
+    schedule = FaultSchedule((CUT_OFF_S1,), 8.0)
+    kwargs = {"config": SMALL, "schedule": schedule, "workload": _one_edit_workload()}
+    broken = run(1, server_factory=NoAntiEntropyServer, **kwargs)
+    correct = run(1, **kwargs)
+    assert ((1, None), ((), 1)) == (
+        (broken.divergent, broken.rounds),
+        (correct.problems, correct.rounds),
+    )
+
+
+def test_a_client_that_does_not_persist_its_edits_reuses_a_dot() -> None:
+    """An offline client forgets an unsent edit in a crash and issues its dot again."""
+    lists = _one_edit_workload().list_ids
+    ops = (
+        ClientOp(1.0, "c1", 0, Op("add_item", ("milk", 1))),
+        ClientOp(4.0, "c1", 0, Op("add_item", ("eggs", 1))),
+    )
+    schedule = FaultSchedule((Isolate(0.5, "c1"), Crash(2.0, "c1"), Restart(3.0, "c1")), 8.0)
+    kwargs = {"config": SMALL, "schedule": schedule, "workload": Workload(lists, ops)}
+    broken = run(1, client_factory=ForgetfulClient, **kwargs)
+    correct = run(1, **kwargs)
+    assert ((1, True), ()) == ((broken.reused_dots, broken.shrunk > 0), correct.problems)
+
+
+def test_random_schedules_catch_the_server_without_anti_entropy() -> None:
+    """The seeded nemesis alone exposes the missing repair in most runs."""
+    failed = [s for s in range(6) if not run(s, server_factory=NoAntiEntropyServer).ok(2)]
+    assert len(failed) >= 4
+
+
+def test_hypothesis_shrinks_a_failing_schedule_to_a_minimal_one() -> None:
+    """Searching schedules against the broken server finds a failure and shrinks it to at
+    most two faults, which still fail."""
+    small = SimConfig(heal_at=6.0, settle=4.0, edits_per_client=4)
+
+    def diverges(schedule: FaultSchedule) -> bool:
+        return (
+            run(2, config=small, schedule=schedule, server_factory=NoAntiEntropyServer).divergent
+            > 0
+        )
+
+    minimal = find(
+        fault_schedules(TOPOLOGY, small.heal_at),
+        diverges,
+        settings=settings(max_examples=200, database=None, derandomize=True),
+    )
+    assert (True, True) == (len(minimal.faults) <= 2, diverges(minimal))
