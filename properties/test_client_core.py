@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdts import AWORSet, Dot
 from reference_cluster.client_core import (
@@ -377,3 +379,23 @@ def test_pairs_outside_the_table_are_refused(pair: tuple[Phase, Event]) -> None:
 def test_every_phase_is_reachable() -> None:
     """Each phase is the target of some row or the start."""
     assert set(Phase) == {Phase.IDLE} | set(TRANSITIONS.values())
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-3, 2**70) | st.text(max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=10,
+    ),
+    st.sampled_from(["ShoppingList", "AWORSet"]),
+)
+def test_a_garbled_state_in_a_reply_never_raises_out_of_the_client(junk: Any, tag: str) -> None:
+    """A reply whose state does not decode is logged and retried, never raised."""
+    c = client(doc=ShoppingList)
+    _, out = c.edit(LIST, lambda s, r: s.add_item(r, "milk", 1), 0.0)
+    ((_, req),) = requests(out)
+    bad = SyncReply(req.request_id, LIST, {"type": tag, "v": 1, "ctx": junk, "fields": junk})
+    assert isinstance(c.receive("b1", encode(bad), 0.1), list)
+    assert (Phase.BACKOFF, 1) == (c.phase, c.queued(LIST))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import uuid
@@ -32,6 +33,7 @@ from reference_cluster.messages import (
     encode,
 )
 from reference_cluster.server_core import ServerConfig, ServerCore
+from reference_cluster.shopping_list import ShoppingList
 
 LIST = str(uuid.UUID(int=1, version=4))
 OTHER = str(uuid.UUID(int=2, version=4))
@@ -313,3 +315,64 @@ def test_anti_entropy_ships_exactly_what_the_peer_lacks() -> None:
     assert isinstance(deltas_msg, AeDeltas)
     shipped = AWORSet.from_dict(deltas_msg.deltas[LIST])
     assert ({"new"}, big.delta_for(peer.context)) == (set(shipped.value), shipped)
+
+
+# -- garbage in states never escapes as an exception ------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**70) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _garbled(data: st.DataObject, good: dict[str, Any]) -> dict[str, Any]:
+    """``good`` with one value somewhere below the header replaced by random JSON."""
+    out: dict[str, Any] = json.loads(json.dumps(good))
+    paths: list[list[Any]] = []
+
+    def walk(value: Any, path: list[Any]) -> None:
+        paths.append(path)
+        items = (
+            value.items()
+            if isinstance(value, dict)
+            else enumerate(value)
+            if isinstance(value, list)
+            else ()
+        )
+        for k, v in items:
+            walk(v, [*path, k])
+
+    walk(out, [])
+    path = data.draw(st.sampled_from([p for p in paths[1:] if p[0] not in ("type", "v")]))
+    target = out
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = data.draw(_json)
+    return out
+
+
+@given(st.data())
+def test_garbled_states_and_contexts_never_raise_out_of_the_server(data: st.DataObject) -> None:
+    """Every message that carries a state or a context, with garbage deep inside, gets an
+    answer or nothing, never an exception, and leaves the held list valid."""
+    held = ShoppingList()
+    held.add_item("c1", "milk", 2)
+    held.remove_item("c1", "milk")
+    held.add_item("c2", "eggs", 1)
+    state = _garbled(data, held.to_dict())
+    ctx = data.draw(st.fixed_dictionaries({}, optional={"vv": _json, "cloud": _json}))
+    s = ServerCore(
+        "s1", ShoppingList, peers=["s2"], brokers=["b1"], lists={LIST: held}, rng=random.Random(0)
+    )
+    for msg in (
+        Propagate("s2", LIST, state),
+        Forward("c", SyncRequest("r", LIST, "c1", 0, ctx, state)),
+        AeDeltas("s2", 1, {LIST: state}, {LIST: ctx}),
+        AeContexts("s2", 1, {LIST: ctx}),
+    ):
+        assert isinstance(s.receive("s2", encode(msg), 1.0), list)
+    after = s.state(LIST)
+    assert after is not None and after == ShoppingList.from_dict(after.to_dict())

@@ -165,7 +165,7 @@ class ClientCore(Generic[S]):
         self.config = config or ClientConfig()
         self.token = token
         self._rng = rng
-        self._nonce = f"{rng.getrandbits(32):08x}"
+        self._nonce = f"{rng.getrandbits(64):016x}"
         self._requests = 0
         self._broker = rng.randrange(len(self.brokers))
         self._lists: dict[str, S] = {}
