@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -284,3 +285,65 @@ def test_from_dict_rejects_malformed_contexts(data: object) -> None:
     """from_dict() raises DecodeError on every malformed context."""
     with pytest.raises(DecodeError):
         DotContext.from_dict(data)
+
+
+MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: DotContext().add(("a", 0)), "counter must be an int from 1 to 2**63 - 1, got 0"),
+        (lambda: DotContext().add("ab"), "expected a dot (replica, counter), got 'ab'"),
+        (lambda: DotContext().add(("", 1)), "replica id must be a non-empty string, got ''"),
+        (lambda: DotContext().add((7, 1)), "replica id must be a non-empty string, got int"),
+        (
+            lambda: DotContext.from_dict({"vv": {"a": MAX}}).next_dot("a"),
+            "replica 'a' has issued its last dot",
+        ),
+        (lambda: DotContext.from_dict([]), "ctx: expected an object, got list"),
+        (lambda: DotContext.from_dict({"x": 1}), "ctx: unexpected keys ['x']"),
+        (lambda: DotContext.from_dict({"vv": []}), "ctx.vv: expected an object, got list"),
+        (lambda: DotContext.from_dict({"cloud": {}}), "ctx.cloud: expected a list, got dict"),
+        (
+            lambda: DotContext.from_dict({"vv": {"": 1}}),
+            "ctx.vv: replica id must be a non-empty string, got ''",
+        ),
+        (
+            lambda: DotContext.from_dict({"vv": {"a": -1}}),
+            "ctx.vv['a']: expected an int from 0 to 2**63 - 1, got -1",
+        ),
+        (
+            lambda: DotContext.from_dict({"cloud": ["a1"]}),
+            "ctx.cloud[0]: expected a dot [replica, counter], got 'a1'",
+        ),
+        (
+            lambda: DotContext.from_dict({"cloud": [["a", 0]]}),
+            "ctx.cloud[0]: dot counter must be an int from 1 to 2**63 - 1, got 0",
+        ),
+        (
+            lambda: DotContext.from_dict({"cloud": [["a", 3], ["a", 3]]}),
+            "ctx.cloud[1]: duplicate dot ['a', 3]",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_errors_say_what_was_expected_and_what_arrived(call: Any, message: str) -> None:
+    """Each error message names the path, what was expected and what arrived."""
+    with pytest.raises((InvalidArgument, DecodeError)) as info:
+        call()
+    assert message == str(info.value)
+
+
+def test_missing_parts_decode_as_empty() -> None:
+    """A context encoding without vv or cloud decodes as if they were empty."""
+    assert DotContext() == DotContext.from_dict({})
+    assert {"a": 2} == DotContext.from_dict({"vv": {"a": 2}}).vv
+    assert frozenset({Dot("a", 3)}) == DotContext.from_dict({"cloud": [["a", 3]]}).cloud
+
+
+def test_largest_counter_is_accepted() -> None:
+    """A vector entry or cloud dot of 2**63 - 1 decodes and round-trips."""
+    ctx = DotContext.from_dict({"vv": {"a": MAX}, "cloud": [["b", MAX]]})
+    assert Dot("b", MAX) in ctx
+    assert ctx == DotContext.from_dict(ctx.to_dict())

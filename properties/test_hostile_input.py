@@ -303,7 +303,7 @@ CASES: list[tuple[str, type[Crdt], Any]] = [
     ("empty replica in dot", AWORSet, with_entries([["", 1, "x"]])),
     # deep nesting
     ("deeply nested element", AWORSet, with_entries([["a", 1, deep_list(5000)]])),
-    ("element nested past the limit", AWORSet, with_entries([["a", 1, deep_list(33)]])),
+    ("element nested past the limit", AWORSet, with_entries([["a", 1, deep_list(32)]])),
     ("deeply nested tag", GCounter, {"type": deep_list(5000), "v": 1, "counts": {}}),
     ("deeply nested tally", GCounter, gcounter({"a": deep_dict(5000)})),
     ("deeply nested entries", AWORSet, with_entries(deep_list(5000))),
@@ -340,3 +340,133 @@ def test_all_listed_cases_start_from_a_valid_encoding() -> None:
     ]
     for decoder in decoders:
         assert decoder().value
+
+
+def entries_of(*entries: Any) -> dict[str, Any]:
+    """An AWORSet encoding whose context covers dots a1 and a2."""
+    return with_entries(list(entries))
+
+
+MAX = 2**63 - 1
+
+MESSAGES: list[tuple[type[Crdt], Any, str]] = [
+    (GCounter, [], "GCounter: expected an object, got list"),
+    (
+        GCounter,
+        {"type": "X", "v": 1, "counts": {}},
+        "GCounter: wrong type tag 'X', expected 'GCounter'",
+    ),
+    (
+        GCounter,
+        {"type": "GCounter", "v": 2, "counts": {}},
+        "GCounter: unsupported format version 2, expected 1",
+    ),
+    (GCounter, {**gcounter({}), "zz": 1}, "GCounter: unexpected keys ['zz']"),
+    (GCounter, {"type": "GCounter", "v": 1}, "GCounter: missing keys ['counts']"),
+    (GCounter, gcounter([]), "GCounter.counts: expected an object, got list"),
+    (GCounter, gcounter({"": 1}), "GCounter.counts: replica id must be a non-empty string, got ''"),
+    (
+        GCounter,
+        gcounter({"a": -1}),
+        "GCounter.counts['a']: tally must be an int from 0 to 2**63 - 1, got -1",
+    ),
+    (
+        GCounter,
+        gcounter({"a": 2**200}),
+        "GCounter.counts['a']: tally must be an int from 0 to 2**63 - 1, got <int of 201 bits>",
+    ),
+    (
+        PNCounter,
+        {"type": "PNCounter", "v": 1, "p": {"a": True}, "n": {}},
+        "PNCounter.p['a']: tally must be an int from 0 to 2**63 - 1, got True",
+    ),
+    (
+        PNCounter,
+        {"type": "PNCounter", "v": 1, "p": {}, "n": []},
+        "PNCounter.n: expected an object, got list",
+    ),
+    (AWORSet, with_entries({}), "AWORSet.entries: expected a list, got dict"),  # type: ignore[arg-type]
+    (
+        AWORSet,
+        entries_of(["a", 1]),
+        "AWORSet.entries[0]: expected [replica, counter, payload], got ['a', 1]",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, "x"], ["a", 1, "y"]),
+        "AWORSet.entries[1]: duplicate dot ['a', 1]",
+    ),
+    (AWORSet, entries_of(["b", 1, "x"]), "AWORSet.entries[0]: dot ['b', 1] is not in the context"),
+    (
+        AWORSet,
+        entries_of(["a", 0, "x"]),
+        "AWORSet.entries[0]: dot counter must be an int from 1 to 2**63 - 1, got 0",
+    ),
+    (
+        AWORSet,
+        entries_of([1, 1, "x"]),
+        "AWORSet.entries[0]: replica id must be a non-empty string, got 1",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, 1.5]),
+        "AWORSet.entries[0][2]: expected an element (string, integer, null, list or "
+        "{'b64': ...}), got 1.5",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, [1, [2**63]]]),
+        "AWORSet.entries[0][2][1][0]: integer 9223372036854775808 is outside the signed "
+        "64-bit range",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, -(2**63) - 1]),
+        "AWORSet.entries[0][2]: integer -9223372036854775809 is outside the signed 64-bit range",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, deep_list(32)]),
+        "AWORSet.entries[0][2]" + "[0]" * 32 + ": element nests deeper than 32",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, {"b64": 5}]),
+        "AWORSet.entries[0][2].b64: expected a base64 string, got 5",
+    ),
+    (
+        AWORSet,
+        entries_of(["a", 1, {"b64": "YR=="}]),
+        "AWORSet.entries[0][2].b64: base64 is not in canonical form",
+    ),
+    (
+        AWORSet,
+        {"type": "AWORSet", "v": 1, "ctx": [], "entries": []},
+        "AWORSet.ctx: expected an object, got list",
+    ),
+    (
+        AWORSet,
+        with_entries([], cloud=[["b", 3], ["b", 3]]),
+        "AWORSet.ctx.cloud[1]: duplicate dot ['b', 3]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cls", "data", "message"), MESSAGES, ids=[m[2][:60] for m in MESSAGES])
+def test_decode_errors_say_where_what_was_expected_and_what_arrived(
+    cls: type[Crdt], data: Any, message: str
+) -> None:
+    """A DecodeError names the path inside the input, what was expected and what arrived."""
+    with pytest.raises(DecodeError) as info:
+        cls.from_dict(data)
+    assert message == str(info.value)
+
+
+def test_integer_limits_are_inclusive() -> None:
+    """The largest tally, counter and element, and the smallest element, decode."""
+    assert MAX == GCounter.from_dict(gcounter({"a": MAX})).value
+    s = AWORSet.from_dict(
+        with_entries([["a", 1, MAX], ["a", 2, -(2**63)], ["b", MAX, "x"]], cloud=[["b", MAX]])
+    )
+    assert frozenset({MAX, -(2**63), "x"}) == s.value
+    assert AWORSet.from_dict(s.to_dict()) == s
