@@ -280,3 +280,128 @@ def test_joining_another_type_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         s.join(DotContext())  # type: ignore[arg-type]
     assert frozenset({"x"}) == s.value
+
+
+MAX = 2**63 - 1
+
+
+def test_a_replica_with_its_own_dots_in_the_cloud_issues_past_them() -> None:
+    """If a replica's own later dots reached it before earlier ones, its next dot is past
+    the highest, and the context stays compact."""
+    s = AWORSet.from_dict(
+        {"type": "AWORSet", "v": 1, "ctx": {"vv": {"a": 1}, "cloud": [["a", 3]]}, "entries": []}
+    )
+    assert {("a", 4)} == s.add("a", "x").dots_of("x")
+    assert {("a", 5)} == s.add("a", "y").dots_of("y")
+    ctx = s.context
+    assert {"a": 1} == ctx.vv
+    assert frozenset({Dot("a", 3), Dot("a", 4), Dot("a", 5)}) == ctx.cloud
+
+
+def test_an_exhausted_replica_cannot_add() -> None:
+    """A replica whose counter reached 2**63 - 1 gets InvalidArgument; nothing changes."""
+    s = AWORSet.from_dict(
+        {"type": "AWORSet", "v": 1, "ctx": {"vv": {"a": MAX}, "cloud": []}, "entries": []}
+    )
+    before = s.to_dict()
+    with pytest.raises(InvalidArgument, match="has issued its last dot"):
+        s.add("a", "x")
+    assert before == s.to_dict()
+    assert {("b", 1)} == s.add("b", "x").dots_of("x")
+
+
+def test_bool_elements_encode_as_ints() -> None:
+    """True is stored as given but encodes as 1 (the same element)."""
+    s = AWORSet()
+    s.add("r", True)
+    s.add("r", (False, b"z"))
+    assert [["r", 1, 1], ["r", 2, [0, {"b64": "eg=="}]]] == s.to_dict()["entries"]
+
+
+def test_decoded_set_supports_every_mutator() -> None:
+    """After decoding, elements (one dot or several) can be removed and re-added."""
+    a, b, c = AWORSet(), AWORSet(), AWORSet()
+    for replica, state in (("a", a), ("b", b), ("c", c)):
+        state.add(replica, "x")
+    a.add("a", "y")
+    s = AWORSet.from_dict(synced(a, b, c).to_dict())
+    assert {("a", 1), ("b", 1), ("c", 1)} == s.dots_of("x")
+    assert {("a", 2)} == s.dots_of("y")
+    d = s.remove("d", "x")
+    assert frozenset({Dot("a", 1), Dot("b", 1), Dot("c", 1)}) == frozenset(d.context.dots())
+    assert frozenset({"y"}) == s.value
+    s.remove("d", "y")
+    assert not s
+
+
+def test_three_concurrent_adds_all_support_the_element() -> None:
+    """Joining three concurrent adds of one element keeps all three dots."""
+    states = [AWORSet() for _ in range(3)]
+    for i, state in enumerate(states):
+        state.add(f"r{i}", "x")
+    merged = AWORSet()
+    for state in states:
+        merged.join(state)
+    assert {("r0", 1), ("r1", 1), ("r2", 1)} == merged.dots_of("x")
+
+
+def test_integer_elements_at_the_limits_are_allowed() -> None:
+    """The smallest and largest 64-bit integers are elements and survive encoding."""
+    s = AWORSet()
+    s.add("r", MAX)
+    s.add("r", -(2**63))
+    s.add("r", (MAX, -(2**63)))
+    assert AWORSet.from_dict(json.loads(s.to_json())) == s
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.add("", "x"), "replica id must be a non-empty string, got ''"),
+        (lambda s: s.remove("", "x"), "replica id must be a non-empty string, got ''"),
+        (
+            lambda s: s.add("r", [1]),
+            "element must be str, int, bool, bytes, None or a tuple of these, got list",
+        ),
+        (
+            lambda s: s.remove("r", (1, [2])),
+            "element must be str, int, bool, bytes, None or a tuple of these, got list",
+        ),
+        (
+            lambda s: s.add("r", 2**63),
+            "element 9223372036854775808 is outside the signed 64-bit range",
+        ),
+        (
+            lambda s: s.add("r", ("a", 2**200)),
+            "element <int of 201 bits> is outside the signed 64-bit range",
+        ),
+        (lambda s: s.add("r", nested_tuple(32)), "element nests tuples deeper than 32"),
+        (lambda s: s.join(DotContext()), "cannot join AWORSet with DotContext"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_errors_say_what_was_expected_and_what_arrived(call: Any, message: str) -> None:
+    """Each argument error names what was expected and what arrived."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        call(AWORSet())
+    assert message == str(info.value)
+
+
+def test_canonical_form_is_fixed() -> None:
+    """The canonical bytes are pinned: digests must agree across versions and replicas."""
+    from crdts._codec import canonical_json, describe, element_sort_key
+
+    s = AWORSet()
+    s.add("r", "é")
+    s.add("r", (1, b"z"))
+    assert (
+        b'{"ctx":{"cloud":[],"vv":{"r":2}},"entries":[["r",1,"\\u00e9"],'
+        b'["r",2,[1,{"b64":"eg=="}]]],"type":"AWORSet","v":1}'
+    ) == s.to_json()
+    assert '[1,{"b64":"eg=="}]' == element_sort_key([1, {"b64": "eg=="}])
+    assert '{"a":2,"b":1}' == element_sort_key({"b": 1, "a": 2})
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+    assert "<int of 129 bits>" == describe(2**128)
+    assert str(2**127) == describe(2**127)
+    assert "[[[[...]]]]" == describe([[[[[[1]]]]]])

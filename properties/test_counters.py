@@ -188,3 +188,73 @@ def test_repr_shows_value_and_tallies() -> None:
     p.decrement("a", 2)
     assert "GCounter(value=3, counts={'a': 1, 'b': 2})" == repr(g)
     assert "PNCounter(value=-2)" == repr(p)
+
+
+def test_default_amount_is_one() -> None:
+    """increment() and decrement() without an amount count one."""
+    g, p = GCounter(), PNCounter()
+    g.increment("a")
+    p.increment("a")
+    p.decrement("b")
+    assert {"a": 1} == g.counts
+    assert ({"a": 1}, {"b": 1}) == (p.increments, p.decrements)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: GCounter().increment("a", 0),
+            "increment must be an int from 1 to 2**63 - 1, got 0",
+        ),
+        (
+            lambda: PNCounter().increment("a", -2),
+            "increment must be an int from 1 to 2**63 - 1, got -2",
+        ),
+        (
+            lambda: PNCounter().decrement("a", True),
+            "decrement must be an int from 1 to 2**63 - 1, got True",
+        ),
+        (lambda: GCounter().increment("", 1), "replica id must be a non-empty string, got ''"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_errors_say_what_was_expected_and_what_arrived(call: Any, message: str) -> None:
+    """Each argument error names the argument, what was expected and what arrived."""
+    with pytest.raises(InvalidArgument) as info:
+        call()
+    assert message == str(info.value)
+
+
+@pytest.mark.parametrize("name", ["increment", "decrement"])
+def test_overflow_message_names_the_replica(name: str) -> None:
+    """The overflow error names the replica whose tally would pass the limit."""
+    c = PNCounter()
+    getattr(c, name)("a", MAX)
+    with pytest.raises(InvalidArgument) as info:
+        getattr(c, name)("a", 1)
+    assert "the tally of replica 'a' would pass 2**63 - 1" == str(info.value)
+    g = GCounter()
+    g.increment("b", MAX)
+    with pytest.raises(InvalidArgument) as info:
+        g.increment("b")
+    assert "the tally of replica 'b' would pass 2**63 - 1" == str(info.value)
+
+
+def test_pncounter_stats_describe_the_state() -> None:
+    """A PNCounter's stats: replicas, one entry per tally, no cloud, encoded size."""
+    c = PNCounter()
+    c.increment("a", 2)
+    c.decrement("a", 1)
+    c.decrement("b", 1)
+    stats = c.stats()
+    assert (2, 3, 0) == (stats.replicas, stats.entries, stats.cloud)
+    assert len(c.to_json()) == stats.encoded_bytes
+
+
+def test_largest_tally_decodes() -> None:
+    """A tally of 2**63 - 1 decodes and round-trips."""
+    data = {"type": "PNCounter", "v": 1, "p": {"a": MAX}, "n": {"a": MAX}}
+    c = PNCounter.from_dict(data)
+    assert 0 == c.value
+    assert data == c.to_dict()

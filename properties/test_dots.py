@@ -294,9 +294,9 @@ MAX = 2**63 - 1
     ("call", "message"),
     [
         (lambda: DotContext().add(("a", 0)), "counter must be an int from 1 to 2**63 - 1, got 0"),
-        (lambda: DotContext().add("ab"), "expected a dot (replica, counter), got 'ab'"),
+        (lambda: DotContext().add("ab"), "expected a dot (replica, counter), got 'ab'"),  # type: ignore[arg-type]
         (lambda: DotContext().add(("", 1)), "replica id must be a non-empty string, got ''"),
-        (lambda: DotContext().add((7, 1)), "replica id must be a non-empty string, got int"),
+        (lambda: DotContext().add((7, 1)), "replica id must be a non-empty string, got int"),  # type: ignore[arg-type]
         (
             lambda: DotContext.from_dict({"vv": {"a": MAX}}).next_dot("a"),
             "replica 'a' has issued its last dot",
