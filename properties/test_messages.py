@@ -21,15 +21,26 @@ from reference_cluster.messages import (
     AeDeltas,
     AeDigests,
     Announce,
+    BrokerStatus,
     Deliver,
+    DirectoryDigest,
+    DirectoryPush,
     ErrorReply,
     Forward,
     Goodbye,
     Heartbeat,
+    ListsReply,
+    ListsRequest,
+    LogIn,
     Message,
     Propagate,
+    Relay,
+    ServerStatus,
+    SignUp,
+    Status,
     SyncReply,
     SyncRequest,
+    Welcome,
     decode,
     encode,
 )
@@ -92,6 +103,49 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
         st.dictionaries(list_ids, contexts, max_size=2),
     ),
 }
+
+# Accounts, status and the servers' directory (reference_cluster.directory).
+numbers = st.integers(0, 2**40) | st.floats(0, 2e9, allow_nan=False)
+secrets_ = st.text(min_size=1, max_size=30)
+signups = st.builds(SignUp, ids, ids, secrets_, nats)
+logins = st.builds(LogIn, ids, ids, secrets_, nats)
+lists_requests = st.builds(ListsRequest, ids, secrets_, nats)
+welcomes = st.builds(Welcome, ids, ids, ids, secrets_, numbers)
+lists_replies = st.builds(ListsReply, ids, ids, st.lists(list_ids, max_size=3).map(tuple))
+accounts = st.fixed_dictionaries(
+    {"user_id": ids, "name": ids, "password_hash": secrets_, "created": numbers}
+)
+sessions = st.fixed_dictionaries({"token_hash": digests, "user_id": ids, "expires": numbers})
+MESSAGES.update(
+    {
+        SignUp: signups,
+        LogIn: logins,
+        ListsRequest: lists_requests,
+        Welcome: welcomes,
+        ListsReply: lists_replies,
+        Relay: st.builds(Relay, ids, signups | logins | lists_requests),
+        Status: st.builds(Status, ids, st.booleans()),
+        BrokerStatus: st.builds(BrokerStatus, ids, ids, st.lists(ids, max_size=3).map(tuple)),
+        ServerStatus: st.builds(
+            ServerStatus,
+            ids,
+            ids,
+            nats,
+            st.dictionaries(list_ids, digests, max_size=3),
+            st.dictionaries(list_ids, states(), max_size=2),
+        ),
+        DirectoryPush: st.builds(
+            DirectoryPush,
+            ids,
+            st.lists(accounts, max_size=2).map(tuple),
+            st.lists(sessions, max_size=2).map(tuple),
+            st.dictionaries(list_ids, ids, max_size=2),
+            st.booleans(),
+        ),
+        DirectoryDigest: st.builds(DirectoryDigest, ids, digests),
+    }
+)
+MESSAGES[Deliver] = st.builds(Deliver, ids, sync_replies | error_replies | welcomes | lists_replies)
 messages = st.one_of(*MESSAGES.values())
 
 LIST = str(uuid.UUID(int=7, version=4))

@@ -21,7 +21,11 @@ Rule 4 (routing). A request for list ``L`` with ``attempt`` ``k`` goes to the
 ``k mod n``-th of the ``n`` live servers that hold ``L``, in the order of
 :func:`reference_cluster.placement.holders`. A first attempt goes to the preferred holder;
 a retry goes to another one, so it avoids a server that died but is not yet purged. With
-no live holder the client gets an ``unavailable`` error at once.
+no live holder the client gets an ``unavailable`` error at once. Account requests
+(sign-up, login, a user's lists) go the same way to any live server, ordered by the user
+name (or the session token) instead of a list id, so the sign-ups of one name meet at one
+server while it lives. A :class:`~reference_cluster.messages.Status` request is answered
+by the broker itself with the servers it holds live.
 
 Rule 5 (no request state). The broker never retries and keeps nothing per request: the
 client retries (joins are idempotent, so a duplicate does no harm), and a server's reply
@@ -44,12 +48,18 @@ from reference_cluster.effects import Effect, Send
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.messages import (
     Announce,
+    BrokerStatus,
     Deliver,
     ErrorReply,
     Forward,
     Goodbye,
     Heartbeat,
+    ListsRequest,
+    LogIn,
     Message,
+    Relay,
+    SignUp,
+    Status,
     SyncRequest,
     decode,
 )
@@ -143,7 +153,14 @@ class BrokerCore:
 
     def _handle(self, peer: str, msg: Message, now: float) -> list[Effect]:
         if isinstance(msg, SyncRequest):
-            return self._route(peer, msg, now)
+            return self._route(peer, msg, msg.list_id, now)
+        if isinstance(msg, SignUp | LogIn):
+            return self._route(peer, msg, f"user\x00{msg.name.lower()}", now)
+        if isinstance(msg, ListsRequest):
+            return self._route(peer, msg, f"session\x00{msg.token}", now)
+        if isinstance(msg, Status):
+            status = BrokerStatus(msg.request_id, self.broker_id, self.live_servers(now))
+            return [Send(peer, status)]
         if isinstance(msg, Deliver):
             return [Send(msg.client, msg.reply)]
         if isinstance(msg, Announce | Heartbeat):
@@ -177,13 +194,20 @@ class BrokerCore:
         entry = self._servers.pop(server)
         self._by_peer.pop(entry.peer, None)
 
-    def _route(self, peer: str, request: SyncRequest, now: float) -> list[Effect]:
+    def _route(
+        self, peer: str, request: SyncRequest | SignUp | LogIn | ListsRequest, key: str, now: float
+    ) -> list[Effect]:
         live = [s for s, e in self._servers.items() if e.expires > now]
-        candidates = holders(request.list_id, live)
+        candidates = holders(key, live)
         if not candidates:
             self.refused += 1
             reply = ErrorReply(request.request_id, "unavailable", "no live server holds the list")
             return [Send(peer, reply)]
         server = candidates[request.attempt % len(candidates)]
         self.routed += 1
-        return [Send(self._servers[server].peer, Forward(peer, request))]
+        wrapped: Message
+        if isinstance(request, SyncRequest):
+            wrapped = Forward(peer, request)
+        else:
+            wrapped = Relay(peer, request)
+        return [Send(self._servers[server].peer, wrapped)]

@@ -41,7 +41,7 @@ import attrs
 from reference_cluster.backoff import backoff_delay
 from reference_cluster.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import ErrorReply, SyncReply, SyncRequest, decode
+from reference_cluster.messages import ErrorReply, Message, SyncReply, SyncRequest, decode
 from reference_cluster.replication import S, context_of, seal
 
 __all__ = ["TRANSITIONS", "ClientConfig", "ClientCore", "Event", "Phase", "SavedList"]
@@ -276,6 +276,10 @@ class ClientCore(Generic[S]):
         except MalformedMessage as exc:
             log.warning("client %s: malformed message from %s: %s", self.replica, peer, exc)
             return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+        return self.receive_message(peer, msg, now)
+
+    def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:
+        """Handle one message already decoded by the shell (as :meth:`receive` does)."""
         if isinstance(msg, SyncReply):
             return self._on_reply(msg, now)
         if isinstance(msg, ErrorReply):

@@ -40,23 +40,35 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "RETRYABLE_CODES",
     "WIRE_VERSION",
+    "AccountRequest",
     "AeContexts",
     "AeDeltas",
     "AeDigests",
     "Announce",
+    "BrokerStatus",
     "Deliver",
+    "DirectoryDigest",
+    "DirectoryPush",
     "EncodedContext",
     "EncodedState",
     "ErrorReply",
     "Forward",
     "Goodbye",
     "Heartbeat",
+    "ListsReply",
+    "ListsRequest",
+    "LogIn",
     "Message",
     "Propagate",
+    "Relay",
     "Reply",
     "Request",
+    "ServerStatus",
+    "SignUp",
+    "Status",
     "SyncReply",
     "SyncRequest",
+    "Welcome",
     "check_list_id",
     "decode",
     "encode",
@@ -69,6 +81,8 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 MAX_ID = 128
 MAX_TOKEN = 512
 MAX_DETAIL = 2000
+MAX_SECRET = 4096
+MAX_ITEMS = 1_000_000
 MAX_NAT = 2**53
 
 EncodedState: TypeAlias = Mapping[str, Any]
@@ -79,17 +93,24 @@ EncodedContext: TypeAlias = Mapping[str, Any]
 ERROR_CODES: Final = frozenset(
     {
         "bad_state",  # a delta or context in the request does not decode as the list type
+        "forbidden",  # the user may not do this (only a list's owner may delete it)
+        "invalid",  # a sign-up with a user name or password that breaks the rules
+        "login_failed",  # unknown user name or wrong password
         "malformed",  # the frame is not a valid message (see the detail)
         "not_holder",  # this server does not hold the list (placement changed)
         "persist_failed",  # the server's store failed to write the delta
-        "unauthorized",  # reserved for session tokens
+        "unauthorized",  # no session token, or a malformed or expired one: log in again
         "unavailable",  # no live server holds the list right now
         "unexpected_kind",  # a valid message sent to a role that does not take it
         "unknown_kind",  # a kind this peer does not know (a newer peer?)
+        "unknown_session",  # a token this server does not know (yet: sessions replicate)
         "unsupported_version",  # a wire version this peer does not speak
+        "user_exists",  # a sign-up with a user name that is taken
     }
 )
-RETRYABLE_CODES: Final = frozenset({"not_holder", "persist_failed", "unavailable"})
+RETRYABLE_CODES: Final = frozenset(
+    {"not_holder", "persist_failed", "unavailable", "unknown_session"}
+)
 """Errors after which the same request may succeed later (through the other broker)."""
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -186,6 +207,67 @@ def _check_detail(value: object, path: str) -> str:
     return value
 
 
+def _check_secret(value: object, path: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= MAX_SECRET:
+        # Never echo the value: it may be a password.
+        raise MalformedMessage(f"{path}: expected a string of 1 to {MAX_SECRET} characters")
+    return value
+
+
+def _check_number(value: object, path: str) -> float:
+    if type(value) not in (int, float) or not 0 <= value <= MAX_NAT:  # type: ignore[operator]
+        raise _fail(path, "a number >= 0", value)
+    return value  # type: ignore[return-value]
+
+
+def _check_flag(value: object, path: str) -> bool:
+    if type(value) is not bool:
+        raise _fail(path, "true or false", value)
+    return value
+
+
+def _as_tuple(value: object) -> object:
+    """Converter: a JSON array arrives as a list; keep messages immutable."""
+    return tuple(value) if type(value) is list else value
+
+
+def _check_tuple(check: Callable[[object, str], object]) -> Callable[[object, str], object]:
+    def check_tuple(value: object, path: str) -> object:
+        if type(value) is not tuple or len(value) > MAX_ITEMS:
+            raise _fail(path, f"an array of at most {MAX_ITEMS} items", value)
+        for i, item in enumerate(value):
+            check(item, f"{path}[{i}]")
+        return value
+
+    return check_tuple
+
+
+def _check_record(fields: Mapping[str, Callable[[object, str], object]]) -> Any:
+    """A check for a JSON object with exactly the keys of ``fields``, each checked."""
+
+    def check_record(value: object, path: str) -> object:
+        if not isinstance(value, Mapping) or set(value) != set(fields):
+            raise _fail(path, f"an object with keys {sorted(fields)}", value)
+        for key, check in fields.items():
+            check(value[key], f"{path}.{key}")
+        return value
+
+    return check_record
+
+
+_check_account = _check_record(
+    {
+        "user_id": _check_id,
+        "name": _check_id,
+        "password_hash": _check_secret,
+        "created": _check_number,
+    }
+)
+_check_session = _check_record(
+    {"token_hash": _check_digest, "user_id": _check_id, "expires": _check_number}
+)
+
+
 def _optional(check: Callable[[object, str], object]) -> Callable[[object, str], object]:
     def check_optional(value: object, path: str) -> object:
         return None if value is None else check(value, path)
@@ -194,11 +276,13 @@ def _optional(check: Callable[[object, str], object]) -> Callable[[object, str],
 
 
 def _nested(*classes: type[Message]) -> Callable[[object, str], object]:
-    names = " or ".join(c.kind for c in classes)
+    expected = f"a {classes[0].kind} message"
+    if len(classes) > 1:
+        expected += f" (or {', '.join(c.kind for c in classes[1:])})"
 
     def check_nested(value: object, path: str) -> object:
         if not isinstance(value, classes):
-            raise _fail(path, f"a {names} message", value)
+            raise _fail(path, expected, value)
         return value
 
     return check_nested
@@ -279,6 +363,74 @@ class ErrorReply(Message):
 
 
 @attrs.frozen
+class SignUp(Message):
+    """Client to broker (and, inside :class:`Forward`, to a server): create an account and
+    open a session. Answered by :class:`Welcome`. The server checks the naming and length
+    rules and keeps only a salted hash of the password.
+
+    Attributes:
+        request_id: chosen by the client; a retry reuses it, so a server that already
+            answered it answers the same again.
+        name: the user name.
+        password: the password, in clear (never logged or shown).
+        attempt: as in :class:`SyncRequest`; the broker routes by the user name.
+    """
+
+    kind: ClassVar[str] = "signup"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    name: str = attrs.field(validator=_valid(_check_id))
+    password: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+@attrs.frozen
+class LogIn(Message):
+    """Client to broker (and to a server): open a session. Answered by :class:`Welcome`,
+    or ``login_failed`` for an unknown name or a wrong password (not told apart)."""
+
+    kind: ClassVar[str] = "login"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    name: str = attrs.field(validator=_valid(_check_id))
+    password: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+@attrs.frozen
+class Welcome(Message):
+    """Server to client: a session is open. ``token`` goes with every later request;
+    ``expires`` is when it stops working (seconds since the epoch)."""
+
+    kind: ClassVar[str] = "welcome"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    user_id: str = attrs.field(validator=_valid(_check_id))
+    name: str = attrs.field(validator=_valid(_check_id))
+    token: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    expires: float = attrs.field(validator=_valid(_check_number))
+
+
+@attrs.frozen
+class ListsRequest(Message):
+    """Client to broker (and to a server): which lists does the session's user own?"""
+
+    kind: ClassVar[str] = "lists"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    token: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+@attrs.frozen
+class ListsReply(Message):
+    """Server to client: the user's id and the ids of the lists the user owns, sorted."""
+
+    kind: ClassVar[str] = "lists_ok"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    user_id: str = attrs.field(validator=_valid(_check_id))
+    owned: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(check_list_id))
+    )
+
+
+@attrs.frozen
 class Forward(Message):
     """Broker to server: a client's request; ``client`` is the client's address at the
     broker, echoed back in :class:`Deliver`."""
@@ -289,12 +441,26 @@ class Forward(Message):
 
 
 @attrs.frozen
+class Relay(Message):
+    """Broker to server: a client's account request (sign-up, login, the user's lists),
+    as :class:`Forward` is for a sync; the answer comes back in :class:`Deliver`."""
+
+    kind: ClassVar[str] = "relay"
+    client: str = attrs.field(validator=_valid(_check_id))
+    request: SignUp | LogIn | ListsRequest = attrs.field(
+        validator=_valid(_nested(SignUp, LogIn, ListsRequest))
+    )
+
+
+@attrs.frozen
 class Deliver(Message):
     """Server to broker: pass ``reply`` to the client at address ``client``."""
 
     kind: ClassVar[str] = "deliver"
     client: str = attrs.field(validator=_valid(_check_id))
-    reply: SyncReply | ErrorReply = attrs.field(validator=_valid(_nested(SyncReply, ErrorReply)))
+    reply: SyncReply | ErrorReply | Welcome | ListsReply = attrs.field(
+        validator=_valid(_nested(SyncReply, ErrorReply, Welcome, ListsReply))
+    )
 
 
 @attrs.frozen
@@ -371,8 +537,77 @@ class AeDeltas(Message):
     )
 
 
+@attrs.frozen
+class Status(Message):
+    """Anyone to a broker (front end) or a server (peer end point): who are you and what
+    do you hold? A broker answers :class:`BrokerStatus`, a server :class:`ServerStatus`
+    (with every list's encoded state if ``states`` is true). Tools and tests use it to
+    see that a process is up."""
+
+    kind: ClassVar[str] = "status"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    states: bool = attrs.field(validator=_valid(_check_flag), default=False)
+
+
+@attrs.frozen
+class BrokerStatus(Message):
+    """Broker to the asker: its id and the servers it holds live, sorted."""
+
+    kind: ClassVar[str] = "broker_status"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    broker: str = attrs.field(validator=_valid(_check_id))
+    servers: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(_check_id))
+    )
+
+
+@attrs.frozen
+class ServerStatus(Message):
+    """Server to the asker: its id, how many times it started before, the digest of every
+    list it holds, and (if asked) their encoded states."""
+
+    kind: ClassVar[str] = "server_status"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    server: str = attrs.field(validator=_valid(_check_id))
+    incarnation: int = attrs.field(validator=_valid(_check_nat))
+    digests: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_digest)))
+    states: Mapping[str, EncodedState] = attrs.field(
+        validator=_valid(_check_map(_check_state)), factory=dict
+    )
+
+
+@attrs.frozen
+class DirectoryPush(Message):
+    """Server to server: accounts, sessions and list owners (see
+    :mod:`reference_cluster.directory`). Sent with what just changed, and in full when a
+    peer's :class:`DirectoryDigest` differs; ``answer`` asks the receiver to send its
+    own in full back if the two still differ."""
+
+    kind: ClassVar[str] = "directory"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    accounts: tuple[Mapping[str, Any], ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(_check_account))
+    )
+    sessions: tuple[Mapping[str, Any], ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(_check_session))
+    )
+    owners: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_id)))
+    answer: bool = attrs.field(validator=_valid(_check_flag), default=False)
+
+
+@attrs.frozen
+class DirectoryDigest(Message):
+    """Server to server, every anti-entropy interval: the digest of the sender's
+    directory. A peer whose directory differs answers with a full :class:`DirectoryPush`."""
+
+    kind: ClassVar[str] = "directory_digest"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    digest: str = attrs.field(validator=_valid(_check_digest))
+
+
 Request: TypeAlias = SyncRequest
-Reply: TypeAlias = SyncReply | ErrorReply
+AccountRequest: TypeAlias = SignUp | LogIn | ListsRequest
+Reply: TypeAlias = SyncReply | ErrorReply | Welcome | ListsReply
 
 KINDS: Final[Mapping[str, type[Message]]] = {
     cls.kind: cls
@@ -389,6 +624,17 @@ KINDS: Final[Mapping[str, type[Message]]] = {
         AeDigests,
         AeContexts,
         AeDeltas,
+        SignUp,
+        LogIn,
+        Welcome,
+        ListsRequest,
+        ListsReply,
+        Relay,
+        Status,
+        BrokerStatus,
+        ServerStatus,
+        DirectoryPush,
+        DirectoryDigest,
     )
 }
 """Every message kind of :data:`WIRE_VERSION` and its class."""

@@ -27,13 +27,18 @@ Rule 4 (placement). Which servers hold a list is decided by
 
 Rule 5 (liveness). The server announces itself to every broker at start, heartbeats to
 each every ``heartbeat_interval``, and says goodbye on an orderly stop.
+
+Rule 6 (admission). A shell may pass ``admit``: it sees every client request with its
+decoded delta before anything is applied, and may refuse it with an error reply (the
+real server checks the session token and that only a list's owner deletes it). Requests
+from peers (propagation, anti-entropy) are not admitted again: peers admitted them.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic
 
 import attrs
@@ -55,6 +60,7 @@ from reference_cluster.messages import (
     Message,
     Propagate,
     SyncReply,
+    SyncRequest,
     decode,
 )
 from reference_cluster.placement import holders
@@ -108,6 +114,8 @@ class ServerCore(Generic[S]):
         incarnation: how many times this server started before (for logs).
         config: timing.
         rng: the source of the timers' jitter.
+        admit: ``admit(request, delta, now)`` returns an error reply to refuse a client's
+            request (Rule 6), or None to go on; ``delta`` is the decoded delta or None.
     """
 
     def __init__(
@@ -121,6 +129,7 @@ class ServerCore(Generic[S]):
         incarnation: int = 0,
         config: ServerConfig | None = None,
         rng: random.Random,
+        admit: Callable[[SyncRequest, S | None, float], ErrorReply | None] | None = None,
     ) -> None:
         self.server_id = server_id
         self.doc_type = doc_type
@@ -129,6 +138,7 @@ class ServerCore(Generic[S]):
         self.incarnation = incarnation
         self.config = config or ServerConfig()
         self._rng = rng
+        self._admit = admit
         self._lists: dict[str, S] = {k: v.copy() for k, v in sorted((lists or {}).items())}
         self._digests: dict[str, str] = {}
         self._pending: dict[int, _PendingAck] = {}
@@ -183,6 +193,10 @@ class ServerCore(Generic[S]):
         except MalformedMessage as exc:
             log.warning("server %s: malformed message from %s: %s", self.server_id, peer, exc)
             return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+        return self.receive_message(peer, msg, now)
+
+    def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:
+        """Handle one message already decoded by the shell (as :meth:`receive` does)."""
         try:
             return self._handle(peer, msg, now)
         except _BadState as exc:
@@ -312,6 +326,10 @@ class ServerCore(Generic[S]):
             log.warning("server %s: bad state from %s: %s", self.server_id, fwd.client, exc)
             reply = ErrorReply(req.request_id, "bad_state", str(exc))
             return [Send(broker, Deliver(fwd.client, reply))]
+        if self._admit is not None:
+            refusal = self._admit(req, delta, now)
+            if refusal is not None:
+                return [Send(broker, Deliver(fwd.client, refusal))]
         if delta is None:
             state = self._lists.get(req.list_id)
             encoded = None if state is None else missing_for(state, ctx).to_dict()
