@@ -86,6 +86,9 @@ class SimConfig:
     store_latency: tuple[float, float] = (0.0005, 0.005)
     growth_check_every: float = 1.0
     converge_sample_every: float = 0.25
+    timeline_every: float | None = None
+    """Sample every server's digests and the message count at this interval from time 0
+    (:attr:`Simulation.timeline`, for plots); ``None`` leaves sampling to the checkers."""
     max_events: int = 1_000_000
     server: ServerConfig = attrs.field(factory=ServerConfig)
     client: ClientConfig = attrs.field(factory=ClientConfig)
@@ -181,6 +184,8 @@ class Simulation:
         self.problems: list[str] = []
         self._snapshots: dict[tuple[str, str, str], Any] = {}
         self._samples: list[tuple[float, tuple[str, ...]]] = []
+        self.timeline: list[tuple[float, tuple[str, ...], int]] = []
+        """With ``config.timeline_every``: (time, server digests, messages sent so far)."""
         self._final_pass = 0
         self._synced_final: set[str] = set()
         self.messages = self.wire_bytes = self.client_messages = self.client_bytes = 0
@@ -454,6 +459,8 @@ class Simulation:
     def _on_sample(self, kind: str) -> None:
         if kind == "growth":
             self._check_growth()
+        elif kind == "timeline":
+            self.timeline.append((self.now, self._server_digests(), self.messages))
         else:
             self._samples.append((self.now, self._server_digests()))
 
@@ -522,6 +529,11 @@ class Simulation:
         while t <= limit:
             self._push(t, _SAMPLE, "digests")
             t += cfg.converge_sample_every
+        if cfg.timeline_every:
+            t = 0.0
+            while t <= limit:
+                self._push(t, _SAMPLE, "timeline")
+                t += cfg.timeline_every
         self._push(cfg.heal_at + cfg.settle, _FINAL, None)
         self._loop(limit)
         return self._result()
