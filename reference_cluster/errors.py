@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDenied",
     "ClusterError",
+    "ClusterUnavailable",
     "InvalidEdit",
     "InvalidListId",
     "InvalidPassword",
@@ -18,12 +19,15 @@ __all__ = [
     "ListDeleted",
     "LoginFailed",
     "MalformedMessage",
+    "NotLoggedIn",
+    "RequestRefused",
     "SessionExpired",
     "SessionInvalid",
     "StaleState",
     "StoreCorrupt",
     "StoreError",
     "UnknownItem",
+    "UnknownList",
     "UserExists",
     "WrongStateType",
 ]
@@ -76,6 +80,10 @@ class AccessDenied(ClusterError, ValueError):
     """The user may not do this to the list (only the owner may delete it)."""
 
 
+class UnknownList(ClusterError, ValueError):
+    """No list on this device matches the id (or the prefix matches several)."""
+
+
 # -- accounts -----------------------------------------------------------------------------
 
 
@@ -104,7 +112,25 @@ class SessionExpired(SessionInvalid):
     """A session token that was valid but whose time is up; log in again."""
 
 
+class NotLoggedIn(ClusterError, ValueError):
+    """A command that needs a user ran before any sign-up or login on this device."""
+
+
 # -- protocol -----------------------------------------------------------------------------
+
+
+class ClusterUnavailable(ClusterError):
+    """No broker answered in time, or no server was live: the cluster cannot be reached
+    now (edits stay saved on the device and sync later). Recoverable by waiting."""
+
+
+class RequestRefused(ClusterError, ValueError):
+    """The cluster answered a request with an error that a retry cannot fix;
+    :attr:`code` is the wire error code (see ``messages.ERROR_CODES``)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MalformedMessage(ClusterError, ValueError):

@@ -305,6 +305,28 @@ class ServerStore(SqliteStore[S]):
             ).fetchall()
         return [self._text(r[0], "lists", "list_id") for r in rows]
 
+    def owners(self) -> dict[str, str]:
+        """``{list_id: owner}`` of every list whose owner is known (deleted ones included)."""
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT list_id, owner FROM lists WHERE owner IS NOT NULL ORDER BY list_id"
+            ).fetchall()
+        return {self._text(k, "lists", "list_id"): self._text(o, "lists", "owner") for k, o in rows}
+
+    def set_owner(self, list_id: str, owner: str) -> None:
+        """Record ``owner`` as the list's owner, replacing any other one (servers that
+        learned different owners during a partition agree on a winner and call this); an
+        unknown list is recorded empty."""
+        check_list_id(list_id)
+        _check_user_id(owner)
+        text = encode(self._state_type())
+        with self._transaction("set owner") as conn:
+            conn.execute(
+                "INSERT INTO lists (list_id, owner, state, digest) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (list_id) DO UPDATE SET owner = excluded.owner",
+                (list_id, owner, text, digest_of(text)),
+            )
+
     def digests(self) -> dict[str, str]:
         """``{list_id: digest}`` of every live list (the digest of its canonical JSON,
         equal to ``state.digest()``)."""
@@ -369,6 +391,32 @@ class ServerStore(SqliteStore[S]):
             return False
         raise UserExists(f"the user name {account.name!r} belongs to another account")
 
+    def replace_account(self, account: Account) -> list[str]:
+        """Record ``account``, dropping every other account with its name or user id, and
+        their sessions (the loser of a sign-up race between two partitioned servers, once
+        the caller has picked the winner).
+
+        Returns:
+            The user ids of the dropped accounts.
+        """
+        with self._transaction("replace account") as conn:
+            rows = conn.execute(
+                "SELECT user_id FROM accounts WHERE user_id = ? OR name = ?",
+                (account.user_id, account.name),
+            ).fetchall()
+            dropped = sorted(str(r[0]) for r in rows if r[0] != account.user_id)
+            conn.execute(
+                "DELETE FROM accounts WHERE user_id = ? OR name = ?",
+                (account.user_id, account.name),
+            )
+            for user_id in dropped:
+                conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            conn.execute(
+                "INSERT INTO accounts (user_id, name, password_hash, created) VALUES (?, ?, ?, ?)",
+                (account.user_id, account.name, account.password_hash, account.created),
+            )
+        return dropped
+
     def account_by_name(self, name: str) -> Account | None:
         """The account with this (normalised) name, if any."""
         return self._account("name", name)
@@ -420,6 +468,21 @@ class ServerStore(SqliteStore[S]):
         if not isinstance(user_id, str) or not isinstance(expires, float | int):
             raise StoreCorrupt(f"{self.path}: table sessions: wrong column types")
         return Session(token_hash, user_id, float(expires))
+
+    def sessions(self) -> list[Session]:
+        """Every session, by token hash (for replicating sessions between servers)."""
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT token_hash, user_id, expires FROM sessions ORDER BY token_hash"
+            ).fetchall()
+        out = []
+        for token_hash, user_id, expires in rows:
+            if not isinstance(token_hash, str) or not isinstance(user_id, str):
+                raise StoreCorrupt(f"{self.path}: table sessions: wrong column types")
+            if not isinstance(expires, float | int):
+                raise StoreCorrupt(f"{self.path}: table sessions: wrong column types")
+            out.append(Session(token_hash, user_id, float(expires)))
+        return out
 
     def delete_session(self, token_hash: str) -> None:
         """Forget a session (no error if unknown)."""

@@ -1,0 +1,245 @@
+"""The broker process: a ZeroMQ shell around :class:`~reference_cluster.broker_core.BrokerCore`.
+
+Two ROUTER sockets: the front end, where clients' DEALER (or REQ) sockets connect, and the
+back end, where every server's DEALER connects. The loop polls both with the core's next
+deadline, hands each frame to the core and sends what it returns; the core decides
+everything (liveness, routing, status). The shell only turns socket identities into peer
+names: ``f:<hex>`` for a client's DEALER, ``q:<hex>`` for a REQ socket (its replies carry
+the empty delimiter back) and ``b:<hex>`` for a server.
+
+Both sockets are ROUTER_MANDATORY, so a message to a vanished peer raises instead of
+vanishing; for a server that is reported to the core, which purges it at once. Nothing a
+peer sends can stop the loop: a frame the core cannot read gets an error reply.
+
+Run ``python -m reference_cluster.broker --help`` for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from reference_cluster.broker_core import BrokerConfig, BrokerCore
+from reference_cluster.config import (
+    StopSignal,
+    add_common_flags,
+    env,
+    env_float,
+    local_layout,
+    print_ready,
+    setup_logging,
+    tune_socket,
+)
+from reference_cluster.effects import Effect, Send
+from reference_cluster.messages import ErrorReply, encode
+
+__all__ = ["Broker", "main"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN = 500  # frames read from one socket before looking at the other and the timers
+_MAX_WAIT = 1.0  # the loop looks at the stop signal at least this often
+
+
+class Broker:
+    """A broker bound to two end points; :meth:`run` serves until stopped.
+
+    Args:
+        broker_id: the broker's name (logs and status).
+        frontend: the end point to bind for clients (``tcp://127.0.0.1:7100``; port
+            ``*`` or ``0`` picks a free one, see :attr:`frontend`).
+        backend: the end point to bind for servers.
+        config: liveness timing.
+        heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
+    """
+
+    def __init__(
+        self,
+        broker_id: str,
+        frontend: str,
+        backend: str,
+        *,
+        config: BrokerConfig | None = None,
+        heartbeat: float = 1.0,
+    ) -> None:
+        self.core = BrokerCore(broker_id, config=config)
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._front = self._ctx.socket(zmq.ROUTER)
+        self._back = self._ctx.socket(zmq.ROUTER)
+        try:
+            for sock in (self._front, self._back):
+                tune_socket(sock, heartbeat=heartbeat, linger=0.2)
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._back.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self._front.bind(frontend)
+            self._back.bind(backend)
+        except BaseException:
+            self.close()
+            raise
+        self.frontend: str = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.backend: str = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: StopSignal) -> None:
+        """Serve until ``stop`` says so."""
+        poller = zmq.Poller()
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._back, zmq.POLLIN)
+        poller.register(stop.fd, zmq.POLLIN)
+        self._carry_out(self.core.start(time.monotonic()))
+        while not stop.check():
+            deadline = self.core.next_deadline()
+            wait = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+            events = dict(poller.poll(max(0, int(min(wait, _MAX_WAIT) * 1000) + 1)))
+            if stop.fd in events:
+                stop.drain()
+            if self._front in events:
+                self._drain(self._front, front=True)
+            if self._back in events:
+                self._drain(self._back, front=False)
+            now = time.monotonic()
+            deadline = self.core.next_deadline()
+            if deadline is not None and deadline <= now:
+                self._carry_out(self.core.on_timer(now))
+        log.info("broker %s: stopping (%s)", self.core.broker_id, stop.reason or "asked")
+
+    def _drain(self, sock: zmq.Socket[Any], *, front: bool) -> None:
+        for _ in range(_DRAIN):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_frames(frames, front=front)
+            except Exception:  # a bug must not stop the broker; the frame is dropped
+                log.exception("broker %s: failed to handle a frame", self.core.broker_id)
+
+    def _on_frames(self, frames: list[bytes], *, front: bool) -> None:
+        ident, data = frames[0], frames[-1]
+        if front and len(frames) == 3 and frames[1] == b"":
+            peer = "q:" + ident.hex()  # a REQ socket: its envelope has an empty delimiter
+        elif len(frames) == 2:
+            peer = ("f:" if front else "b:") + ident.hex()
+        else:
+            peer = ("f:" if front else "b:") + ident.hex()
+            detail = f"expected one frame after the routing id, got {len(frames) - 1}"
+            log.warning("broker %s: %s from %s", self.core.broker_id, detail, peer)
+            self._send(Send(peer, ErrorReply(None, "malformed", detail)))
+            return
+        self._carry_out(self.core.receive(peer, data, time.monotonic()))
+
+    # -- effects --------------------------------------------------------------------------
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect)
+
+    def _send(self, effect: Send) -> None:
+        kind, _, hexid = effect.to.partition(":")
+        try:
+            ident = bytes.fromhex(hexid)
+        except ValueError:
+            log.error("broker %s: no socket for peer %r", self.core.broker_id, effect.to)
+            return
+        data = encode(effect.message)
+        sock = self._back if kind == "b" else self._front
+        frames = [ident, b"", data] if kind == "q" else [ident, data]
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                log.info("broker %s: peer %s is gone", self.core.broker_id, effect.to)
+                if kind == "b":
+                    self._carry_out(self.core.peer_unreachable(effect.to, time.monotonic()))
+            elif exc.errno == errno.EAGAIN:
+                log.warning(
+                    "broker %s: peer %s is not reading; dropped", self.core.broker_id, effect.to
+                )
+            else:
+                raise
+
+    def close(self) -> None:
+        """Close the sockets (pending replies get the linger time) and the context."""
+        for sock in (self._front, self._back):
+            sock.close()
+        self._ctx.term()
+
+
+def _parser() -> argparse.ArgumentParser:
+    layout = local_layout()
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_cluster.broker",
+        description="A shopping-list broker: routes clients' requests to live servers.",
+    )
+    parser.add_argument(
+        "--id", default=env("SHOPLIST_BROKER_ID", "b0"), help="broker name (SHOPLIST_BROKER_ID)"
+    )
+    parser.add_argument(
+        "--frontend",
+        default=env("SHOPLIST_FRONTEND", layout.frontend(0)),
+        metavar="ENDPOINT",
+        help="bind for clients (SHOPLIST_FRONTEND; default %(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        default=env("SHOPLIST_BACKEND", layout.backend(0)),
+        metavar="ENDPOINT",
+        help="bind for servers (SHOPLIST_BACKEND; default %(default)s)",
+    )
+    parser.add_argument(
+        "--liveness",
+        type=float,
+        default=env_float("SHOPLIST_LIVENESS", BrokerConfig().liveness),
+        metavar="SECONDS",
+        help="purge a server silent this long (SHOPLIST_LIVENESS; default %(default)s)",
+    )
+    add_common_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a broker until SIGTERM or SIGINT; print ``READY {...}`` once it serves."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.id)
+    stop = StopSignal(watch_parent=args.watch_parent)
+    try:
+        broker = Broker(
+            args.id,
+            args.frontend,
+            args.backend,
+            config=BrokerConfig(liveness=args.liveness),
+            heartbeat=args.zmq_heartbeat,
+        )
+    except (zmq.ZMQError, ValueError) as exc:
+        print(f"error: broker {args.id}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print_ready(
+            role="broker",
+            id=args.id,
+            pid=os.getpid(),
+            frontend=broker.frontend,
+            backend=broker.backend,
+        )
+        log.info("broker %s: front end %s, back end %s", args.id, broker.frontend, broker.backend)
+        broker.run(stop)
+    finally:
+        with contextlib.suppress(Exception):
+            broker.close()
+        stop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,663 @@
+"""The client: a ZeroMQ and SQLite shell around :class:`~reference_cluster.client_core.ClientCore`,
+and the client *agent* process that tests and the demo drive.
+
+A :class:`Client` is one user's lists on one device: a
+:class:`~reference_cluster.client_store.ClientStore` (every edit is durable before it is
+sent, so everything works offline and survives restarts), a core, and one DEALER socket
+per broker. The core picks the broker for each attempt and moves to the other one when a
+request fails, so a sync goes through whichever broker answers; timeouts, retries, back-off
+and giving up all come from the core. Account requests (sign-up, login, the user's lists)
+and status requests are sent by the shell itself, lazy-pirate style: one attempt per
+broker in turn, each with a timeout, the same request id every time.
+
+The agent (``python -m reference_cluster.client``) keeps a client running and syncing in
+the background, and takes one JSON command per line on standard input, answering each
+with one JSON line on standard output (after its ``READY`` line). Commands::
+
+    {"op": "signup" | "login", "name": N, "password": P}
+    {"op": "create", "name": N}                -> {"list_id": ...}
+    {"op": "open", "list": ID}
+    {"op": "edit", "list": ID, "action": A, ...}   A: add (item, qty), change (item, by),
+                                                   set (item, qty), buy, unbuy, remove
+                                                   (item), rename (name), delete
+    {"op": "sync", "timeout": S}               -> {"synced": bool, "failed": {...}}
+    {"op": "state"}                            -> {"lists": {ID: {"digest", "value",
+                                                   "queued"}}, "replica": ...}
+    {"op": "online", "value": false}           (drop every message: offline)
+    {"op": "quit"}
+
+Every answer has ``"ok"`` and echoes the command's ``"id"``; a bad command gets
+``{"ok": false, "error": ...}`` and the agent goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import zmq
+
+from reference_cluster.backoff import backoff_delay
+from reference_cluster.client_core import ClientConfig, ClientCore, SavedList
+from reference_cluster.client_store import ClientSession, ClientStore
+from reference_cluster.config import (
+    StopSignal,
+    add_common_flags,
+    env,
+    env_float,
+    env_list,
+    local_layout,
+    print_ready,
+    setup_logging,
+    tune_socket,
+)
+from reference_cluster.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.errors import (
+    AccessDenied,
+    ClusterError,
+    ClusterUnavailable,
+    LoginFailed,
+    MalformedMessage,
+    NotLoggedIn,
+    RequestRefused,
+    SessionInvalid,
+    UserExists,
+)
+from reference_cluster.messages import (
+    BrokerStatus,
+    ErrorReply,
+    ListsReply,
+    ListsRequest,
+    LogIn,
+    Message,
+    SignUp,
+    Status,
+    Welcome,
+    decode,
+    encode,
+)
+from reference_cluster.shopping_list import ShoppingList, new_list_id
+
+__all__ = ["Client", "SyncOutcome", "main", "mutator", "refusal_error"]
+
+log = logging.getLogger(__name__)
+
+_MAX_WAIT = 1.0
+
+Mutate = Callable[[ShoppingList, str], ShoppingList]
+Asked = SignUp | LogIn | ListsRequest | Status
+
+
+def refusal_error(reply: ErrorReply) -> ClusterError:
+    """The exception that tells a user what an error reply means."""
+    detail = reply.detail or reply.code
+    if reply.code == "login_failed":
+        return LoginFailed(detail)
+    if reply.code == "user_exists":
+        return UserExists(detail)
+    if reply.code in ("unauthorized", "unknown_session"):
+        return SessionInvalid(f"the cluster refused the session ({detail}); log in again")
+    if reply.code == "forbidden":
+        return AccessDenied(detail)
+    if reply.retryable:
+        return ClusterUnavailable(f"the cluster could not answer: {detail}")
+    return RequestRefused(f"the cluster refused the request: {detail}", code=reply.code)
+
+
+class SyncOutcome:
+    """What a sync achieved: the lists it synced and the ones it gave up on (with the
+    reason: ``timeout`` or an error code)."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, int] = {}
+        self.failed: dict[str, str] = {}
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing was given up."""
+        return not self.failed
+
+
+class Client:
+    """One user's lists on one device, connected to the brokers.
+
+    Args:
+        store: the device's store (its session, if any, gives the token).
+        brokers: the brokers' front ends (ZeroMQ end points, used unchanged).
+        config: request timing (timeouts, attempts, back-off).
+        offline: never open a socket; edits stay queued in the store.
+        heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
+        rng: the source of request ids and jitter.
+    """
+
+    def __init__(
+        self,
+        store: ClientStore[ShoppingList],
+        brokers: Sequence[str],
+        *,
+        config: ClientConfig | None = None,
+        offline: bool = False,
+        heartbeat: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.brokers = tuple(brokers)
+        self.config = config or ClientConfig()
+        self.offline = offline
+        self._heartbeat = heartbeat
+        self._rng = rng or random.Random()
+        session = store.session()
+        saved = {
+            k: SavedList(v.state, v.queue, v.next_seq) for k, v in sorted(store.saved().items())
+        }
+        self.core: ClientCore[ShoppingList] = ClientCore(
+            store.replica_id,
+            ShoppingList,
+            brokers=self.brokers,
+            saved=saved,
+            config=self.config,
+            rng=self._rng,
+            token=None if session is None else session.token,
+        )
+        self._ctx: zmq.Context[Any] | None = None
+        self._socks: dict[str, zmq.Socket[Any]] = {}
+        self._replies: dict[str, Message] = {}
+        self._waiting: set[str] = set()
+        self.outcome = SyncOutcome()
+        self._requests = 0
+        self._nonce = f"{self._rng.getrandbits(64):016x}"
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def replica(self) -> str:
+        """The device's replica id."""
+        return self.store.replica_id
+
+    @property
+    def session(self) -> ClientSession | None:
+        """The saved login, if any."""
+        return self.store.session()
+
+    def list_ids(self) -> tuple[str, ...]:
+        """The ids of the lists on this device."""
+        return self.core.list_ids()
+
+    def state(self, list_id: str) -> ShoppingList | None:
+        """A copy of a list's local state, or None."""
+        return self.core.state(list_id)
+
+    def queued(self, list_id: str) -> int:
+        """How many of a list's edits wait for a server's acknowledgement."""
+        return self.core.queued(list_id)
+
+    # -- local edits ----------------------------------------------------------------------
+
+    def edit(self, list_id: str, mutate: Mutate) -> ShoppingList:
+        """Apply an edit now (durably) and start sending it; return the delta.
+
+        Raises:
+            What the mutation raises (InvalidEdit, UnknownItem, ListDeleted...); nothing
+            changed then.
+        """
+        delta, effects = self.core.edit(list_id, mutate, time.monotonic())
+        self._carry_out(effects)
+        return delta
+
+    def create(self, name: str) -> str:
+        """Create a list named ``name`` on this device; return its new id."""
+        list_id = new_list_id()
+        self.edit(list_id, lambda s, r: s.rename(r, name))
+        return list_id
+
+    def open_list(self, list_id: str) -> None:
+        """Track a list shared by its id (it is pulled at the next sync)."""
+        self._carry_out(self.core.open_list(list_id, time.monotonic()))
+
+    def forget(self, list_id: str) -> None:
+        """Drop a list from this device (it stays in the cluster)."""
+        self.store.forget(list_id)
+
+    # -- syncing --------------------------------------------------------------------------
+
+    def sync(self, list_ids: Iterable[str] | None = None, *, timeout: float = 10.0) -> SyncOutcome:
+        """Push and pull the given lists (default: all) and wait until done or given up.
+
+        Returns:
+            What was acknowledged and what was given up. Offline, everything is
+            "given up" with the reason ``offline``.
+        """
+        self.outcome = SyncOutcome()
+        now = time.monotonic()
+        targets = list(self.core.list_ids() if list_ids is None else list_ids)
+        if self.offline:
+            self.outcome.failed.update(dict.fromkeys(targets, "offline"))
+            return self.outcome
+        for list_id in targets:
+            self._carry_out(self.core.sync(list_id, now))
+        if not self.run(lambda: not self.core.busy, timeout):
+            for list_id in targets:
+                self.outcome.failed.setdefault(list_id, "timeout")
+        return self.outcome
+
+    def run(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Serve sockets and timers until ``until()`` holds or ``timeout`` passes.
+
+        Returns:
+            Whether ``until()`` held.
+        """
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.step(left)
+        return True
+
+    def step(self, wait: float, extra: Sequence[int] = ()) -> list[int]:
+        """Wait at most ``wait`` seconds for a frame or a timer, and handle what came.
+
+        Args:
+            extra: more file descriptors to watch.
+
+        Returns:
+            Those of ``extra`` that are readable.
+        """
+        core_deadline = self.core.next_deadline()
+        if core_deadline is not None:
+            wait = min(wait, core_deadline - time.monotonic())
+        poller = zmq.Poller()
+        for sock in self._socks.values():
+            poller.register(sock, zmq.POLLIN)
+        for fd in extra:
+            poller.register(fd, zmq.POLLIN)
+        ready: list[int] = []
+        if poller.sockets:
+            events = dict(poller.poll(max(0, int(min(wait, _MAX_WAIT) * 1000) + 1)))
+            for broker, sock in self._socks.items():
+                if sock in events:
+                    self._drain(broker, sock)
+            ready = [fd for fd in extra if fd in events]
+        else:
+            time.sleep(max(0.0, min(wait, _MAX_WAIT)))
+        now = time.monotonic()
+        core_deadline = self.core.next_deadline()
+        if core_deadline is not None and core_deadline <= now:
+            self._carry_out(self.core.on_timer(now))
+        return ready
+
+    def start_background(self) -> None:
+        """Sync every list now and every ``sync_interval`` from now on (the agent)."""
+        self._carry_out(self.core.start(time.monotonic()))
+
+    # -- account and status requests ------------------------------------------------------
+
+    def sign_up(self, name: str, password: str, *, timeout: float = 10.0) -> ClientSession:
+        """Create an account (or log in to it with the right password) and save the session.
+
+        Raises:
+            UserExists, RequestRefused (a bad name or password), ClusterUnavailable.
+        """
+        rid = self._request_id()
+        reply = self.request(lambda k: SignUp(rid, name, password, k), timeout=timeout)
+        return self._welcome(reply)
+
+    def log_in(self, name: str, password: str, *, timeout: float = 10.0) -> ClientSession:
+        """Open a session and save it.
+
+        Raises:
+            LoginFailed, ClusterUnavailable.
+        """
+        rid = self._request_id()
+        reply = self.request(lambda k: LogIn(rid, name, password, k), timeout=timeout)
+        return self._welcome(reply)
+
+    def _welcome(self, reply: Message) -> ClientSession:
+        if isinstance(reply, ErrorReply):
+            raise refusal_error(reply)
+        if not isinstance(reply, Welcome):
+            raise ClusterUnavailable(f"unexpected answer {reply.kind!r}")
+        session = ClientSession(reply.name, reply.user_id, reply.token, reply.expires)
+        self.store.set_session(session)
+        self.core.token = reply.token
+        return session
+
+    def owned_lists(self, *, timeout: float = 10.0) -> list[str]:
+        """The ids of the lists the logged-in user owns, as the cluster knows them.
+
+        Raises:
+            NotLoggedIn, SessionInvalid, ClusterUnavailable.
+        """
+        token = self.core.token
+        if token is None:
+            raise NotLoggedIn("log in first (shoplist login NAME)")
+        rid = self._request_id()
+        reply = self.request(lambda k: ListsRequest(rid, token, k), timeout=timeout)
+        if isinstance(reply, ErrorReply):
+            raise refusal_error(reply)
+        if not isinstance(reply, ListsReply):
+            raise ClusterUnavailable(f"unexpected answer {reply.kind!r}")
+        return list(reply.owned)
+
+    def broker_status(self, broker: str, *, timeout: float = 2.0) -> BrokerStatus | None:
+        """Ask one broker for its status; None if it does not answer in time."""
+        rid = self._request_id()
+        try:
+            reply = self._attempt(broker, Status(rid), timeout)
+        except ClusterUnavailable:
+            return None
+        return reply if isinstance(reply, BrokerStatus) else None
+
+    def request(self, make: Callable[[int], Asked], *, timeout: float = 10.0) -> Message:
+        """Send ``make(attempt)`` to the brokers in turn until one answers with anything
+        but a retryable error (lazy pirate: every attempt reuses the request id).
+
+        Raises:
+            ClusterUnavailable: no answer within ``timeout`` (or only retryable errors).
+        """
+        if self.offline:
+            raise ClusterUnavailable("offline: this command needs the cluster")
+        deadline = time.monotonic() + timeout
+        last = "no broker answered"
+        cfg = self.config
+        attempt = 0
+        start = self._rng.randrange(len(self.brokers))
+        while (left := deadline - time.monotonic()) > 0:
+            broker = self.brokers[(start + attempt) % len(self.brokers)]
+            try:
+                reply = self._attempt(broker, make(attempt), min(left, cfg.request_timeout * 2))
+            except ClusterUnavailable as exc:
+                last = str(exc)
+            else:
+                if not (isinstance(reply, ErrorReply) and reply.retryable):
+                    return reply
+                last = reply.detail or reply.code
+            pause = backoff_delay(
+                attempt, base=cfg.backoff_base, cap=cfg.backoff_cap, jitter=self._rng.random()
+            )
+            attempt += 1
+            self.run(lambda: False, min(pause, max(0.0, deadline - time.monotonic())))
+        raise ClusterUnavailable(f"the cluster did not answer in {timeout:g}s ({last})")
+
+    def _attempt(self, broker: str, msg: Asked, timeout: float) -> Message:
+        rid = msg.request_id
+        self._waiting.add(rid)
+        try:
+            self._send(Send(broker, msg))
+            if not self.run(lambda: rid in self._replies, timeout):
+                raise ClusterUnavailable(f"no answer from {broker} in {timeout:g}s")
+            return self._replies.pop(rid)
+        finally:
+            self._waiting.discard(rid)
+            self._replies.pop(rid, None)
+
+    def _request_id(self) -> str:
+        self._requests += 1
+        return f"x{self._nonce}.{self._requests}"
+
+    # -- frames and effects ---------------------------------------------------------------
+
+    def _drain(self, broker: str, sock: zmq.Socket[Any]) -> None:
+        for _ in range(256):
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(data)
+            except MalformedMessage as exc:
+                log.warning("client %s: malformed message from %s: %s", self.replica, broker, exc)
+                continue
+            rid = getattr(msg, "request_id", None)
+            if isinstance(rid, str) and rid in self._waiting:
+                self._replies[rid] = msg
+                continue
+            self._carry_out(self.core.receive_message(broker, msg, time.monotonic()))
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect)
+            elif isinstance(effect, SaveEdit):
+                self.store.save_edit(effect.list_id, effect.seq, effect.delta)
+            elif isinstance(effect, SaveMerge):
+                self.store.merge(effect.list_id, effect.delta)
+            elif isinstance(effect, Acked):
+                self.store.ack(effect.list_id, effect.through_seq)
+                self.outcome.acked[effect.list_id] = effect.through_seq
+            elif isinstance(effect, SyncFailed):
+                self.outcome.failed[effect.list_id] = effect.reason
+
+    def _socket(self, broker: str) -> zmq.Socket[Any]:
+        sock = self._socks.get(broker)
+        if sock is None:
+            if self._ctx is None:
+                self._ctx = zmq.Context()
+            sock = self._ctx.socket(zmq.DEALER)
+            tune_socket(sock, heartbeat=self._heartbeat, linger=0)
+            # Not IMMEDIATE: a request sent while the connection is still being made
+            # waits for it; one queued for a broker that is down is retried elsewhere
+            # by the core, and a late delivery is harmless (joins are idempotent).
+            sock.setsockopt(zmq.SNDHWM, 100)
+            sock.connect(broker)
+            self._socks[broker] = sock
+        return sock
+
+    def _send(self, effect: Send) -> None:
+        if self.offline:
+            return
+        try:
+            self._socket(effect.to).send(encode(effect.message), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+            log.debug(
+                "client %s: %s is not connected; %s dropped",
+                self.replica,
+                effect.to,
+                effect.message.kind,
+            )
+
+    def connect_all(self) -> None:
+        """Open the sockets to every broker now (they connect in the background)."""
+        if not self.offline:
+            for broker in self.brokers:
+                self._socket(broker)
+
+    def close(self) -> None:
+        """Close the sockets and the store."""
+        for sock in self._socks.values():
+            sock.close(linger=0)
+        self._socks.clear()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        self.store.close()
+
+
+# -- edits by name ------------------------------------------------------------------------
+
+
+def mutator(action: str, args: Mapping[str, Any]) -> Mutate:
+    """The mutation an edit command names (the agent's and the command line's).
+
+    Raises:
+        ValueError: an unknown action or a missing argument.
+    """
+
+    def need(key: str) -> Any:
+        if key not in args:
+            raise ValueError(f"edit {action!r} needs {key!r}")
+        return args[key]
+
+    if action == "add":
+        item, qty = need("item"), args.get("qty", 1)
+        return lambda s, r: s.add_item(r, item, qty)
+    if action == "change":
+        item, by = need("item"), need("by")
+        return lambda s, r: s.change_quantity(r, item, by)
+    if action == "set":
+        item, qty = need("item"), need("qty")
+        return lambda s, r: s.set_quantity(r, item, qty)
+    if action in ("buy", "unbuy"):
+        item = need("item")
+        return lambda s, r: s.mark_bought(r, item, action == "buy")
+    if action == "remove":
+        item = need("item")
+        return lambda s, r: s.remove_item(r, item)
+    if action == "rename":
+        name = need("name")
+        return lambda s, r: s.rename(r, name)
+    if action == "delete":
+        return lambda s, r: s.delete(r)
+    raise ValueError(f"unknown edit {action!r}")
+
+
+# -- the agent ----------------------------------------------------------------------------
+
+
+class _Agent:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.quit = False
+
+    def command(self, cmd: Mapping[str, Any]) -> dict[str, Any]:
+        op = cmd.get("op")
+        c = self.client
+        if op in ("signup", "login"):
+            fn = c.sign_up if op == "signup" else c.log_in
+            session = fn(str(cmd.get("name")), str(cmd.get("password")))
+            return {"user_id": session.user_id, "name": session.user_name}
+        if op == "create":
+            return {"list_id": c.create(str(cmd.get("name")))}
+        if op == "open":
+            c.open_list(str(cmd.get("list")))
+            return {}
+        if op == "edit":
+            list_id = str(cmd.get("list"))
+            c.edit(list_id, mutator(str(cmd.get("action")), cmd))
+            return {"queued": c.queued(list_id)}
+        if op == "sync":
+            outcome = c.sync(timeout=float(cmd.get("timeout", 10.0)))
+            return {"synced": outcome.ok, "failed": outcome.failed}
+        if op == "state":
+            lists = {}
+            for list_id in c.list_ids():
+                state = c.state(list_id)
+                assert state is not None
+                lists[list_id] = {
+                    "digest": state.digest(),
+                    "value": state.value,
+                    "queued": c.queued(list_id),
+                }
+            return {"replica": c.replica, "lists": lists}
+        if op == "online":
+            c.offline = not bool(cmd.get("value", True))
+            return {"online": not c.offline}
+        if op == "quit":
+            self.quit = True
+            return {}
+        raise ValueError(f"unknown op {op!r}")
+
+    def line(self, text: str) -> str:
+        cmd: Any = None
+        try:
+            cmd = json.loads(text)
+            if not isinstance(cmd, dict):
+                raise ValueError("a command is a JSON object")
+            answer = {"ok": True, **self.command(cmd)}
+        except (ValueError, TypeError, ClusterError) as exc:
+            answer = {"ok": False, "error": str(exc), "type": type(exc).__name__}
+        if isinstance(cmd, dict) and "id" in cmd:
+            answer["id"] = cmd["id"]
+        return json.dumps(answer, sort_keys=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = ClientConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_cluster.client",
+        description="A shopping-list client agent: syncs in the background and takes "
+        "JSON commands, one per line, on standard input.",
+    )
+    parser.add_argument("--store", required=True, metavar="FILE", help="the device's store")
+    parser.add_argument(
+        "--broker",
+        action="append",
+        metavar="ENDPOINT",
+        help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated; "
+        f"default {','.join(local_layout().frontends)})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=env_float("SHOPLIST_REQUEST_TIMEOUT", defaults.request_timeout),
+        metavar="SECONDS",
+        help="wait this long for one attempt (SHOPLIST_REQUEST_TIMEOUT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--sync-interval",
+        type=float,
+        default=env_float("SHOPLIST_SYNC_INTERVAL", defaults.sync_interval),
+        metavar="SECONDS",
+        help="sync every list this often (SHOPLIST_SYNC_INTERVAL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--name", default=env("SHOPLIST_CLIENT_NAME", "client"), help="name in the logs"
+    )
+    add_common_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent until ``quit``, end of input, SIGTERM or SIGINT."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.name)
+    brokers = args.broker or env_list("SHOPLIST_BROKERS", local_layout().frontends)
+    config = ClientConfig(request_timeout=args.request_timeout, sync_interval=args.sync_interval)
+    try:
+        store: ClientStore[ShoppingList] = ClientStore(args.store, ShoppingList)
+    except (ClusterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    client = Client(store, brokers, config=config, heartbeat=args.zmq_heartbeat)
+    agent = _Agent(client)
+    stop = StopSignal(watch_parent=args.watch_parent)
+    stdin = sys.stdin.fileno()
+    buf = b""
+    try:
+        client.connect_all()
+        client.start_background()
+        print_ready(role="client", name=args.name, pid=os.getpid(), replica=client.replica)
+        while not agent.quit and not stop.check():
+            ready = client.step(_MAX_WAIT, extra=(stdin, stop.fd))
+            if stop.fd in ready:
+                stop.drain()
+            if stdin not in ready:
+                continue
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf and not agent.quit:
+                line, _, buf = buf.partition(b"\n")
+                if line.strip():
+                    print(agent.line(line.decode("utf-8", "replace")), flush=True)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        stop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

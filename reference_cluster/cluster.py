@@ -1,0 +1,439 @@
+"""A cluster of broker and server processes on one host, for ``shoplist cluster up``, the
+demo and the tests.
+
+:class:`LocalCluster` starts each broker and server as a child process (``python -m
+reference_cluster.broker`` / ``.server``), waits for each one's ``READY`` line and then
+until every broker holds every server live, and stops them by pid (SIGTERM, then SIGKILL)
+when closed, also when the caller fails. Children run with ``--watch-parent``, so none
+outlives a parent killed without the chance to clean up.
+
+With ``proxies=True`` every link between two processes goes through its own
+:class:`~reference_cluster.linkproxy.LinkProxy` (server to broker, server to server, and
+client to broker for the clients it hands end points to), so :meth:`LocalCluster.partition`
+can cut links without privileges. Status probes (:func:`probe`) go straight to the
+processes and are never cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import attrs
+import zmq
+
+from reference_cluster.config import LocalLayout, read_ready
+from reference_cluster.errors import MalformedMessage
+from reference_cluster.linkproxy import LinkProxy
+from reference_cluster.messages import (
+    BrokerStatus,
+    Message,
+    ServerStatus,
+    Status,
+    decode,
+    encode,
+)
+
+__all__ = ["LocalCluster", "Timing", "free_base_port", "probe", "stop_process"]
+
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Timing:
+    """The timing flags given to every process (seconds)."""
+
+    heartbeat: float = 1.0
+    anti_entropy: float = 2.0
+    liveness: float = 3.0
+    zmq_heartbeat: float = 1.0
+
+
+def free_base_port(host: str = "127.0.0.1", *, brokers: int = 2, servers: int = 3) -> int:
+    """A base port whose whole :class:`LocalLayout` is free right now (a later bind may
+    still race with another program; the processes then fail to start, loudly).
+
+    Raises:
+        RuntimeError: no free layout found after 50 tries.
+    """
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 60000, 10)
+        layout = LocalLayout(host, base, brokers, servers)
+        ports = [base + 10 * i + k for i in range(brokers) for k in (0, 1)]
+        ports += [layout.base + 100 + j for j in range(1, servers + 1)]
+        if all(_port_free(host, p) for p in ports):
+            return base
+    raise RuntimeError("no free range of ports found")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def probe(
+    endpoint: str, message: Message, *, timeout: float = 2.0, ctx: zmq.Context[Any] | None = None
+) -> Message | None:
+    """Send one message to ``endpoint`` from a fresh DEALER and return the first reply,
+    or None if none came within ``timeout`` (or it did not decode)."""
+    context = ctx or zmq.Context.instance()
+    sock: zmq.Socket[Any] = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(encode(message))
+        if not sock.poll(int(timeout * 1000)):
+            return None
+        try:
+            return decode(sock.recv())
+        except MalformedMessage:
+            return None
+    finally:
+        sock.close()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = _STOP_TIMEOUT) -> int:
+    """Stop a child by pid: SIGTERM, then SIGKILL after ``timeout``; return its status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    return proc.returncode
+
+
+@attrs.define
+class _Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+    ready: dict[str, Any] = attrs.field(factory=dict)
+
+
+class LocalCluster:
+    """Brokers ``b0..`` and servers ``s1..`` as child processes on one host.
+
+    Args:
+        data_dir: the servers' stores go here (``s1.sqlite`` ...); logs too, if
+            ``log_dir`` is not given and ``quiet`` is set.
+        layout: host, ports and counts.
+        timing: the processes' timing.
+        proxies: route every link through a :class:`LinkProxy` (see the module notes).
+        quiet: send the children's logs to ``LOG_DIR/NAME.log`` instead of this
+            process's standard error.
+        log_level: the children's ``--log-level``.
+        python: the interpreter to run them with.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        layout: LocalLayout,
+        timing: Timing | None = None,
+        proxies: bool = False,
+        quiet: bool = True,
+        log_dir: Path | None = None,
+        log_level: str = "INFO",
+        python: str = sys.executable,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.layout = layout
+        self.timing = timing or Timing()
+        self.quiet = quiet
+        self.log_dir = log_dir or self.data_dir / "logs"
+        self.log_level = log_level
+        self.python = python
+        self.links: dict[tuple[str, str], LinkProxy] = {}
+        self._proxies = proxies
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self.children: dict[str, _Child] = {}
+        self._closed = False
+        self.brokers = [f"b{i}" for i in range(layout.brokers)]
+        self.servers = layout.server_ids
+
+    # -- links ----------------------------------------------------------------------------
+
+    def _link(self, src: str, dst: str, target: str) -> str:
+        """The end point ``src`` dials to reach ``target`` (a proxy if proxies are on)."""
+        if not self._proxies:
+            return target
+        proxy = self.links.get((src, dst))
+        if proxy is None:
+            proxy = self.links[(src, dst)] = LinkProxy(_port(target), host=self.layout.host)
+        return f"tcp://{self.layout.host}:{proxy.port}"
+
+    def client_brokers(self, client: str) -> list[str]:
+        """The brokers' front ends as client ``client`` should dial them."""
+        return [self._link(client, b, self.layout.frontend(i)) for i, b in enumerate(self.brokers)]
+
+    def partition(self, groups: Sequence[Iterable[str]]) -> None:
+        """Cut every proxied link between members of different groups (both ways), and
+        heal every other link. Names are ``b0``, ``s1``, client names ..."""
+        side = {name: i for i, group in enumerate(groups) for name in group}
+        for (src, dst), proxy in self.links.items():
+            cut = src in side and dst in side and side[src] != side[dst]
+            if cut and not proxy.is_cut:
+                proxy.cut()
+            elif not cut and proxy.is_cut:
+                proxy.heal()
+
+    def isolate(self, name: str) -> None:
+        """Cut every link of ``name``, keeping other cuts."""
+        for (src, dst), proxy in self.links.items():
+            if name in (src, dst):
+                proxy.cut()
+
+    def heal(self) -> None:
+        """Heal every link."""
+        for proxy in self.links.values():
+            proxy.heal()
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _common(self) -> list[str]:
+        return [
+            "--log-level",
+            self.log_level,
+            "--zmq-heartbeat",
+            str(self.timing.zmq_heartbeat),
+            "--watch-parent",
+        ]
+
+    def _broker_argv(self, i: int) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "reference_cluster.broker",
+            "--id",
+            self.brokers[i],
+            "--frontend",
+            self.layout.frontend(i),
+            "--backend",
+            self.layout.backend(i),
+            "--liveness",
+            str(self.timing.liveness),
+            *self._common(),
+        ]
+
+    def _server_argv(self, j: int) -> list[str]:
+        sid = self.servers[j]
+        argv = [
+            self.python,
+            "-m",
+            "reference_cluster.server",
+            "--id",
+            sid,
+            "--store",
+            str(self.data_dir / f"{sid}.sqlite"),
+            "--bind",
+            self.layout.peer(j + 1),
+            "--heartbeat",
+            str(self.timing.heartbeat),
+            "--anti-entropy",
+            str(self.timing.anti_entropy),
+            *self._common(),
+        ]
+        for i, b in enumerate(self.brokers):
+            argv += ["--broker", self._link(sid, b, self.layout.backend(i))]
+        for k, other in enumerate(self.servers):
+            if other != sid:
+                argv += ["--peer", f"{other}={self._link(sid, other, self.layout.peer(k + 1))}"]
+        return argv
+
+    def start(self, timeout: float = _START_TIMEOUT) -> None:
+        """Start every broker and server, and wait until every broker holds every server
+        live.
+
+        Raises:
+            TimeoutError, RuntimeError: a process did not get ready (the message says
+            which); call :meth:`close` (``with`` does) to stop the others.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.quiet:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(self.brokers):
+            self.children[name] = _Child(name, self._broker_argv(i))
+        for j, name in enumerate(self.servers):
+            self.children[name] = _Child(name, self._server_argv(j))
+        for child in self.children.values():
+            self._spawn(child)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            self._await_ready(child, deadline)
+        self.wait_for_servers(self.servers, timeout=max(1.0, deadline - time.monotonic()))
+
+    def _spawn(self, child: _Child) -> None:
+        stderr: Any = None
+        if self.quiet:
+            child.log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - kept open for the child
+            stderr = child.log
+        child.proc = subprocess.Popen(
+            child.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+    def _await_ready(self, child: _Child, deadline: float) -> None:
+        assert child.proc is not None
+        try:
+            child.ready = read_ready(child.proc, max(0.1, deadline - time.monotonic()))
+        except (TimeoutError, RuntimeError) as exc:
+            raise type(exc)(f"{child.name}: {exc}{self._log_tail(child.name)}") from None
+
+    def _log_tail(self, name: str, lines: int = 5) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not self.quiet or not path.exists():
+            return ""
+        tail = path.read_text("utf-8", "replace").splitlines()[-lines:]
+        return "".join(f"\n    {line}" for line in tail)
+
+    def pid(self, name: str) -> int:
+        """The pid of a running child."""
+        proc = self.children[name].proc
+        assert proc is not None
+        return proc.pid
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` (SIGKILL by default) to one child by pid and reap it."""
+        child = self.children[name]
+        assert child.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.proc.pid, sig)
+        return stop_process(child.proc)
+
+    def restart(self, name: str, timeout: float = _START_TIMEOUT) -> None:
+        """Start a stopped (or killed) child again and wait for its ready line."""
+        child = self.children[name]
+        if child.proc is not None and child.proc.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        if child.log is not None:
+            child.log.close()
+        self._spawn(child)
+        self._await_ready(child, time.monotonic() + timeout)
+
+    def alive(self, name: str) -> bool:
+        """Whether the child's process is running."""
+        proc = self.children[name].proc
+        return proc is not None and proc.poll() is None
+
+    # -- status ---------------------------------------------------------------------------
+
+    def broker_status(self, name: str, timeout: float = 1.0) -> BrokerStatus | None:
+        """What broker ``name`` answers to a status request (None: no answer)."""
+        i = self.brokers.index(name)
+        reply = probe(self.layout.frontend(i), Status("probe"), timeout=timeout, ctx=self._ctx)
+        return reply if isinstance(reply, BrokerStatus) else None
+
+    def server_status(
+        self, name: str, *, states: bool = False, timeout: float = 1.0
+    ) -> ServerStatus | None:
+        """What server ``name`` answers on its peer end point (None: no answer)."""
+        j = self.servers.index(name)
+        reply = probe(
+            self.layout.peer(j + 1), Status("probe", states), timeout=timeout, ctx=self._ctx
+        )
+        return reply if isinstance(reply, ServerStatus) else None
+
+    def wait_for_servers(
+        self,
+        expected: Iterable[str],
+        *,
+        brokers: Iterable[str] | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        """Poll until each of ``brokers`` (default: all) holds exactly ``expected`` live.
+
+        Raises:
+            TimeoutError: not within ``timeout``; the message shows what each broker said.
+        """
+        want = tuple(sorted(expected))
+        names = list(self.brokers if brokers is None else brokers)
+        deadline = time.monotonic() + timeout
+        seen: dict[str, tuple[str, ...] | None] = {}
+        while time.monotonic() < deadline:
+            for name in names:
+                status = self.broker_status(name, timeout=0.5)
+                seen[name] = None if status is None else status.servers
+            if all(seen.get(n) == want for n in names):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"brokers did not settle on {list(want)} in {timeout:g}s: {seen}")
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def stop(self, name: str) -> int:
+        """Stop one child (SIGTERM, then SIGKILL) and return its exit status."""
+        child = self.children[name]
+        status = 0 if child.proc is None else stop_process(child.proc)
+        if child.log is not None:
+            child.log.close()
+            child.log = None
+        return status
+
+    def close(self) -> None:
+        """Stop every child by pid (servers first) and close every proxy (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for name in [*self.servers, *self.brokers]:
+                if name in self.children:
+                    self.stop(name)
+        finally:
+            for proxy in self.links.values():
+                proxy.close()
+            self._ctx.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def running_cluster(data_dir: Path, **kwargs: Any) -> Iterator[LocalCluster]:
+    """A started :class:`LocalCluster`, closed on exit (also when start fails)."""
+    cluster = LocalCluster(data_dir, **kwargs)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

@@ -1,0 +1,255 @@
+"""What the cluster's processes share: defaults, environment variables, logging, signals,
+ZeroMQ socket options and the line a process prints when it is ready.
+
+Every flag of every process has an environment variable (``SHOPLIST_...``) that sets its
+default, and every default works on one machine: the brokers and servers listen on
+loopback ports counted from :data:`DEFAULT_BASE_PORT` (see :func:`local_layout`).
+Endpoints are ZeroMQ endpoint strings, used unchanged, so the same processes run on
+several hosts (``tcp://10.0.0.5:7100``) or connect from a chosen source address
+(``tcp://127.0.0.2:0;127.0.0.3:7100``).
+
+A process prints one line ``READY {json}`` on its standard output once it serves, and
+nothing else there (logs go to standard error); :func:`read_ready` waits for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import attrs
+import zmq
+
+__all__ = [
+    "DEFAULT_BASE_PORT",
+    "DEFAULT_HOST",
+    "LocalLayout",
+    "StopSignal",
+    "add_common_flags",
+    "env",
+    "env_float",
+    "env_list",
+    "local_layout",
+    "print_ready",
+    "read_ready",
+    "setup_logging",
+    "tune_socket",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 7100
+READY_PREFIX = "READY "
+
+log = logging.getLogger(__name__)
+
+
+def env(name: str, default: str) -> str:
+    """The environment variable ``name``, or ``default`` if unset or empty."""
+    return os.environ.get(name) or default
+
+
+def env_float(name: str, default: float) -> float:
+    """A number from the environment; a value that is not a number is an error."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+
+
+def env_list(name: str, default: Sequence[str]) -> list[str]:
+    """A comma-separated list from the environment (ZeroMQ endpoints hold no commas)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return list(default)
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+@attrs.frozen
+class LocalLayout:
+    """The endpoints of a cluster on one host: brokers ``b0``, ``b1``, ... and servers
+    ``s1``, ``s2``, ...; port ``base + 10 * i`` is broker ``i``'s front end (clients) and
+    the next port its back end (servers); port ``base + 100 + j`` is server ``sj``'s peer
+    end point (replication and status)."""
+
+    host: str
+    base: int
+    brokers: int = 2
+    servers: int = 3
+
+    def frontend(self, i: int) -> str:
+        """Broker ``i``'s front end."""
+        return f"tcp://{self.host}:{self.base + 10 * i}"
+
+    def backend(self, i: int) -> str:
+        """Broker ``i``'s back end."""
+        return f"tcp://{self.host}:{self.base + 10 * i + 1}"
+
+    def peer(self, j: int) -> str:
+        """Server ``sj``'s peer end point (``j`` from 1)."""
+        return f"tcp://{self.host}:{self.base + 100 + j}"
+
+    @property
+    def frontends(self) -> list[str]:
+        """Every broker's front end."""
+        return [self.frontend(i) for i in range(self.brokers)]
+
+    @property
+    def backends(self) -> list[str]:
+        """Every broker's back end."""
+        return [self.backend(i) for i in range(self.brokers)]
+
+    @property
+    def server_ids(self) -> list[str]:
+        """``s1`` ... ``sN``."""
+        return [f"s{j}" for j in range(1, self.servers + 1)]
+
+
+def local_layout() -> LocalLayout:
+    """The default layout, from ``SHOPLIST_HOST`` and ``SHOPLIST_BASE_PORT``."""
+    return LocalLayout(
+        env("SHOPLIST_HOST", DEFAULT_HOST), int(env_float("SHOPLIST_BASE_PORT", DEFAULT_BASE_PORT))
+    )
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """``--log-level``, ``--zmq-heartbeat`` and ``--watch-parent``."""
+    parser.add_argument(
+        "--log-level",
+        default=env("SHOPLIST_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="logging threshold (SHOPLIST_LOG_LEVEL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--zmq-heartbeat",
+        type=float,
+        default=env_float("SHOPLIST_ZMQ_HEARTBEAT", 1.0),
+        metavar="SECONDS",
+        help="ZeroMQ connection heartbeat; a link silent 3 times as long is dropped and "
+        "redialled, so silent partitions are noticed (SHOPLIST_ZMQ_HEARTBEAT; "
+        "default %(default)s, 0 turns it off)",
+    )
+    parser.add_argument(
+        "--watch-parent",
+        action="store_true",
+        help="exit when the process that started this one exits",
+    )
+
+
+def setup_logging(level: str, name: str) -> None:
+    """Log to standard error, each line tagged with the process name."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def tune_socket(sock: zmq.Socket[Any], *, heartbeat: float, linger: float = 0.5) -> None:
+    """The options every socket of the cluster gets: a bounded linger, fast redial, and
+    ZeroMQ heartbeats (``heartbeat`` seconds; 0 for none)."""
+    sock.setsockopt(zmq.LINGER, int(linger * 1000))
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    if heartbeat > 0:
+        ms = max(1, int(heartbeat * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * ms)
+
+
+class StopSignal:
+    """SIGTERM and SIGINT set :attr:`stopping` and wake a poller that watches :attr:`fd`
+    (the signal module's wake-up descriptor); :meth:`close` restores the old handlers.
+
+    Args:
+        watch_parent: also stop when the parent process is gone.
+    """
+
+    def __init__(self, *, watch_parent: bool = False) -> None:
+        self.stopping = False
+        self.reason = ""
+        self._parent = os.getppid() if watch_parent else None
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self.fd = self._r.fileno()
+        self._old_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        self._old = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        self.reason = signal.Signals(signum).name
+
+    def drain(self) -> None:
+        """Empty the wake-up descriptor (call when the poller reports it readable)."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._r.recv(512):
+                pass
+
+    def check(self) -> bool:
+        """Whether to stop now (a signal arrived, or the watched parent is gone)."""
+        if not self.stopping and self._parent is not None and os.getppid() != self._parent:
+            self.stopping = True
+            self.reason = "parent exited"
+        return self.stopping
+
+    def close(self) -> None:
+        """Restore the previous handlers and wake-up descriptor."""
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        signal.set_wakeup_fd(self._old_fd)
+        self._r.close()
+        self._w.close()
+
+
+def print_ready(**info: Any) -> None:
+    """Print the ready line on standard output."""
+    print(READY_PREFIX + json.dumps(info, sort_keys=True), flush=True)
+
+
+def read_ready(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """Wait (at most ``timeout`` seconds) for ``proc`` to print its ready line.
+
+    Raises:
+        TimeoutError: no ready line in time. RuntimeError: the process exited first.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                text = line.decode("utf-8", "replace").strip()
+                if text.startswith(READY_PREFIX):
+                    info: dict[str, Any] = json.loads(text[len(READY_PREFIX) :])
+                    return info
+                continue
+            if sel.select(timeout=min(left, 0.5)):
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+            elif proc.poll() is not None:
+                break
+    if proc.poll() is not None:
+        raise RuntimeError(f"pid {proc.pid} exited with status {proc.returncode} before ready")
+    raise TimeoutError(f"pid {proc.pid} was not ready within {timeout:.0f}s")

@@ -1,0 +1,474 @@
+"""The server process: a ZeroMQ and SQLite shell around
+:class:`~reference_cluster.server_core.ServerCore` and
+:class:`~reference_cluster.directory.Directory`.
+
+Sockets: one DEALER to each broker's back end (the core's ``brokers`` are their end
+points); one ROUTER bound on the server's *peer end point*, where the other servers'
+DEALERs connect (each with its server id as routing id) and where tools ask for
+:class:`~reference_cluster.messages.Status`; one DEALER to each peer's end point. So a
+message to a peer always leaves through the DEALER to that peer, and one from a peer
+always arrives on the ROUTER.
+
+Theory of operation
+-------------------
+Rule 1 (acknowledged means committed). The core asks for writes with ``Persist`` effects.
+The shell collects the writes asked for while it drains what the sockets hold (up to
+:data:`_DRAIN` frames), commits them in one SQLite transaction (``apply_many``: WAL,
+``synchronous=FULL``), and only then calls ``core.persisted`` for each, which releases
+the acknowledgements. Many concurrent edits cost one ``fsync`` (group commit). A server
+killed at any moment restarts from its store with every acknowledged edit.
+
+Rule 2 (the directory guards the core). Account requests (``Relay``) go to the directory;
+every client sync passes the directory's ``admit`` (session token, owner-only delete)
+inside the core, after its delta is decoded once. Directory and status messages on the
+peer end point are answered by the shell; everything else goes to the core.
+
+Rule 3 (never stop on input). A frame that does not decode gets an error reply; a bug
+while handling one frame is logged and the frame dropped.
+
+Run ``python -m reference_cluster.server --help`` for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import zmq
+
+from reference_cluster.config import (
+    StopSignal,
+    add_common_flags,
+    env,
+    env_float,
+    env_list,
+    local_layout,
+    print_ready,
+    setup_logging,
+    tune_socket,
+)
+from reference_cluster.directory import Directory
+from reference_cluster.effects import Effect, Persist, Send
+from reference_cluster.errors import ClusterError, MalformedMessage
+from reference_cluster.messages import (
+    Deliver,
+    DirectoryDigest,
+    DirectoryPush,
+    ErrorReply,
+    Message,
+    Relay,
+    ServerStatus,
+    Status,
+    decode,
+    encode,
+)
+from reference_cluster.server_core import ServerConfig, ServerCore
+from reference_cluster.shopping_list import ShoppingList
+from reference_cluster.store import ServerStore
+
+__all__ = ["Server", "ServerSettings", "main", "parse_peer"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN = 256  # frames handled per socket before the batch is committed
+_MAX_WAIT = 1.0
+
+
+def parse_peer(text: str) -> tuple[str, str]:
+    """``ID=ENDPOINT`` -> ``(id, endpoint)``.
+
+    Raises:
+        ValueError: no ``=`` or an empty side.
+    """
+    peer_id, sep, endpoint = text.partition("=")
+    if not sep or not peer_id or not endpoint:
+        raise ValueError(f"a peer is ID=ENDPOINT (s2=tcp://127.0.0.1:7202), got {text!r}")
+    return peer_id, endpoint
+
+
+@attrs.frozen
+class ServerSettings:
+    """Everything a server needs to start.
+
+    Attributes:
+        server_id: the server's id (unique in the cluster; its routing id at peers).
+        store: the SQLite file.
+        bind: the peer end point to bind (``*`` as port picks one).
+        brokers: the brokers' back ends to connect to.
+        peers: ``(id, end point)`` of every other server.
+        config: heartbeat and anti-entropy timing.
+        heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
+    """
+
+    server_id: str
+    store: Path
+    bind: str
+    brokers: tuple[str, ...]
+    peers: tuple[tuple[str, str], ...]
+    config: ServerConfig = attrs.field(factory=ServerConfig)
+    heartbeat: float = 1.0
+
+
+class Server:
+    """A server with its store open and its sockets bound; :meth:`run` serves.
+
+    Raises:
+        StoreError: the store cannot be opened. zmq.ZMQError: the end point cannot be bound.
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = s = settings
+        self.store: ServerStore[ShoppingList] = ServerStore(s.store, ShoppingList)
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._socks: list[zmq.Socket[Any]] = []
+        try:
+            self.incarnation = self.store.start_incarnation()
+            lists = self.store.load_all()
+            peer_ids = [p for p, _ in s.peers]
+            self.directory = Directory(
+                s.server_id,
+                self.store,
+                peers=peer_ids,
+                interval=s.config.anti_entropy_interval,
+            )
+            self.core: ServerCore[ShoppingList] = ServerCore(
+                s.server_id,
+                ShoppingList,
+                peers=peer_ids,
+                brokers=list(s.brokers),
+                lists=lists,
+                incarnation=self.incarnation,
+                config=s.config,
+                rng=random.Random(),
+                admit=lambda req, delta, _now: self.directory.admit(req, delta, time.time()),
+            )
+            self._router = self._socket(zmq.ROUTER)
+            self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self._router.bind(s.bind)
+            self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._out: dict[str, zmq.Socket[Any]] = {}
+            for endpoint in s.brokers:
+                self._out[endpoint] = self._dealer(endpoint)
+            for peer_id, endpoint in s.peers:
+                self._out[peer_id] = self._dealer(endpoint)
+            self._peer_ids = {p.encode(): p for p in peer_ids}
+        except BaseException:
+            self.close()
+            raise
+        self._batch: list[Persist] = []
+        self.commits = 0
+        log.info(
+            "server %s: incarnation %d, %d lists, peer end point %s",
+            s.server_id,
+            self.incarnation,
+            len(lists),
+            self.endpoint,
+        )
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = self._ctx.socket(kind)
+        self._socks.append(sock)
+        tune_socket(sock, heartbeat=self.settings.heartbeat)
+        return sock
+
+    def _dealer(self, endpoint: str) -> zmq.Socket[Any]:
+        sock = self._socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.settings.server_id.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a link that is down
+        sock.connect(endpoint)
+        return sock
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: StopSignal) -> None:
+        """Serve until ``stop`` says so, then say goodbye to the brokers."""
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        inbound = {self._router: ""}
+        for name, sock in self._out.items():
+            poller.register(sock, zmq.POLLIN)
+            inbound[sock] = name
+        poller.register(stop.fd, zmq.POLLIN)
+        self.directory.start(time.time())
+        self._carry_out(self.core.start(time.monotonic()))
+        while not stop.check():
+            wait = self._wait()
+            events = dict(poller.poll(max(0, int(min(wait, _MAX_WAIT) * 1000) + 1)))
+            if stop.fd in events:
+                stop.drain()
+            for sock, name in inbound.items():
+                if sock in events:
+                    self._drain(sock, name)
+            self._commit()
+            self._timers()
+        log.info("server %s: stopping (%s)", self.settings.server_id, stop.reason or "asked")
+        self._commit()
+        self._carry_out(self.core.stop(time.monotonic()))
+
+    def _wait(self) -> float:
+        times = []
+        core = self.core.next_deadline()
+        if core is not None:
+            times.append(core - time.monotonic())
+        directory = self.directory.next_deadline()
+        if directory is not None:
+            times.append(directory - time.time())
+        return min(times, default=_MAX_WAIT)
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        deadline = self.core.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._carry_out(self.core.on_timer(now))
+        wall = time.time()
+        deadline = self.directory.next_deadline()
+        if deadline is not None and deadline <= wall:
+            self._carry_out(list(self.directory.on_timer(wall)))
+
+    def _drain(self, sock: zmq.Socket[Any], name: str) -> None:
+        for _ in range(_DRAIN):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                if sock is self._router:
+                    ident = frames[0]
+                    peer = self._peer_ids.get(ident) or "r:" + ident.hex()
+                else:
+                    peer = name
+                self._on_frame(peer, frames[-1])
+            except Exception:  # Rule 3
+                log.exception("server %s: failed to handle a frame", self.settings.server_id)
+
+    def _on_frame(self, peer: str, data: bytes) -> None:
+        try:
+            msg = decode(data)
+        except MalformedMessage as exc:
+            log.warning(
+                "server %s: malformed message from %s: %s", self.settings.server_id, peer, exc
+            )
+            self._send(Send(peer, ErrorReply(None, exc.code, str(exc))))
+            return
+        self._carry_out(self._handle(peer, msg))
+
+    def _handle(self, peer: str, msg: Message) -> list[Effect]:
+        if isinstance(msg, Relay):
+            reply = self.directory.handle(msg.request, time.time())
+            # The new session goes to the peers before the client hears of it, so its
+            # next request, routed to another server, most likely finds it there.
+            return [*self.directory.take_outgoing(), Send(peer, Deliver(msg.client, reply))]
+        if isinstance(msg, DirectoryPush | DirectoryDigest):
+            return list(self.directory.receive(peer, msg, time.time()))
+        if isinstance(msg, Status):
+            return [Send(peer, self._status(msg))]
+        return self.core.receive_message(peer, msg, time.monotonic())
+
+    def _status(self, msg: Status) -> ServerStatus:
+        ids = self.core.list_ids()
+        digests = {k: d for k in ids if (d := self.core.digest(k)) is not None}
+        states: dict[str, Any] = {}
+        if msg.states:
+            states = {k: st.to_dict() for k in ids if (st := self.core.state(k)) is not None}
+        return ServerStatus(
+            msg.request_id, self.settings.server_id, self.incarnation, digests, states
+        )
+
+    # -- effects --------------------------------------------------------------------------
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect)
+            elif isinstance(effect, Persist):
+                self._batch.append(effect)
+        for send in self.directory.take_outgoing():
+            self._send(send)
+
+    def _commit(self) -> None:
+        """Write the batch in one transaction, then release what waited for it (Rule 1)."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        now = time.monotonic()
+        effects: list[Effect] = []
+        try:
+            written = self.store.apply_many((p.list_id, p.delta) for p in batch)
+        except (ClusterError, OSError) as exc:
+            log.error("server %s: commit failed: %s", self.settings.server_id, exc)
+            for p in batch:
+                effects.extend(self.core.persist_failed(p.token, str(exc), now))
+        else:
+            self.commits += 1
+            for p in batch:
+                if p.list_id in written:
+                    effects.extend(self.core.persisted(p.token, now))
+                else:
+                    effects.extend(self.core.persist_failed(p.token, "the list is gone", now))
+        self._carry_out(effects)
+
+    def _send(self, effect: Send) -> None:
+        data = encode(effect.message)
+        sock = self._out.get(effect.to)
+        try:
+            if sock is not None:
+                sock.send(data, zmq.NOBLOCK)
+            elif effect.to.startswith("r:"):
+                self._router.send_multipart([bytes.fromhex(effect.to[2:]), data], zmq.NOBLOCK)
+            else:
+                log.error("server %s: no socket for %r", self.settings.server_id, effect.to)
+        except zmq.ZMQError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EHOSTUNREACH):
+                raise
+            # The link is down (or the asker left): the core's timers and the client's
+            # retries cover a lost message.
+            log.debug(
+                "server %s: %s unreachable, %s dropped",
+                self.settings.server_id,
+                effect.to,
+                effect.message.kind,
+            )
+
+    def close(self) -> None:
+        """Close the sockets (with linger), the context and the store."""
+        for sock in self._socks:
+            sock.close()
+        self._ctx.term()
+        self.store.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    layout = local_layout()
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_cluster.server",
+        description="A shopping-list server: stores lists durably and replicates them.",
+    )
+    parser.add_argument(
+        "--id", default=env("SHOPLIST_SERVER_ID", "s1"), help="server id (SHOPLIST_SERVER_ID)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=env("SHOPLIST_DATA_DIR", "shoplist-data"),
+        metavar="DIR",
+        help="where the store lives, as ID.sqlite (SHOPLIST_DATA_DIR; default %(default)s)",
+    )
+    parser.add_argument(
+        "--store", metavar="FILE", help="the SQLite store (default: DATA_DIR/ID.sqlite)"
+    )
+    parser.add_argument(
+        "--bind",
+        default=os.environ.get("SHOPLIST_BIND"),
+        metavar="ENDPOINT",
+        help="peer end point to bind (SHOPLIST_BIND; default: this id's port in the local layout)",
+    )
+    parser.add_argument(
+        "--broker",
+        action="append",
+        metavar="ENDPOINT",
+        help="a broker's back end, repeatable (SHOPLIST_BROKER_BACKENDS, comma-separated; "
+        f"default {','.join(layout.backends)})",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        metavar="ID=ENDPOINT",
+        help="another server, repeatable (SHOPLIST_PEERS, comma-separated; default: the "
+        "other servers of the local layout)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=env_float("SHOPLIST_HEARTBEAT", defaults.heartbeat_interval),
+        metavar="SECONDS",
+        help="heartbeat to brokers every so often (SHOPLIST_HEARTBEAT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--anti-entropy",
+        type=float,
+        default=env_float("SHOPLIST_ANTI_ENTROPY", defaults.anti_entropy_interval),
+        metavar="SECONDS",
+        help="anti-entropy round every so often (SHOPLIST_ANTI_ENTROPY; default %(default)s)",
+    )
+    add_common_flags(parser)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """The settings the flags (and environment) describe.
+
+    Raises:
+        ValueError: a malformed flag.
+    """
+    layout = local_layout()
+    server_id: str = args.id
+    ids = layout.server_ids
+    bind = args.bind
+    if bind is None:
+        if server_id not in ids:
+            raise ValueError(f"--bind is needed for a server id outside {ids}")
+        bind = layout.peer(ids.index(server_id) + 1)
+    brokers = args.broker or env_list("SHOPLIST_BROKER_BACKENDS", layout.backends)
+    raw_peers = args.peer or env_list(
+        "SHOPLIST_PEERS",
+        [f"{p}={layout.peer(j + 1)}" for j, p in enumerate(ids) if p != server_id],
+    )
+    peers = tuple(parse_peer(p) for p in raw_peers)
+    if server_id in {p for p, _ in peers}:
+        raise ValueError(f"server {server_id} is listed as its own peer")
+    store = Path(args.store) if args.store else Path(args.data_dir) / f"{server_id}.sqlite"
+    return ServerSettings(
+        server_id=server_id,
+        store=store,
+        bind=bind,
+        brokers=tuple(brokers),
+        peers=peers,
+        config=ServerConfig(
+            heartbeat_interval=args.heartbeat, anti_entropy_interval=args.anti_entropy
+        ),
+        heartbeat=args.zmq_heartbeat,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a server until SIGTERM or SIGINT; print ``READY {...}`` once it serves."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.id)
+    try:
+        settings = settings_from_args(args)
+        settings.store.parent.mkdir(parents=True, exist_ok=True)
+        server = Server(settings)
+    except (ValueError, ClusterError, OSError, zmq.ZMQError) as exc:
+        print(f"error: server {args.id}: {exc}", file=sys.stderr)
+        return 1
+    stop = StopSignal(watch_parent=args.watch_parent)
+    try:
+        print_ready(
+            role="server",
+            id=settings.server_id,
+            pid=os.getpid(),
+            peer=server.endpoint,
+            incarnation=server.incarnation,
+            lists=len(server.core.list_ids()),
+        )
+        server.run(stop)
+    finally:
+        with contextlib.suppress(Exception):
+            server.close()
+        stop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
