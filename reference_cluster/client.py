@@ -10,24 +10,9 @@ and giving up all come from the core. Account requests (sign-up, login, the user
 and status requests are sent by the shell itself, lazy-pirate style: one attempt per
 broker in turn, each with a timeout, the same request id every time.
 
-The agent (``python -m reference_cluster.client``) keeps a client running and syncing in
-the background, and takes one JSON command per line on standard input, answering each
-with one JSON line on standard output (after its ``READY`` line). Commands::
-
-    {"op": "signup" | "login", "name": N, "password": P}
-    {"op": "create", "name": N}                -> {"list_id": ...}
-    {"op": "open", "list": ID}
-    {"op": "edit", "list": ID, "action": A, ...}   A: add (item, qty), change (item, by),
-                                                   set (item, qty), buy, unbuy, remove
-                                                   (item), rename (name), delete
-    {"op": "sync", "timeout": S}               -> {"synced": bool, "failed": {...}}
-    {"op": "state"}                            -> {"lists": {ID: {"digest", "value",
-                                                   "queued"}}, "replica": ...}
-    {"op": "online", "value": false}           (drop every message: offline)
-    {"op": "quit"}
-
-Every answer has ``"ok"`` and echoes the command's ``"id"``; a bad command gets
-``{"ok": false, "error": ...}`` and the agent goes on.
+The agent (``python -m reference_cluster.client``, see
+:mod:`reference_cluster.client_agent`) keeps a client running and syncing in the
+background and takes JSON commands on standard input, for tests and the demo.
 """
 
 from __future__ import annotations
@@ -35,13 +20,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import logging
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -87,7 +71,7 @@ from reference_cluster.messages import (
 )
 from reference_cluster.shopping_list import ShoppingList, new_list_id
 
-__all__ = ["Client", "SyncOutcome", "main", "mutator", "refusal_error"]
+__all__ = ["Asked", "Client", "Mutate", "SyncOutcome", "main", "refusal_error"]
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +378,7 @@ class Client:
         try:
             self._send(Send(broker, msg))
             if not self.run(lambda: rid in self._replies, timeout):
-                raise ClusterUnavailable(f"no answer from {broker} in {timeout:g}s")
+                raise ClusterUnavailable(f"no answer from {broker} in {timeout:.1f}s")
             return self._replies.pop(rid)
         finally:
             self._waiting.discard(rid)
@@ -484,104 +468,6 @@ class Client:
         self.store.close()
 
 
-# -- edits by name ------------------------------------------------------------------------
-
-
-def mutator(action: str, args: Mapping[str, Any]) -> Mutate:
-    """The mutation an edit command names (the agent's and the command line's).
-
-    Raises:
-        ValueError: an unknown action or a missing argument.
-    """
-
-    def need(key: str) -> Any:
-        if key not in args:
-            raise ValueError(f"edit {action!r} needs {key!r}")
-        return args[key]
-
-    if action == "add":
-        item, qty = need("item"), args.get("qty", 1)
-        return lambda s, r: s.add_item(r, item, qty)
-    if action == "change":
-        item, by = need("item"), need("by")
-        return lambda s, r: s.change_quantity(r, item, by)
-    if action == "set":
-        item, qty = need("item"), need("qty")
-        return lambda s, r: s.set_quantity(r, item, qty)
-    if action in ("buy", "unbuy"):
-        item = need("item")
-        return lambda s, r: s.mark_bought(r, item, action == "buy")
-    if action == "remove":
-        item = need("item")
-        return lambda s, r: s.remove_item(r, item)
-    if action == "rename":
-        name = need("name")
-        return lambda s, r: s.rename(r, name)
-    if action == "delete":
-        return lambda s, r: s.delete(r)
-    raise ValueError(f"unknown edit {action!r}")
-
-
-# -- the agent ----------------------------------------------------------------------------
-
-
-class _Agent:
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.quit = False
-
-    def command(self, cmd: Mapping[str, Any]) -> dict[str, Any]:
-        op = cmd.get("op")
-        c = self.client
-        if op in ("signup", "login"):
-            fn = c.sign_up if op == "signup" else c.log_in
-            session = fn(str(cmd.get("name")), str(cmd.get("password")))
-            return {"user_id": session.user_id, "name": session.user_name}
-        if op == "create":
-            return {"list_id": c.create(str(cmd.get("name")))}
-        if op == "open":
-            c.open_list(str(cmd.get("list")))
-            return {}
-        if op == "edit":
-            list_id = str(cmd.get("list"))
-            c.edit(list_id, mutator(str(cmd.get("action")), cmd))
-            return {"queued": c.queued(list_id)}
-        if op == "sync":
-            outcome = c.sync(timeout=float(cmd.get("timeout", 10.0)))
-            return {"synced": outcome.ok, "failed": outcome.failed}
-        if op == "state":
-            lists = {}
-            for list_id in c.list_ids():
-                state = c.state(list_id)
-                assert state is not None
-                lists[list_id] = {
-                    "digest": state.digest(),
-                    "value": state.value,
-                    "queued": c.queued(list_id),
-                }
-            return {"replica": c.replica, "lists": lists}
-        if op == "online":
-            c.offline = not bool(cmd.get("value", True))
-            return {"online": not c.offline}
-        if op == "quit":
-            self.quit = True
-            return {}
-        raise ValueError(f"unknown op {op!r}")
-
-    def line(self, text: str) -> str:
-        cmd: Any = None
-        try:
-            cmd = json.loads(text)
-            if not isinstance(cmd, dict):
-                raise ValueError("a command is a JSON object")
-            answer = {"ok": True, **self.command(cmd)}
-        except (ValueError, TypeError, ClusterError) as exc:
-            answer = {"ok": False, "error": str(exc), "type": type(exc).__name__}
-        if isinstance(cmd, dict) and "id" in cmd:
-            answer["id"] = cmd["id"]
-        return json.dumps(answer, sort_keys=True)
-
-
 def _parser() -> argparse.ArgumentParser:
     defaults = ClientConfig()
     parser = argparse.ArgumentParser(
@@ -630,7 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     client = Client(store, brokers, config=config, heartbeat=args.zmq_heartbeat)
-    agent = _Agent(client)
+    from reference_cluster.client_agent import Agent
+
+    agent = Agent(client)
     stop = StopSignal(watch_parent=args.watch_parent)
     stdin = sys.stdin.fileno()
     buf = b""

@@ -17,8 +17,10 @@ processes and are never cut.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import selectors
 import signal
 import socket
 import subprocess
@@ -44,7 +46,16 @@ from reference_cluster.messages import (
     encode,
 )
 
-__all__ = ["LocalCluster", "Timing", "free_base_port", "probe", "stop_process"]
+__all__ = [
+    "AgentError",
+    "ClientAgent",
+    "LocalCluster",
+    "Timing",
+    "free_base_port",
+    "probe",
+    "running_cluster",
+    "stop_process",
+]
 
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
@@ -437,3 +448,131 @@ def running_cluster(data_dir: Path, **kwargs: Any) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+class AgentError(RuntimeError):
+    """A client agent refused a command or did not answer in time."""
+
+
+class ClientAgent:
+    """A client agent process (``python -m reference_cluster.client``) driven by JSON
+    lines: :meth:`call` sends a command and waits for its answer; :meth:`begin` and
+    :meth:`wait` let several agents work at once. Stopped by pid in :meth:`stop`.
+
+    Args:
+        name: the agent's name (logs).
+        store: its client store file.
+        brokers: the front ends it dials.
+        log: where its standard error goes (None: inherit).
+        sync_interval, request_timeout: its client timing.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: Path,
+        brokers: Sequence[str],
+        *,
+        log: Path | None = None,
+        sync_interval: float = 1.0,
+        request_timeout: float = 0.5,
+        zmq_heartbeat: float = 1.0,
+        log_level: str = "INFO",
+        python: str = sys.executable,
+        timeout: float = _START_TIMEOUT,
+    ) -> None:
+        self.name = name
+        argv = [
+            python,
+            "-m",
+            "reference_cluster.client",
+            "--store",
+            str(store),
+            "--name",
+            name,
+            "--sync-interval",
+            str(sync_interval),
+            "--request-timeout",
+            str(request_timeout),
+            "--zmq-heartbeat",
+            str(zmq_heartbeat),
+            "--log-level",
+            log_level,
+            "--watch-parent",
+        ]
+        for b in brokers:
+            argv += ["--broker", b]
+        self._log = open(log, "ab") if log is not None else None  # noqa: SIM115 - the child's
+        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        self._buf = b""
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._next = 0
+        try:
+            self.ready = read_ready(self.proc, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def begin(self, op: str, **fields: Any) -> int:
+        """Send a command; return its id for :meth:`wait`."""
+        self._next += 1
+        line = json.dumps({"op": op, "id": self._next, **fields}) + "\n"
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise AgentError(f"agent {self.name} is gone: {exc}") from None
+        return self._next
+
+    def wait(self, command_id: int, timeout: float = 30.0) -> dict[str, Any]:
+        """The answer to command ``command_id``.
+
+        Raises:
+            AgentError: the command failed (``ok`` false), or no answer within ``timeout``.
+        """
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while command_id not in self._answers:
+                while b"\n" in self._buf:
+                    line, _, self._buf = self._buf.partition(b"\n")
+                    with contextlib.suppress(ValueError):
+                        answer = json.loads(line)
+                        if isinstance(answer, dict) and isinstance(answer.get("id"), int):
+                            self._answers[answer["id"]] = answer
+                if command_id in self._answers:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AgentError(
+                        f"agent {self.name}: no answer to #{command_id} in {timeout:g}s"
+                    )
+                if sel.select(timeout=min(left, 0.5)):
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        raise AgentError(f"agent {self.name} exited")
+                    self._buf += chunk
+        answer = self._answers.pop(command_id)
+        if not answer.get("ok"):
+            raise AgentError(f"agent {self.name}: {answer.get('error')}")
+        return answer
+
+    def call(self, op: str, *, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        """Send a command and wait for its answer (see :meth:`wait`)."""
+        return self.wait(self.begin(op, **fields), timeout)
+
+    def stop(self) -> int:
+        """Stop the agent by pid (SIGTERM, then SIGKILL) and return its exit status."""
+        status = stop_process(self.proc)
+        if self._log is not None:
+            self._log.close()
+        return status

@@ -65,6 +65,7 @@ from reference_cluster.messages import (
     DirectoryDigest,
     DirectoryPush,
     ErrorReply,
+    ListsReply,
     Message,
     Relay,
     ServerStatus,
@@ -266,6 +267,9 @@ class Server:
     def _handle(self, peer: str, msg: Message) -> list[Effect]:
         if isinstance(msg, Relay):
             reply = self.directory.handle(msg.request, time.time())
+            if isinstance(reply, ListsReply):  # a deleted list is nobody's any more
+                live = tuple(i for i in reply.owned if not self._deleted(i))
+                reply = attrs.evolve(reply, owned=live)
             # The new session goes to the peers before the client hears of it, so its
             # next request, routed to another server, most likely finds it there.
             return [*self.directory.take_outgoing(), Send(peer, Deliver(msg.client, reply))]
@@ -274,6 +278,10 @@ class Server:
         if isinstance(msg, Status):
             return [Send(peer, self._status(msg))]
         return self.core.receive_message(peer, msg, time.monotonic())
+
+    def _deleted(self, list_id: str) -> bool:
+        state = self.core.state(list_id)
+        return state is not None and state.deleted
 
     def _status(self, msg: Status) -> ServerStatus:
         ids = self.core.list_ids()
