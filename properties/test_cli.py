@@ -1,0 +1,218 @@
+"""The ``shoplist`` command line: its error path, a session against a real cluster, and
+the demo run to a converged table."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reference_cluster.cli import main
+from reference_cluster.cluster import LocalCluster, Timing, free_base_port, stop_process
+from reference_cluster.config import LocalLayout
+
+PASSWORD = "correct horse battery"
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    """This environment without any SHOPLIST_ setting, with ``home`` as the device."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLIST_")}
+    return {**env, "SHOPLIST_HOME": str(home)}
+
+
+def run_cli(*args: str, home: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``shoplist ARGS`` in a fresh interpreter (killed by subprocess on timeout)."""
+    return subprocess.run(
+        [sys.executable, "-m", "reference_cluster.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(home),
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_errors_are_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    """Not logged in, a bad argument, an unknown list, no cluster: each prints one line
+    on standard error, no traceback, and exits non-zero."""
+    dead = f"tcp://127.0.0.1:{free_base_port()}"
+    runs = [
+        run_cli("lists", home=tmp_path),
+        run_cli("qty", "abc", "milk", "5", home=tmp_path),
+        run_cli("--user", "nobody", "show", "abc", "--offline", home=tmp_path),
+        run_cli(
+            "cluster",
+            "status",
+            "--broker",
+            dead,
+            "--base-port",
+            "1",
+            "--timeout",
+            "0.3",
+            home=tmp_path,
+        ),
+    ]
+    shapes = [
+        (r.returncode, len(r.stderr.strip().splitlines()), "Traceback" in r.stderr, r.stdout)
+        for r in runs
+    ]
+    assert [(1, 1, False, ""), (2, 1, False, ""), (1, 1, False, ""), (1, 1, False, "")] == shapes
+    assert all(r.stderr.startswith("shoplist") for r in runs)
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A running cluster's broker front ends (the cluster is stopped by pid after)."""
+    data = tmp_path_factory.mktemp("cli-cluster")
+    timing = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
+    layout = LocalLayout("127.0.0.1", free_base_port())
+    with LocalCluster(data, layout=layout, timing=timing) as cluster:
+        cluster.start()
+        yield layout.frontends
+
+
+class Shell:
+    """Runs ``shoplist`` commands in this process, as one device of one person."""
+
+    def __init__(self, home: Path, brokers: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        self.base = ["--home", str(home), *(a for b in brokers for a in ("--broker", b))]
+        self.capsys = capsys
+
+    def __call__(self, *args: str, stdin: str = "") -> tuple[int, Any, str]:
+        """Exit status, the JSON printed, and standard error."""
+        sys.stdin = io.StringIO(stdin)
+        try:
+            status = main([*args, *self.base, "--json"])
+        finally:
+            sys.stdin = sys.__stdin__
+        out, err = self.capsys.readouterr()
+        return status, json.loads(out) if out.strip() else None, err
+
+
+def test_a_session_of_commands_against_the_cluster(
+    brokers: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sign up, create, edit (also offline), share by id, and delete as the owner only."""
+    ann = Shell(tmp_path / "ann", brokers, capsys)
+    ben = Shell(tmp_path / "ben", brokers, capsys)
+    assert 0 == ann("signup", "ann", "--password-stdin", stdin=PASSWORD + "\n")[0]
+    assert 0 == ben("signup", "ben", "--password-stdin", stdin=PASSWORD + "\n")[0]
+    _, created, _ = ann("create", "Weekend")
+    list_id = created["list_id"]
+    short = list_id[:6]
+    for args in (
+        ("add", short, "milk", "2"),
+        ("add", short, "eggs", "12"),
+        ("qty", short, "milk", "+3"),
+        ("qty", short, "eggs", "=6"),
+        ("buy", short, "eggs"),
+        ("add", short, "bread", "--offline"),
+    ):
+        assert 0 == ann(*args)[0], args
+    assert 0 == ann("sync")[0]
+    status, shown, _ = ben("show", list_id)
+    items = {k: (v["quantity"], v["bought"]) for k, v in shown["items"].items()}
+    assert (0, "Weekend") == (status, shown["name"])
+    assert {"bread": (1, False), "eggs": (6, True), "milk": (5, False)} == items
+    status, _, err = ben("delete", short)
+    assert (1, 1, True) == (status, len(err.strip().splitlines()), "owner" in err)
+    _, mine, _ = ann("lists")
+    assert [(list_id, True)] == [(r["list_id"], r["mine"]) for r in mine["lists"]]
+    assert (0, True) == (ann("delete", short)[0], ann("lists")[1]["lists"] == [])
+    _, after, _ = ben("show", short)
+    assert after["deleted"]
+
+
+def test_the_demo_runs_to_a_converged_table(tmp_path: Path) -> None:
+    """``shoplist demo`` exits 0 after printing six replicas with one digest."""
+    done = run_cli("demo", home=tmp_path, timeout=90.0)
+    assert (0, "") == (done.returncode, done.stderr)
+    table = done.stdout.split("converged", 1)[1]
+    rows = re.findall(
+        r"^\s+(s\d|alice|bob|carol)\s+(server|client)\s.*\s([0-9a-f]{16})$", table, re.M
+    )
+    assert 6 == len({r[0] for r in rows[:6]})
+    assert 1 == len({r[2] for r in rows[:6]})
+
+
+def first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The first line ``proc`` prints, waiting at most ``timeout`` seconds."""
+    assert proc.stdout is not None
+    fd, buf = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf and (left := deadline - time.monotonic()) > 0:
+            if not sel.select(timeout=left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    if b"\n" not in buf:
+        raise AssertionError(f"no line from pid {proc.pid} within {timeout:g}s")
+    return buf.split(b"\n", 1)[0].decode()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state letter says so.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def test_cluster_up_serves_until_ctrl_c_and_then_stops_every_process(tmp_path: Path) -> None:
+    """``cluster up`` prints its processes, answers ``cluster status``, and SIGINT stops
+    it and all five children."""
+    base = str(free_base_port())
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reference_cluster.cli",
+            "cluster",
+            "up",
+            "--json",
+            "--quiet",
+            "--base-port",
+            base,
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=cli_env(tmp_path),
+    )
+    try:
+        started = json.loads(first_line(up, timeout=30))  # once every broker sees 3 servers
+        pids = sorted(started["pids"].values())
+        status = run_cli("cluster", "status", "--base-port", base, "--json", home=tmp_path)
+        live = json.loads(status.stdout)["brokers"]
+        up.send_signal(signal.SIGINT)
+        assert 0 == up.wait(timeout=30)
+    finally:
+        stop_process(up)
+    assert [["s1", "s2", "s3"]] * 2 == [b["servers"] for b in live.values()]
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (5, []) == (len(pids), [p for p in pids if _running(p)])
