@@ -405,3 +405,15 @@ def test_canonical_form_is_fixed() -> None:
     assert "<int of 129 bits>" == describe(2**128)
     assert str(2**127) == describe(2**127)
     assert "[[[[...]]]]" == describe([[[[[[1]]]]]])
+
+
+def test_element_errors_name_what_was_checked() -> None:
+    """Callers name what they check (a map key, a register value), also inside tuples."""
+    from crdts._codec import check_element
+
+    with pytest.raises(InvalidArgument) as info:
+        check_element((1, 2**63), "map key")
+    assert "map key 9223372036854775808 is outside the signed 64-bit range" == str(info.value)
+    with pytest.raises(InvalidElement) as element_info:
+        check_element((1, 1.5), "register value")
+    assert str(element_info.value).startswith("register value must be str, int")

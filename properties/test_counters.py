@@ -258,3 +258,23 @@ def test_largest_tally_decodes() -> None:
     c = PNCounter.from_dict(data)
     assert 0 == c.value
     assert data == c.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"), [(GCounter, "increment"), (PNCounter, "increment"), (PNCounter, "decrement")]
+)
+def test_too_large_amount_is_named_as_such(cls: type[GCounter | PNCounter], name: str) -> None:
+    """An amount past 2**63 - 1 is reported as a bad amount, not as an overflow."""
+    with pytest.raises(InvalidArgument) as info:
+        getattr(cls(), name)("a", 2**63)
+    assert f"{name} must be an int from 1 to 2**63 - 1, got 9223372036854775808" == str(info.value)
+
+
+def test_join_type_error_names_both_types() -> None:
+    """Joining counters of different types names both in the TypeError."""
+    with pytest.raises(TypeError) as info:
+        GCounter().join(PNCounter())  # type: ignore[arg-type]
+    assert "cannot join GCounter with PNCounter" == str(info.value)
+    with pytest.raises(TypeError) as info:
+        PNCounter().join(GCounter())  # type: ignore[arg-type]
+    assert "cannot join PNCounter with GCounter" == str(info.value)

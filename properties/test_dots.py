@@ -347,3 +347,27 @@ def test_largest_counter_is_accepted() -> None:
     ctx = DotContext.from_dict({"vv": {"a": MAX}, "cloud": [["b", MAX]]})
     assert Dot("b", MAX) in ctx
     assert ctx == DotContext.from_dict(ctx.to_dict())
+
+
+def test_largest_counter_can_be_added() -> None:
+    """add() accepts the dot counter 2**63 - 1."""
+    ctx = DotContext.from_dots([("a", MAX)])
+    assert frozenset({Dot("a", MAX)}) == ctx.cloud
+
+
+@given(DOT_SETS)
+def test_raw_dots_are_every_dot(model: set[Dot]) -> None:
+    """The internal walk over every dot yields each dot of the context once."""
+    raw = list(DotContext.from_dots(model)._raw_dots())
+    assert len(model) == len(raw)
+    assert model == set(raw)
+
+
+@given(DOT_SETS, st.data())
+def test_without_removes_exactly_the_holes(model: set[Dot], data: st.DataObject) -> None:
+    """The context without some of its dots holds exactly the others, and is compact."""
+    holes = data.draw(st.sets(st.sampled_from(sorted(model)))) if model else set()
+    ctx = DotContext.from_dots(model)
+    rest = ctx._without({(r, c) for r, c in holes})
+    assert_holds_exactly(rest, model - holes)
+    assert_holds_exactly(ctx, model)
