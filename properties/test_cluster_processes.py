@@ -23,7 +23,16 @@ from reference_cluster.client_store import ClientSession, ClientStore
 from reference_cluster.cluster import LocalCluster, Timing, free_base_port, probe
 from reference_cluster.config import LocalLayout
 from reference_cluster.errors import LoginFailed, UserExists
-from reference_cluster.messages import BrokerStatus, ErrorReply, ServerStatus, Status, decode
+from reference_cluster.messages import (
+    Announce,
+    BrokerStatus,
+    Deliver,
+    ErrorReply,
+    ServerStatus,
+    Status,
+    SyncReply,
+    decode,
+)
 from reference_cluster.placement import holders
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.store import ServerStore
@@ -234,3 +243,16 @@ def test_a_server_killed_with_sigkill_restarts_with_every_acknowledged_edit(
     status = eventually(lambda: cluster.server_status(victim), f"{victim} answers again")
     assert before is not None and before.incarnation + 1 == status.incarnation
     cluster.wait_for_servers(cluster.servers, timeout=DEADLINE)
+
+
+def test_a_client_cannot_pose_as_a_server_at_the_front_end(cluster: LocalCluster) -> None:
+    """An announcement or a delivery sent to a broker's front end is refused, and the
+    broker's live servers stay the real ones."""
+    endpoint = cluster.layout.frontend(1)
+    fake = [
+        probe(endpoint, Announce("s1", 9), timeout=5.0),
+        probe(endpoint, Deliver("f:00", SyncReply("x.1", str(uuid.uuid4()), None)), timeout=5.0),
+    ]
+    status = cluster.broker_status("b1")
+    assert ["unexpected_kind"] * 2 == [r.code if isinstance(r, ErrorReply) else r for r in fake]
+    assert status is not None and ("s1", "s2", "s3") == status.servers

@@ -7,9 +7,14 @@ everything (liveness, routing, status). The shell only turns socket identities i
 names: ``f:<hex>`` for a client's DEALER, ``q:<hex>`` for a REQ socket (its replies carry
 the empty delimiter back) and ``b:<hex>`` for a server.
 
+Each side takes only its own kinds of message: clients may not announce themselves as
+servers or deliver replies, servers may not send requests. The shell decodes a frame
+once, checks its kind against the side it came from, and hands it to the core; anything
+else is answered ``unexpected_kind``.
+
 Both sockets are ROUTER_MANDATORY, so a message to a vanished peer raises instead of
 vanishing; for a server that is reported to the core, which purges it at once. Nothing a
-peer sends can stop the loop: a frame the core cannot read gets an error reply.
+peer sends can stop the loop: a frame that does not decode gets an error reply.
 
 Run ``python -m reference_cluster.broker --help`` for the flags.
 """
@@ -40,12 +45,15 @@ from reference_cluster.config import (
     tune_socket,
 )
 from reference_cluster.effects import Effect, Send
-from reference_cluster.messages import ErrorReply, encode
+from reference_cluster.errors import MalformedMessage
+from reference_cluster.messages import ErrorReply, decode, encode
 
 __all__ = ["Broker", "main"]
 
 log = logging.getLogger(__name__)
 
+_FRONT_KINDS = frozenset({"sync", "signup", "login", "lists", "status", "error"})
+_BACK_KINDS = frozenset({"announce", "heartbeat", "goodbye", "deliver", "status", "error"})
 _DRAIN = 500  # frames read from one socket before looking at the other and the timers
 _MAX_WAIT = 1.0  # the loop looks at the stop signal at least this often
 
@@ -136,7 +144,23 @@ class Broker:
             log.warning("broker %s: %s from %s", self.core.broker_id, detail, peer)
             self._send(Send(peer, ErrorReply(None, "malformed", detail)))
             return
-        self._carry_out(self.core.receive(peer, data, time.monotonic()))
+        try:
+            msg = decode(data)
+        except MalformedMessage as exc:
+            log.warning("broker %s: malformed message from %s: %s", self.core.broker_id, peer, exc)
+            self._send(Send(peer, ErrorReply(None, exc.code, str(exc))))
+            return
+        if msg.kind not in (_FRONT_KINDS if front else _BACK_KINDS):
+            side = "clients" if front else "servers"
+            log.warning(
+                "broker %s: %s sent %s from the %s side", self.core.broker_id, peer, msg.kind, side
+            )
+            detail = f"{side} may not send {msg.kind} to a broker"
+            self._send(
+                Send(peer, ErrorReply(getattr(msg, "request_id", None), "unexpected_kind", detail))
+            )
+            return
+        self._carry_out(self.core.receive_message(peer, msg, time.monotonic()))
 
     # -- effects --------------------------------------------------------------------------
 

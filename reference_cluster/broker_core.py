@@ -118,6 +118,10 @@ class BrokerCore:
         except MalformedMessage as exc:
             log.warning("broker %s: malformed message from %s: %s", self.broker_id, peer, exc)
             return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+        return self.receive_message(peer, msg, now)
+
+    def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:
+        """Handle one message already decoded by the shell (as :meth:`receive` does)."""
         server = self._by_peer.get(peer)
         if server is not None:
             self._servers[server].expires = now + self.config.liveness
