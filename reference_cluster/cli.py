@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
 import time
@@ -483,7 +484,14 @@ def _common(sub: bool) -> _Parser:
 def _build_parser() -> argparse.ArgumentParser:
     from reference_cluster import cli_cluster
 
-    parser = _Parser(prog="shoplist", description=__doc__.splitlines()[0], parents=[_common(False)])
+    parser = _Parser(
+        prog="shoplist",
+        description="A local-first shopping list on a replicated cluster. Edits work "
+        "offline and sync through whichever broker answers.",
+        epilog="Start with: shoplist demo. Then run 'shoplist cluster up' in one terminal and "
+        "in another: shoplist signup NAME; shoplist create NAME; shoplist add ID ITEM.",
+        parents=[_common(False)],
+    )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -505,27 +513,33 @@ def _build_parser() -> argparse.ArgumentParser:
     command("logout", cmd_logout, "forget the session on this device")
     command("lists", cmd_lists, "the lists on this device (and those you own)")
     command("create", cmd_create, "create a list").add_argument("name")
-    command("show", cmd_show, "show a list (a full id opens a shared list)").add_argument("list")
+    command("show", cmd_show, "show a list (a full id opens a shared list)").add_argument(
+        "list", help="the list's id, or a unique start of it"
+    )
     p = command("add", cmd_add, "put an item on a list (or raise its quantity)")
-    p.add_argument("list")
+    p.add_argument("list", help="the list's id, or a unique start of it")
     p.add_argument("item")
     p.add_argument("qty", nargs="?", type=int, default=1, help="how many (default 1)")
     p = command("qty", cmd_qty, "change an item's quantity: +N, -N or =N")
-    p.add_argument("list")
+    p.add_argument("list", help="the list's id, or a unique start of it")
     p.add_argument("item")
     p.add_argument("change", type=_parse_qty, metavar="+N|-N|=N")
     for name, text in (("buy", "mark an item bought"), ("unbuy", "mark an item not bought")):
         p = command(name, cmd_mark, text)
-        p.add_argument("list")
+        p.add_argument("list", help="the list's id, or a unique start of it")
         p.add_argument("item")
     p = command("remove", cmd_remove, "take an item off a list")
-    p.add_argument("list")
+    p.add_argument("list", help="the list's id, or a unique start of it")
     p.add_argument("item")
     p = command("rename", cmd_rename, "rename a list")
-    p.add_argument("list")
+    p.add_argument("list", help="the list's id, or a unique start of it")
     p.add_argument("name")
-    command("delete", cmd_delete, "delete a list for everyone (owner only)").add_argument("list")
-    command("share", cmd_share, "print a list's id for others to open").add_argument("list")
+    command("delete", cmd_delete, "delete a list for everyone (owner only)").add_argument(
+        "list", help="the list's id, or a unique start of it"
+    )
+    command("share", cmd_share, "print a list's id for others to open").add_argument(
+        "list", help="the list's id, or a unique start of it"
+    )
     command("sync", cmd_sync, "push and pull every list")
     cli_cluster.add_commands(sub, common)
     return parser
@@ -535,6 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``shoplist``."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    # The library's warnings (a retried request, a refused sync) are for the processes'
+    # logs; a command says what matters in its own one line.
+    logging.basicConfig(
+        level=getattr(logging, env("SHOPLIST_LOG_LEVEL", "ERROR").upper(), logging.ERROR),
+        format="shoplist %(levelname)s %(name)s: %(message)s",
+    )
     out = _Out(args.json)
     try:
         result: int = args.func(args, out)

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from reference_cluster.cluster import AgentError, ClientAgent, LocalCluster, Timing, free_base_port
@@ -273,10 +275,15 @@ def _converged(replicas: list[dict[str, Any]]) -> bool:
     return len(digests) == 1 and all(r["value"] == EXPECTED for r in replicas)
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(*, keep: bool = False, as_json: bool = False) -> int:
     """Run the demo; return 0 if every replica converged to :data:`EXPECTED`."""
     data_dir = Path(tempfile.mkdtemp(prefix="shoplist-demo-"))
     demo: _Demo | None = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM too
     status = 1
     error = ""
     try:
@@ -301,6 +308,7 @@ def run_demo(*, keep: bool = False, as_json: bool = False) -> int:
     finally:
         if demo is not None:
             demo.close()
+        signal.signal(signal.SIGTERM, previous)
     total = time.monotonic() - demo.t0 if demo is not None else 0.0
     if demo is not None and not as_json and status == 0:
         healthy, split = demo.latencies["healthy"], demo.latencies["partitioned"]
