@@ -60,7 +60,8 @@ def clients(cluster: LocalCluster, tmp_path: Path) -> Iterator[Callable[[str], C
 
     def make(name: str) -> Client:
         store: ClientStore[ShoppingList] = ClientStore(tmp_path / f"{name}.sqlite", ShoppingList)
-        client = Client(store, cluster.layout.frontends, config=ClientConfig(sync_interval=0.5))
+        config = ClientConfig(request_timeout=2.0)  # patient on a loaded machine
+        client = Client(store, cluster.layout.frontends, config=config)
         made.append(client)
         return client
 
