@@ -11,11 +11,13 @@ command per line on standard input, answering each with one JSON line on standar
     {"op": "edit", "list": ID, "action": A, ...}   A: add (item, qty), change (item, by),
                                                    set (item, qty), buy, unbuy, remove
                                                    (item), rename (name), delete;
-                                                   "wait": true waits for the ack
-                                                   -> {"queued", "acked", "ms"}
+                                                   "wait": true waits for the ack;
+                                                   "delta": true returns the edit's delta
+                                                   -> {"seq", "queued", "acked", "ms",
+                                                   "delta"}
     {"op": "sync", "timeout": S}               -> {"synced": bool, "failed": {...}}
     {"op": "state"}                            -> {"lists": {ID: {"digest", "value",
-                                                   "queued"}}, "replica": ...}
+                                                   "queued", "acked_through"}}, "replica": ...}
     {"op": "online", "value": false}           (drop every message: offline)
     {"op": "quit"}
 
@@ -100,8 +102,11 @@ class Agent:
         if op == "edit":
             list_id = str(cmd.get("list"))
             start = time.monotonic()
-            c.edit(list_id, mutator(str(cmd.get("action")), cmd))
-            answer: dict[str, Any] = {}
+            delta = c.edit(list_id, mutator(str(cmd.get("action")), cmd))
+            # The edit's sequence number: it is acknowledged once acked_through reaches it.
+            answer: dict[str, Any] = {"seq": c.core.next_seq(list_id) - 1}
+            if cmd.get("delta"):
+                answer["delta"] = delta.to_dict()
             if cmd.get("wait"):
                 timeout = float(cmd.get("timeout", 10.0))
                 answer["acked"] = c.run(lambda: c.queued(list_id) == 0, timeout)
@@ -119,6 +124,8 @@ class Agent:
                     "digest": state.digest(),
                     "value": state.value,
                     "queued": c.queued(list_id),
+                    # the queue is always the newest edits: everything before it is acked
+                    "acked_through": c.core.next_seq(list_id) - 1 - c.queued(list_id),
                 }
             return {"replica": c.replica, "lists": lists}
         if op == "online":
