@@ -18,6 +18,8 @@ command per line on standard input, answering each with one JSON line on standar
     {"op": "sync", "timeout": S}               -> {"synced": bool, "failed": {...}}
     {"op": "state"}                            -> {"lists": {ID: {"digest", "value",
                                                    "queued", "acked_through"}}, "replica": ...}
+                                                   ("states": true adds each list's
+                                                   encoded "state")
     {"op": "online", "value": false}           (drop every message: offline)
     {"op": "quit"}
 
@@ -120,13 +122,16 @@ class Agent:
             for list_id in c.list_ids():
                 state = c.state(list_id)
                 assert state is not None
-                lists[list_id] = {
+                entry: dict[str, Any] = {
                     "digest": state.digest(),
                     "value": state.value,
                     "queued": c.queued(list_id),
                     # the queue is always the newest edits: everything before it is acked
                     "acked_through": c.core.next_seq(list_id) - 1 - c.queued(list_id),
                 }
+                if cmd.get("states"):
+                    entry["state"] = state.to_dict()
+                lists[list_id] = entry
             return {"replica": c.replica, "lists": lists}
         if op == "online":
             c.offline = not bool(cmd.get("value", True))
