@@ -313,7 +313,10 @@ class LocalCluster:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            start_new_session=True,
+            # Its own process group, so a terminal's Ctrl-C reaches only us and we stop
+            # it by pid; the same session, so the scheduler groups it with us (a new
+            # session is a new autogroup: on a busy machine each hop then waits longer).
+            process_group=0,
         )
 
     def _await_ready(self, child: _Child, deadline: float) -> None:
@@ -508,7 +511,10 @@ class ClientAgent:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            start_new_session=True,
+            # Its own process group, so a terminal's Ctrl-C reaches only us and we stop
+            # it by pid; the same session, so the scheduler groups it with us (a new
+            # session is a new autogroup: on a busy machine each hop then waits longer).
+            process_group=0,
         )
         self._buf = b""
         self._answers: dict[int, dict[str, Any]] = {}
