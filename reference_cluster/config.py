@@ -169,6 +169,11 @@ def tune_socket(sock: zmq.Socket[Any], *, heartbeat: float, linger: float = 0.5)
         sock.setsockopt(zmq.HEARTBEAT_IVL, ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ms)
         sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * ms)
+        # A connection attempt into a partition (SYNs dropped) is given up after one
+        # heartbeat and redialled at least once per heartbeat; otherwise the kernel's SYN
+        # back-off (1, 2, 4, 8 s ...) keeps a healed link silent for seconds.
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, min(1000, ms))
 
 
 class StopSignal:
