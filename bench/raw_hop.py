@@ -41,6 +41,8 @@ from typing import Any
 import attrs
 import zmq
 
+from reference_cluster.cluster import stop_process
+
 __all__ = [
     "HopStats",
     "drive_req",
@@ -286,17 +288,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10.0)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10.0)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    stop_process(proc, timeout=10.0)
 
 
 @contextlib.contextmanager

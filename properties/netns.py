@@ -51,6 +51,8 @@ from typing import Any, Self
 
 import attrs
 
+from reference_cluster.cluster import stop_process
+
 __all__ = [
     "Host",
     "Namespace",
@@ -279,20 +281,7 @@ class Namespace:
     def stop(self, proc: subprocess.Popen[Any], timeout: float = 5.0) -> int:
         """Stop one process started here (SIGTERM, then SIGKILL after ``timeout``), by pid;
         return its exit status."""
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=_COMMAND_TIMEOUT)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        return proc.returncode
+        return stop_process(proc, timeout)
 
     # -- partitions ----------------------------------------------------------------------
 
