@@ -16,7 +16,11 @@ The shell collects the writes asked for while it drains what the sockets hold (u
 :data:`_DRAIN` frames), commits them in one SQLite transaction (``apply_many``: WAL,
 ``synchronous=FULL``), and only then calls ``core.persisted`` for each, which releases
 the acknowledgements. Many concurrent edits cost one ``fsync`` (group commit). A server
-killed at any moment restarts from its store with every acknowledged edit.
+killed at any moment restarts from its store with every acknowledged edit. Writes that
+no acknowledgement waits for (a peer's propagation, anti-entropy) may wait up to
+:data:`_LAZY_COMMIT` seconds for company: a peer then commits a stream of propagated
+edits in a few transactions instead of one per edit. A crash loses only such writes,
+which no client was told about and anti-entropy brings back (Rule 2 of the core).
 
 Rule 2 (the directory guards the core). Account requests (``Relay``) go to the directory;
 every client sync passes the directory's ``admit`` (session token, owner-only delete)
@@ -83,6 +87,7 @@ log = logging.getLogger(__name__)
 
 _DRAIN = 256  # frames handled per socket before the batch is committed
 _MAX_WAIT = 1.0
+_LAZY_COMMIT = 0.02  # seconds a write no acknowledgement waits for may wait (Rule 1)
 
 
 def parse_peer(text: str) -> tuple[str, str]:
@@ -168,6 +173,7 @@ class Server:
             self.close()
             raise
         self._batch: list[Persist] = []
+        self._batch_since = 0.0
         self.commits = 0
         log.info(
             "server %s: incarnation %d, %d lists, peer end point %s",
@@ -214,7 +220,7 @@ class Server:
             self._commit()
             self._timers()
         log.info("server %s: stopping (%s)", self.settings.server_id, stop.reason or "asked")
-        self._commit()
+        self._commit(force=True)
         self._carry_out(self.core.stop(time.monotonic()))
 
     def _wait(self) -> float:
@@ -225,6 +231,8 @@ class Server:
         directory = self.directory.next_deadline()
         if directory is not None:
             times.append(directory - time.time())
+        if self._batch:  # a lazy batch (Rule 1)
+            times.append(self._batch_since + _LAZY_COMMIT - time.monotonic())
         return min(times, default=_MAX_WAIT)
 
     def _timers(self) -> None:
@@ -300,13 +308,20 @@ class Server:
             if isinstance(effect, Send):
                 self._send(effect)
             elif isinstance(effect, Persist):
+                if not self._batch:
+                    self._batch_since = time.monotonic()
                 self._batch.append(effect)
         for send in self.directory.take_outgoing():
             self._send(send)
 
-    def _commit(self) -> None:
-        """Write the batch in one transaction, then release what waited for it (Rule 1)."""
+    def _commit(self, *, force: bool = False) -> None:
+        """Write the batch in one transaction, then release what waited for it (Rule 1).
+        A batch no acknowledgement waits for is written once it is :data:`_LAZY_COMMIT`
+        old (or ``force``)."""
         if not self._batch:
+            return
+        lazy = not force and self.core.pending_acks == 0
+        if lazy and time.monotonic() < self._batch_since + _LAZY_COMMIT:
             return
         batch, self._batch = self._batch, []
         now = time.monotonic()
