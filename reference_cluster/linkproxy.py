@@ -46,6 +46,8 @@ class LinkProxy:
         self._lock = threading.Lock()
         self._cut = False
         self._stop = False
+        self.relayed = 0
+        """Bytes relayed so far, both directions (for measuring traffic)."""
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
@@ -127,6 +129,7 @@ class LinkProxy:
         try:
             data = s.recv(_CHUNK)
             if data:
+                self.relayed += len(data)
                 other.setblocking(True)
                 other.settimeout(2)
                 other.sendall(data)
