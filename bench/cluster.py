@@ -1,0 +1,597 @@
+"""The real cluster's figures beside their limits, each measured in one run.
+
+Four measurements (``TARGETS.md``, cluster table):
+
+1. **Round trip.** Edits pushed through a broker to a server and acknowledged after the
+   server's durable commit, by REQ sockets driven exactly as :func:`raw_hop.drive_req`
+   drives the raw hop (one thread, one request in flight per client), beside that raw hop
+   (REQ -> ROUTER/ROUTER -> DEALER echo with one durable SQLite commit) measured in the
+   same run. Each request is a real :class:`~reference_cluster.messages.SyncRequest`: a
+   fresh one-change delta, the client's causal context and a session token; the reply
+   must be the :class:`~reference_cluster.messages.SyncReply` for it. With 1 client for
+   latency and 8 for throughput; the 8 clients edit 8 lists that all live on one server,
+   so one server process does the work, as one worker does in the raw hop. A last row
+   times the whole client (:class:`~reference_cluster.client.Client`: the edit written
+   durably on the device, the round trip, the acknowledgement written durably).
+2. **Heal to convergence.** Servers split ``{s1} | {s2, s3}`` while clients edit on both
+   sides, then healed; the time until every server holds the same digests, in seconds and
+   in anti-entropy rounds, at the stated interval. In a network namespace with iptables
+   (real packet loss) when this runs as root, else through link proxies.
+3. **Bytes on the wire per edit**, for a list of 10 and of 10,000 items: every link goes
+   through a counting link proxy, so the figure is every byte the processes sent (ZeroMQ
+   framing included) while a client made edits one at a time, minus the background
+   (heartbeats) counted over a quiet window of the same length.
+
+Run ``.venv/bin/python bench/cluster.py`` (about two minutes); ``--quick`` for a smaller run.
+Every process is stopped by pid when a measurement ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import zmq
+from raw_hop import HopStats, drive_req, ratio, raw_hop, summarize
+
+from reference_cluster.client import Client
+from reference_cluster.client_store import ClientStore
+from reference_cluster.cluster import LocalCluster, Timing, free_base_port
+from reference_cluster.config import LocalLayout
+from reference_cluster.messages import SyncReply, SyncRequest, decode, encode
+from reference_cluster.placement import holders
+from reference_cluster.shopping_list import ShoppingList, new_list_id
+
+__all__ = [
+    "LatencyReport",
+    "drive_frames",
+    "edit_frames",
+    "measure_round_trips",
+]
+
+PASSWORD = "bench-password-1"
+BENCH_TIMING = Timing(heartbeat=1.0, anti_entropy=2.0, liveness=3.0, zmq_heartbeat=1.0)
+"""The processes' defaults."""
+CONVERGENCE_SETTINGS = (
+    (BENCH_TIMING, 6.0),
+    (Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5), 3.0),
+)
+"""(timing, seconds the partition holds): the defaults, and the test suite's timing."""
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+ITEMS = tuple(f"item {k}" for k in range(10))
+
+
+def edit(state: ShoppingList, replica: str, i: int) -> ShoppingList:
+    """Edit number ``i`` of a device: the first ten add the ten items, later ones set one
+    item's quantity in turn (the list keeps its size, as a real one does)."""
+    item = ITEMS[i % len(ITEMS)]
+    if i < len(ITEMS):
+        return state.add_item(replica, item)
+    return state.set_quantity(replica, item, i % 7 + 1)
+
+
+def edit_frames(token: str, list_id: str, replica: str, count: int) -> list[bytes]:
+    """``count`` encoded sync requests of one device editing one list (see :func:`edit`);
+    each carries that one change as its delta and the device's context after it, as
+    :class:`~reference_cluster.client_core.ClientCore` sends them."""
+    state = ShoppingList()
+    nonce = secrets.token_hex(8)
+    frames = []
+    for i in range(count):
+        delta = edit(state, replica, i)
+        state.seal()
+        request = SyncRequest(
+            request_id=f"{nonce}.{i}",
+            list_id=list_id,
+            replica=replica,
+            attempt=0,
+            context=state.context.to_dict(),
+            delta=delta.to_dict(),
+            token=token,
+        )
+        frames.append(encode(request))
+    return frames
+
+
+def drive_frames(
+    endpoint: str,
+    frames: Sequence[Sequence[bytes]],
+    *,
+    warmup: int,
+    timeout: float = 120.0,
+    context: zmq.Context[Any] | None = None,
+) -> tuple[HopStats, list[tuple[bytes, bytes]]]:
+    """Send each client's frames in order through its own REQ socket, one in flight per
+    client, all polled by one thread (as :func:`raw_hop.drive_req` does); the first
+    ``warmup`` round trips of each client are not measured.
+
+    Returns:
+        The figures of the measured round trips, and every ``(request, reply)`` pair for
+        checking afterwards (checking is kept out of the timed loop).
+
+    Raises:
+        TimeoutError: the run took longer than ``timeout``.
+    """
+    ctx = context or zmq.Context.instance()
+    socks: list[zmq.Socket[Any]] = []
+    try:
+        for _ in frames:
+            sock = ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            socks.append(sock)
+        warm = [list(f[:warmup]) for f in frames]
+        rest = [list(f[warmup:]) for f in frames]
+        pairs: list[tuple[bytes, bytes]] = []
+        _run(socks, warm, pairs, timeout)
+        latencies, elapsed = _run(socks, rest, pairs, timeout)
+    finally:
+        for sock in socks:
+            sock.close()
+    return summarize(latencies, len(frames), elapsed), pairs
+
+
+def _run(
+    socks: list[zmq.Socket[Any]],
+    queues: list[list[bytes]],
+    pairs: list[tuple[bytes, bytes]],
+    timeout: float,
+) -> tuple[list[float], float]:
+    poller = zmq.Poller()
+    for sock in socks:
+        poller.register(sock, zmq.POLLIN)
+    index = {sock: i for i, sock in enumerate(socks)}
+    nxt = [0] * len(socks)
+    sent_at: dict[zmq.Socket[Any], float] = {}
+    latencies: list[float] = []
+    total = sum(len(q) for q in queues)
+    start = time.perf_counter()
+    deadline = start + timeout
+    for sock, queue in zip(socks, queues, strict=True):
+        if queue:
+            sent_at[sock] = time.perf_counter()
+            sock.send(queue[0])
+    while len(latencies) < total:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError(f"{len(latencies)} of {total} round trips in {timeout}s")
+        for sock, _ in poller.poll(int(left * 1000) + 1):
+            reply = sock.recv()
+            latencies.append(time.perf_counter() - sent_at.pop(sock))
+            i = index[sock]
+            pairs.append((queues[i][nxt[i]], reply))
+            nxt[i] += 1
+            if nxt[i] < len(queues[i]):
+                sent_at[sock] = time.perf_counter()
+                sock.send(queues[i][nxt[i]])
+    return latencies, time.perf_counter() - start
+
+
+def check_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> None:
+    """Every reply acknowledges its request.
+
+    Raises:
+        AssertionError: a reply is an error or answers another request.
+    """
+    for request, reply in pairs:
+        req, rep = decode(request), decode(reply)
+        assert isinstance(req, SyncRequest)
+        if not (isinstance(rep, SyncReply) and rep.request_id == req.request_id):
+            raise AssertionError(f"request {req.request_id} got {rep!r}")
+
+
+# -- the cluster ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_cluster(
+    data_dir: Path, *, servers: int = 3, timing: Timing = BENCH_TIMING, **kwargs: Any
+) -> Iterator[LocalCluster]:
+    """A started :class:`LocalCluster` (2 brokers) on loopback, stopped by pid."""
+    layout = LocalLayout("127.0.0.1", free_base_port(servers=servers), servers=servers)
+    with LocalCluster(data_dir, layout=layout, timing=timing, log_level="WARNING", **kwargs) as c:
+        c.start()
+        yield c
+
+
+def signed_up_client(
+    data_dir: Path, name: str, brokers: Sequence[str], *, connect: bool = True
+) -> Client:
+    """An in-process client with a fresh account (closed by the caller)."""
+    store: ClientStore[ShoppingList] = ClientStore(data_dir / f"{name}.sqlite", ShoppingList)
+    client = Client(store, brokers)
+    if connect:
+        client.sign_up(f"{name}-{secrets.token_hex(3)}", PASSWORD)
+    return client
+
+
+def lists_on(server: str, servers: Sequence[str], count: int) -> list[str]:
+    """``count`` new list ids whose preferred holder is ``server``."""
+    out: list[str] = []
+    for _ in range(100 * count):
+        list_id = new_list_id()
+        if holders(list_id, servers)[0] == server:
+            out.append(list_id)
+            if len(out) == count:
+                return out
+    raise RuntimeError(f"no {count} lists found for {server}")
+
+
+@attrs.frozen
+class LatencyReport:
+    """Round-trip figures of one run: the raw hop and the cluster, 1 and 8 clients, and
+    the whole client path."""
+
+    raw_1: HopStats
+    raw_8: HopStats
+    cluster_1: HopStats
+    cluster_8: HopStats
+    client_1: HopStats
+    single_1: HopStats
+    single_8: HopStats
+
+
+def client_path(client: Client, list_id: str, count: int, first: int = 0) -> HopStats:
+    """Time ``count`` edits (numbers ``first``, ... of :func:`edit`) made and acknowledged
+    one at a time by an in-process client."""
+    latencies = []
+    start = time.perf_counter()
+    for i in range(first, first + count):
+        t = time.perf_counter()
+        client.edit(list_id, lambda s, r: edit(s, r, i))  # noqa: B023 - called at once
+        if not client.run(lambda: client.queued(list_id) == 0, 10.0):
+            raise TimeoutError("an edit was not acknowledged in 10s")
+        latencies.append(time.perf_counter() - t)
+    return summarize(latencies, 1, time.perf_counter() - start)
+
+
+def _cluster_round_trips(
+    data_dir: Path, *, servers: int, requests: int, warmup: int, whole_client: bool
+) -> tuple[HopStats, HopStats, HopStats | None]:
+    """1-client and 8-client round trips through a cluster of ``servers`` servers (and
+    the whole client path if asked)."""
+    with local_cluster(data_dir, servers=servers) as cluster:
+        client = signed_up_client(data_dir, "bench", cluster.layout.frontends)
+        try:
+            token = client.core.token
+            assert token is not None
+            one, eight = lists_on("s1", cluster.servers, 1), lists_on("s1", cluster.servers, 8)
+            frontend = cluster.layout.frontend(0)
+            frames = [edit_frames(token, one[0], "bench-1", requests + warmup)]
+            stats_1, pairs = drive_frames(frontend, frames, warmup=warmup)
+            check_pairs(pairs)
+            per = requests // 8 + warmup // 8
+            frames = [edit_frames(token, k, f"bench-8-{i}", per) for i, k in enumerate(eight)]
+            stats_8, pairs = drive_frames(frontend, frames, warmup=warmup // 8)
+            check_pairs(pairs)
+            whole = None
+            if whole_client:
+                list_id = client.create("bench")
+                client_path(client, list_id, warmup // 4)
+                whole = client_path(client, list_id, max(50, requests // 4), warmup // 4)
+        finally:
+            client.close()
+    return stats_1, stats_8, whole
+
+
+def measure_round_trips(data_dir: Path, *, requests: int, warmup: int = 200) -> LatencyReport:
+    """Measure the raw hop and the cluster in one run (see the module notes); also a
+    cluster with one server, to show what replication to two peers costs."""
+    (data_dir / "raw").mkdir(parents=True)
+    with raw_hop(data_dir / "raw") as endpoint:
+        raw_1 = drive_req(endpoint, clients=1, requests=requests, warmup=warmup)
+        raw_8 = drive_req(endpoint, clients=8, requests=requests, warmup=warmup)
+    cluster_1, cluster_8, whole = _cluster_round_trips(
+        data_dir / "cluster", servers=3, requests=requests, warmup=warmup, whole_client=True
+    )
+    assert whole is not None
+    single_1, single_8, _ = _cluster_round_trips(
+        data_dir / "single", servers=1, requests=requests, warmup=warmup, whole_client=False
+    )
+    return LatencyReport(raw_1, raw_8, cluster_1, cluster_8, whole, single_1, single_8)
+
+
+# -- heal to convergence ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class ConvergenceRow:
+    """Heal-to-convergence times at one anti-entropy interval (seconds)."""
+
+    interval: float
+    zmq_heartbeat: float
+    hold: float
+    times: tuple[float, ...]
+
+    @property
+    def rounds(self) -> tuple[int, ...]:
+        """Each time in anti-entropy rounds (rounded up)."""
+        return tuple(math.ceil(t / self.interval - 1e-9) for t in self.times)
+
+
+def measure_convergence(
+    data_dir: Path, *, timing: Timing, hold: float, repeats: int
+) -> ConvergenceRow | str:
+    """Split ``{b0, s1, c1} | {b1, s2, s3, c2}`` for ``hold`` seconds while both clients
+    edit, heal, and time until every server holds the same list; ``repeats`` times in
+    one cluster. Needs a network namespace: without one, the reason (a string)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "properties"))
+    from cluster_harness import RealCluster, Workload, poll, server_digests
+    from netns import Namespace, NetnsUnavailable
+
+    try:
+        ns = Namespace("rc-bench")
+    except NetnsUnavailable as exc:
+        return f"not measured: {exc}"
+    times = []
+    with ns, RealCluster(data_dir, ns=ns, timing=timing) as cluster:
+        cluster.start()
+        wl = Workload(cluster, ["c1", "c2"], lists=1, rng=random.Random(1))
+        wl.setup()
+        for _ in range(repeats):
+            cluster.partition([["b0", "s1", "c1"], ["b1", "s2", "s3", "c2"]])
+            end = time.monotonic() + hold
+            for _ in range(10_000):  # both sides edit while the partition holds
+                wl.burst(1)
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.1)
+            cluster.heal()
+            healed = time.monotonic()
+
+            def converged() -> bool:
+                digests = server_digests(cluster, wl.list_ids)
+                return digests is not None and len(set(digests)) == 1
+
+            poll(converged, "servers converge", timeout=60.0, every=0.01)
+            times.append(time.monotonic() - healed)
+            wl.sync_all(timeout=10.0)
+    return ConvergenceRow(timing.anti_entropy, timing.zmq_heartbeat, hold, tuple(times))
+
+
+# -- bytes on the wire ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BytesRow:
+    """Bytes on the wire per edit for one list size, by kind of link."""
+
+    items: int
+    edits: int
+    client_broker: float
+    broker_server: float
+    server_server: float
+    median_ms: float
+
+    @property
+    def total(self) -> float:
+        """All links together."""
+        return self.client_broker + self.broker_server + self.server_server
+
+
+def _link_kind(src: str, dst: str) -> str:
+    if src.startswith("s") and dst.startswith("s"):
+        return "server_server"
+    if src.startswith("s") or dst.startswith("s"):
+        return "broker_server"
+    return "client_broker"
+
+
+def _relayed(cluster: LocalCluster) -> dict[str, int]:
+    out = dict.fromkeys(("client_broker", "broker_server", "server_server"), 0)
+    for (src, dst), proxy in cluster.links.items():
+        out[_link_kind(src, dst)] += proxy.relayed
+    return out
+
+
+def _fill(state: ShoppingList, replica: str, items: int) -> ShoppingList:
+    """One edit that adds ``items`` items (the list's starting content)."""
+    delta = state.add_item(replica, ITEMS[0])
+    for k in range(1, items):
+        delta.join(state.add_item(replica, ITEMS[k] if k < len(ITEMS) else f"thing {k}"))
+    return delta
+
+
+def measure_wire_bytes(
+    data_dir: Path, *, sizes: Sequence[int], edits: int, quiet: float = 3.0
+) -> list[BytesRow]:
+    """Per list size: fill a list, let every server hold it, then make ``edits`` edits one
+    at a time (each acknowledged and on every server before the next), counting every
+    byte every link proxy relays; subtract the background rate measured over ``quiet``
+    seconds of no edits. Anti-entropy is set far apart so that it does not run during
+    the count (its digests are one small message per peer and round, whatever the size)."""
+    timing = Timing(heartbeat=1.0, anti_entropy=3600.0, liveness=3.0, zmq_heartbeat=1.0)
+    rows = []
+    with local_cluster(data_dir, timing=timing, proxies=True) as cluster:
+        client = signed_up_client(data_dir, "wire", cluster.client_brokers("wire"))
+        try:
+            for size in sizes:
+                list_id = client.create(f"{size} items")
+                client.edit(list_id, lambda s, r: _fill(s, r, size))  # noqa: B023 - at once
+                _settle(cluster, client, list_id)
+                before = _relayed(cluster)
+                time.sleep(quiet)  # the background: heartbeats only
+                after = _relayed(cluster)
+                background = {k: (after[k] - before[k]) / quiet for k in after}
+                before, start = _relayed(cluster), time.monotonic()
+                latencies = []
+                for i in range(len(ITEMS), len(ITEMS) + edits):
+                    t = time.perf_counter()
+                    client.edit(list_id, lambda s, r: edit(s, r, i))  # noqa: B023 - at once
+                    _settle(cluster, client, list_id)
+                    latencies.append(time.perf_counter() - t)
+                elapsed = time.monotonic() - start
+                after = _relayed(cluster)
+                per = {k: (after[k] - before[k] - background[k] * elapsed) / edits for k in after}
+                rows.append(
+                    BytesRow(
+                        size,
+                        edits,
+                        per["client_broker"],
+                        per["broker_server"],
+                        per["server_server"],
+                        statistics.median(latencies) * 1000,
+                    )
+                )
+        finally:
+            client.close()
+    return rows
+
+
+def _settle(cluster: LocalCluster, client: Client, list_id: str, timeout: float = 60.0) -> None:
+    """Wait until the client's edits are acknowledged and every server holds its state."""
+    if not client.run(lambda: client.queued(list_id) == 0, timeout):
+        raise TimeoutError("an edit was not acknowledged")
+    state = client.state(list_id)
+    assert state is not None
+    want = state.digest()
+    deadline = time.monotonic() + timeout
+    for s in cluster.servers:
+        for _ in range(100_000):
+            status = cluster.server_status(s, timeout=2.0)
+            if status is not None and status.digests.get(list_id) == want:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{s} does not hold the client's state")
+            time.sleep(0.002)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _fmt_ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def latency_table(report: LatencyReport) -> list[str]:
+    """The round-trip table, as markdown lines."""
+    r1 = ratio(report.cluster_1, report.raw_1)
+    r8 = ratio(report.cluster_8, report.raw_8)
+    rc = ratio(report.client_1, report.raw_1)
+    lines = [
+        "| what | clients | median us | p99 us | per s | vs raw hop (same run) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+
+    def row(label: str, s: HopStats, versus: str) -> None:
+        lines.append(
+            f"| {label} | {s.clients} | {s.median_us:,.0f} | {s.p99_us:,.0f} | "
+            f"{s.per_second:,.0f} | {versus} |"
+        )
+
+    row("raw hop + durable commit", report.raw_1, "")
+    row(
+        "edit through broker and server",
+        report.cluster_1,
+        f"median {_fmt_ratio(r1['median'])}, p99 {_fmt_ratio(r1['p99'])}",
+    )
+    row("raw hop + durable commit", report.raw_8, "")
+    row(
+        "edits through broker and server",
+        report.cluster_8,
+        f"throughput {_fmt_ratio(r8['throughput'])} (median {_fmt_ratio(r8['median'])}, "
+        f"p99 {_fmt_ratio(r8['p99'])})",
+    )
+    row(
+        "whole client: local write, round trip, ack write",
+        report.client_1,
+        f"median {_fmt_ratio(rc['median'])}, p99 {_fmt_ratio(rc['p99'])}",
+    )
+    s1 = ratio(report.single_1, report.raw_1)
+    s8 = ratio(report.single_8, report.raw_8)
+    row(
+        "one server, no peers (diagnostic)",
+        report.single_1,
+        f"median {_fmt_ratio(s1['median'])}, p99 {_fmt_ratio(s1['p99'])}",
+    )
+    row(
+        "one server, no peers (diagnostic)",
+        report.single_8,
+        f"throughput {_fmt_ratio(s8['throughput'])}",
+    )
+    return lines
+
+
+def convergence_table(rows: Sequence[ConvergenceRow | str]) -> list[str]:
+    """The heal-to-convergence table, as markdown lines."""
+    lines = [
+        "| anti-entropy interval | ZeroMQ heartbeat | partition held | heal to convergence "
+        "(each run) | in rounds |",
+        "|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        if isinstance(row, str):
+            lines.append(f"| {row} | | | | |")
+            continue
+        times = ", ".join(f"{x:.2f} s" for x in row.times)
+        rounds = ", ".join(str(r) for r in row.rounds)
+        lines.append(
+            f"| {row.interval:g} s | {row.zmq_heartbeat:g} s | {row.hold:g} s | {times} | "
+            f"{rounds} |"
+        )
+    return lines
+
+
+def bytes_table(rows: Sequence[BytesRow]) -> list[str]:
+    """The bytes-per-edit table, as markdown lines."""
+    lines = [
+        "| list | client-broker | broker-server | server-server | total per edit | "
+        "vs 10 items | edit acknowledged and on every server, median |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = rows[0].total if rows else 1.0
+    for r in rows:
+        lines.append(
+            f"| {r.items:,} items | {r.client_broker:,.0f} B | {r.broker_server:,.0f} B | "
+            f"{r.server_server:,.0f} B | {r.total:,.0f} B | {r.total / base:.2f}x | "
+            f"{r.median_ms:.1f} ms |"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the tables (``--quick`` for a smaller run)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["latency", "convergence", "bytes"])
+    args = parser.parse_args(argv)
+    requests = 1000 if args.quick else args.requests
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        data = Path(tmp)
+        if args.only in (None, "latency"):
+            report = measure_round_trips(data / "latency", requests=requests)
+            print("\n".join(latency_table(report)) + "\n", flush=True)
+        if args.only in (None, "convergence"):
+            repeats = 2 if args.quick else 3
+            rows = [
+                measure_convergence(
+                    data / f"converge-{i}", timing=timing, hold=hold, repeats=repeats
+                )
+                for i, (timing, hold) in enumerate(CONVERGENCE_SETTINGS)
+            ]
+            print("\n".join(convergence_table(rows)) + "\n", flush=True)
+        if args.only in (None, "bytes"):
+            edits = 50 if args.quick else 200
+            wire = measure_wire_bytes(data / "bytes", sizes=(10, 10_000), edits=edits)
+            print("\n".join(bytes_table(wire)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
