@@ -20,7 +20,9 @@ Four measurements (``TARGETS.md``, cluster table):
 3. **Bytes on the wire per edit**, for a list of 10 and of 10,000 items: every link goes
    through a counting link proxy, so the figure is every byte the processes sent (ZeroMQ
    framing included) while a client made edits one at a time, minus the background
-   (heartbeats) counted over a quiet window of the same length.
+   (heartbeats) counted over a quiet window. The first and the last edit of the run are
+   also counted alone (heartbeats included), and the time until each edit was
+   acknowledged is shown beside them.
 
 Run ``.venv/bin/python bench/cluster.py`` (about two minutes); ``--quick`` for a smaller run.
 Every process is stopped by pid when a measurement ends.
@@ -376,7 +378,9 @@ class BytesRow:
     client_broker: float
     broker_server: float
     server_server: float
-    median_ms: float
+    first: int
+    last: int
+    ack_ms: float
 
     @property
     def total(self) -> float:
@@ -429,12 +433,16 @@ def measure_wire_bytes(
                 after = _relayed(cluster)
                 background = {k: (after[k] - before[k]) / quiet for k in after}
                 before, start = _relayed(cluster), time.monotonic()
-                latencies = []
+                latencies, single = [], []
                 for i in range(len(ITEMS), len(ITEMS) + edits):
+                    at = sum(_relayed(cluster).values())
                     t = time.perf_counter()
                     client.edit(list_id, lambda s, r: edit(s, r, i))  # noqa: B023 - at once
-                    _settle(cluster, client, list_id)
+                    if not client.run(lambda: client.queued(list_id) == 0, 60.0):  # noqa: B023
+                        raise TimeoutError("an edit was not acknowledged")
                     latencies.append(time.perf_counter() - t)
+                    _settle(cluster, client, list_id)
+                    single.append(sum(_relayed(cluster).values()) - at)
                 elapsed = time.monotonic() - start
                 after = _relayed(cluster)
                 per = {k: (after[k] - before[k] - background[k] * elapsed) / edits for k in after}
@@ -445,6 +453,8 @@ def measure_wire_bytes(
                         per["client_broker"],
                         per["broker_server"],
                         per["server_server"],
+                        single[0],
+                        single[-1],
                         statistics.median(latencies) * 1000,
                     )
                 )
@@ -550,16 +560,16 @@ def convergence_table(rows: Sequence[ConvergenceRow | str]) -> list[str]:
 def bytes_table(rows: Sequence[BytesRow]) -> list[str]:
     """The bytes-per-edit table, as markdown lines."""
     lines = [
-        "| list | client-broker | broker-server | server-server | total per edit | "
-        "vs 10 items | edit acknowledged and on every server, median |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| list | edits | client-broker | broker-server | server-server | total per edit | "
+        "vs 10 items | first edit | last edit | edit acknowledged, median |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = rows[0].total if rows else 1.0
     for r in rows:
         lines.append(
-            f"| {r.items:,} items | {r.client_broker:,.0f} B | {r.broker_server:,.0f} B | "
-            f"{r.server_server:,.0f} B | {r.total:,.0f} B | {r.total / base:.2f}x | "
-            f"{r.median_ms:.1f} ms |"
+            f"| {r.items:,} items | {r.edits} | {r.client_broker:,.0f} B | "
+            f"{r.broker_server:,.0f} B | {r.server_server:,.0f} B | {r.total:,.0f} B | "
+            f"{r.total / base:.2f}x | {r.first:,} B | {r.last:,} B | {r.ack_ms:.1f} ms |"
         )
     return lines
 
