@@ -8,7 +8,6 @@ and lists. Every process is started and stopped by the tests, by pid, also on fa
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import zmq
+from cluster_harness import poll
 
 from reference_cluster.client import Client
 from reference_cluster.client_core import ClientConfig
@@ -72,14 +72,7 @@ def clients(cluster: LocalCluster, tmp_path: Path) -> Iterator[Callable[[str], C
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
     """Poll ``check`` until it returns something truthy, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
+    return poll(check, what, timeout=timeout)
 
 
 def server_digests(cluster: LocalCluster, list_id: str) -> dict[str, str | None]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
+from cluster_harness import poll
 
 from reference_cluster.linkproxy import LinkProxy
 
@@ -63,16 +63,6 @@ def round_trip(port: int, payload: bytes) -> bytes | None:
         return None
 
 
-def eventually(check: object, timeout: float = 5.0) -> bool:
-    """Poll ``check()`` until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_relays_bytes_both_ways(echo_port: int) -> None:
     """Bytes sent to the proxy come back from the echo server behind it."""
     proxy = LinkProxy(echo_port)
@@ -90,7 +80,7 @@ def test_cut_drops_traffic_and_heal_restores_it(echo_port: int) -> None:
         assert proxy.is_cut
         assert round_trip(proxy.port, b"x") is None
         proxy.heal()
-        assert eventually(lambda: round_trip(proxy.port, b"y") == b"y")
+        poll(lambda: round_trip(proxy.port, b"y") == b"y", "the healed link", timeout=5)
     finally:
         proxy.close()
 
@@ -112,6 +102,6 @@ def test_cut_drops_an_open_connection(echo_port: int) -> None:
                 except OSError:
                     return True
 
-            assert eventually(closed)
+            poll(closed, "the proxy closing the connection", timeout=5)
     finally:
         proxy.close()
