@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import random
-import selectors
 import signal
 import subprocess
 import sys
@@ -47,7 +46,14 @@ import attrs
 import zmq
 from netns import Namespace
 
-from reference_cluster.cluster import Timing, free_base_port, probe
+from reference_cluster.cluster import (
+    AgentError,
+    JsonLines,
+    Timing,
+    free_base_port,
+    probe,
+    stop_process,
+)
 from reference_cluster.config import LocalLayout, read_ready
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.messages import (
@@ -80,8 +86,8 @@ PASSWORD = "real-cluster-password"
 _STOP_TIMEOUT = 5.0
 
 
-class AgentGone(RuntimeError):
-    """A child driven by JSON lines did not answer in time, or exited."""
+AgentGone = AgentError
+"""A child driven by JSON lines did not answer in time, or exited."""
 
 
 def poll(check: Callable[[], Any], what: str, *, timeout: float, every: float = 0.05) -> Any:
@@ -104,46 +110,14 @@ def poll(check: Callable[[], Any], what: str, *, timeout: float, every: float = 
 
 def stop_pid(proc: subprocess.Popen[Any], timeout: float = _STOP_TIMEOUT) -> int:
     """Stop a child by its pid (SIGTERM, then SIGKILL) and reap it; return its status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-    return proc.returncode
+    return stop_process(proc, timeout)
 
 
 # -- JSON-line children ---------------------------------------------------------------------
 
 
-class _Lines:
+class _Lines(JsonLines):
     """Commands out as JSON lines, answers back matched by ``id``."""
-
-    def __init__(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        self.name = name
-        self.proc = proc
-        self._buf = b""
-        self._answers: dict[int, dict[str, Any]] = {}
-        self._next = 0
-
-    def begin(self, op: str, **fields: Any) -> int:
-        """Send a command; return its id for :meth:`wait`."""
-        self._next += 1
-        line = json.dumps({"op": op, "id": self._next, **fields}) + "\n"
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(line.encode())
-            self.proc.stdin.flush()
-        except OSError as exc:
-            raise AgentGone(f"{self.name} is gone: {exc}") from None
-        return self._next
 
     def wait(self, command_id: int, timeout: float = 30.0) -> dict[str, Any]:
         """The answer to command ``command_id``, whatever it says.
@@ -151,29 +125,7 @@ class _Lines:
         Raises:
             AgentGone: no answer within ``timeout``, or the child exited.
         """
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while command_id not in self._answers:
-                while b"\n" in self._buf:
-                    line, _, self._buf = self._buf.partition(b"\n")
-                    with contextlib.suppress(ValueError):
-                        answer = json.loads(line)
-                        if isinstance(answer, dict) and isinstance(answer.get("id"), int):
-                            self._answers[answer["id"]] = answer
-                if command_id in self._answers:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AgentGone(f"{self.name}: no answer to #{command_id} in {timeout:g}s")
-                if sel.select(timeout=min(left, 0.5)):
-                    chunk = os.read(fd, 1 << 20)
-                    if not chunk:
-                        raise AgentGone(f"{self.name} exited ({self.proc.poll()})")
-                    self._buf += chunk
-        return self._answers.pop(command_id)
+        return self.answer(command_id, timeout)
 
     def call(self, op: str, *, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
         """Send a command and wait for its answer, which must be ``ok``.

@@ -457,6 +457,65 @@ class AgentError(RuntimeError):
     """A client agent refused a command or did not answer in time."""
 
 
+class JsonLines:
+    """Commands to a child process as JSON lines on its stdin; answers, matched by ``id``,
+    read from its stdout. :meth:`begin` sends, :meth:`answer` waits for one answer, so
+    several children can work at once."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        self.name = name
+        self.proc = proc
+        self._buf = b""
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._next = 0
+
+    def begin(self, op: str, **fields: Any) -> int:
+        """Send a command; return its id for :meth:`answer`.
+
+        Raises:
+            AgentError: the child's stdin is closed (it exited).
+        """
+        self._next += 1
+        line = json.dumps({"op": op, "id": self._next, **fields}) + "\n"
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise AgentError(f"{self.name} is gone: {exc}") from None
+        return self._next
+
+    def answer(self, command_id: int, timeout: float = 30.0) -> dict[str, Any]:
+        """The answer to command ``command_id``, whatever it says.
+
+        Raises:
+            AgentError: no answer within ``timeout``, or the child exited.
+        """
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while command_id not in self._answers:
+                while b"\n" in self._buf:
+                    line, _, self._buf = self._buf.partition(b"\n")
+                    with contextlib.suppress(ValueError):
+                        answer = json.loads(line)
+                        if isinstance(answer, dict) and isinstance(answer.get("id"), int):
+                            self._answers[answer["id"]] = answer
+                if command_id in self._answers:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AgentError(f"{self.name}: no answer to #{command_id} in {timeout:g}s")
+                if sel.select(timeout=min(left, 0.5)):
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        raise AgentError(f"{self.name} exited ({self.proc.poll()})")
+                    self._buf += chunk
+        return self._answers.pop(command_id)
+
+
 class ClientAgent:
     """A client agent process (``python -m reference_cluster.client``) driven by JSON
     lines: :meth:`call` sends a command and waits for its answer; :meth:`begin` and
@@ -516,9 +575,7 @@ class ClientAgent:
             # session is a new autogroup: on a busy machine each hop then waits longer).
             process_group=0,
         )
-        self._buf = b""
-        self._answers: dict[int, dict[str, Any]] = {}
-        self._next = 0
+        self._lines = JsonLines(f"agent {name}", self.proc)
         try:
             self.ready = read_ready(self.proc, timeout)
         except BaseException:
@@ -527,15 +584,7 @@ class ClientAgent:
 
     def begin(self, op: str, **fields: Any) -> int:
         """Send a command; return its id for :meth:`wait`."""
-        self._next += 1
-        line = json.dumps({"op": op, "id": self._next, **fields}) + "\n"
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(line.encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise AgentError(f"agent {self.name} is gone: {exc}") from None
-        return self._next
+        return self._lines.begin(op, **fields)
 
     def wait(self, command_id: int, timeout: float = 30.0) -> dict[str, Any]:
         """The answer to command ``command_id``.
@@ -543,31 +592,7 @@ class ClientAgent:
         Raises:
             AgentError: the command failed (``ok`` false), or no answer within ``timeout``.
         """
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while command_id not in self._answers:
-                while b"\n" in self._buf:
-                    line, _, self._buf = self._buf.partition(b"\n")
-                    with contextlib.suppress(ValueError):
-                        answer = json.loads(line)
-                        if isinstance(answer, dict) and isinstance(answer.get("id"), int):
-                            self._answers[answer["id"]] = answer
-                if command_id in self._answers:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AgentError(
-                        f"agent {self.name}: no answer to #{command_id} in {timeout:g}s"
-                    )
-                if sel.select(timeout=min(left, 0.5)):
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        raise AgentError(f"agent {self.name} exited")
-                    self._buf += chunk
-        answer = self._answers.pop(command_id)
+        answer = self._lines.answer(command_id, timeout)
         if not answer.get("ok"):
             raise AgentError(f"agent {self.name}: {answer.get('error')}")
         return answer
