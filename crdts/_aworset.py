@@ -172,8 +172,7 @@ class AWORSet(Causal):
         Raises:
             InvalidArgument: bad replica id; nothing changed.
         """
-        check_replica(replica)
-        return self._delta_removing(list(self._entries))
+        return self._reset_observed(replica)
 
     # -- reading ------------------------------------------------------------------------
 

@@ -104,8 +104,7 @@ class CCounter(Causal):
         Raises:
             InvalidArgument: bad replica id; nothing changed.
         """
-        check_replica(replica)
-        return self._delta_removing(list(self._entries))
+        return self._reset_observed(replica)
 
     def seal(self) -> None:
         """Close every open dot: from now on, changes fold only into dots made after this

@@ -67,8 +67,7 @@ class EWFlag(Causal):
         Raises:
             InvalidArgument: bad replica id; nothing changed.
         """
-        check_replica(replica)
-        return self._delta_removing(list(self._entries))
+        return self._reset_observed(replica)
 
     @property
     def value(self) -> bool:

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Self
 
 from crdts._base import Crdt, Stats
 from crdts._codec import FORMAT_VERSION, check_header, describe
-from crdts._dots import DotContext, RawDot, decode_dot
+from crdts._dots import DotContext, RawDot, check_replica, decode_dot
 from crdts.errors import DecodeError
 
 __all__ = ["Causal"]
@@ -194,6 +194,16 @@ class Causal(Crdt):
         if not kept:
             return self._make(fresh, self._ctx.copy())
         return self._make(fresh, self._ctx._without(kept))
+
+    def _reset_observed(self, replica: str) -> Self:
+        """Remove every dot this state holds (an observed reset of all of it); return the
+        delta. What other replicas did concurrently, unseen here, survives the join.
+
+        Raises:
+            InvalidArgument: bad replica id; nothing changed.
+        """
+        check_replica(replica)
+        return self._delta_removing(list(self._entries))
 
     def _delta_removing(self, dots: list[RawDot]) -> Self:
         """Remove ``dots`` from the store; return the delta that records the removal."""

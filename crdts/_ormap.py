@@ -332,8 +332,7 @@ class ORMap(_Embedding):
         Raises:
             InvalidArgument: bad replica id; nothing changed.
         """
-        check_replica(replica)
-        return self._delta_removing(list(self._entries))
+        return self._reset_observed(replica)
 
     # -- reading ----------------------------------------------------------------------------
 

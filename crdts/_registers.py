@@ -82,8 +82,7 @@ class MVRegister(Causal):
         Raises:
             InvalidArgument: bad replica id; nothing changed.
         """
-        check_replica(replica)
-        return self._delta_removing(list(self._entries))
+        return self._reset_observed(replica)
 
     @property
     def value(self) -> frozenset[Any]:
