@@ -54,7 +54,13 @@ from reference_cluster.cluster import (
     probe,
     stop_process,
 )
-from reference_cluster.config import LocalLayout, read_ready
+from reference_cluster.config import (
+    LocalLayout,
+    broker_argv,
+    common_argv,
+    read_ready,
+    server_argv,
+)
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.messages import (
     BrokerStatus,
@@ -276,54 +282,29 @@ class RealCluster:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _common(self) -> list[str]:
-        return [
-            "--log-level",
-            self.log_level,
-            "--zmq-heartbeat",
-            str(self.timing.zmq_heartbeat),
-            "--watch-parent",
-        ]
-
     def _broker_argv(self, name: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "reference_cluster.broker",
-            "--id",
+        return broker_argv(
             name,
-            "--frontend",
-            self.bind(name, self.frontend_port(name)),
-            "--backend",
-            self.bind(name, self.backend_port(name)),
-            "--liveness",
-            str(self.timing.liveness),
-            *self._common(),
-        ]
+            frontend=self.bind(name, self.frontend_port(name)),
+            backend=self.bind(name, self.backend_port(name)),
+            timing=self.timing,
+            log_level=self.log_level,
+        )
 
     def _server_argv(self, name: str) -> list[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "reference_cluster.server",
-            "--id",
+        return server_argv(
             name,
-            "--store",
-            str(self.store_path(name)),
-            "--bind",
-            self.bind(name, self.peer_port(name)),
-            "--heartbeat",
-            str(self.timing.heartbeat),
-            "--anti-entropy",
-            str(self.timing.anti_entropy),
-            *self._common(),
-        ]
-        for b in self.brokers:
-            argv += ["--broker", self.dial(name, b, self.backend_port(b))]
-        for other in self.servers:
-            if other != name:
-                argv += ["--peer", f"{other}={self.dial(name, other, self.peer_port(other))}"]
-        return argv
+            store=self.store_path(name),
+            bind=self.bind(name, self.peer_port(name)),
+            brokers=[self.dial(name, b, self.backend_port(b)) for b in self.brokers],
+            peers={
+                other: self.dial(name, other, self.peer_port(other))
+                for other in self.servers
+                if other != name
+            },
+            timing=self.timing,
+            log_level=self.log_level,
+        )
 
     def store_path(self, server: str) -> Path:
         """A server's SQLite store."""
@@ -418,7 +399,7 @@ class RealCluster:
             str(self.sync_interval),
             "--request-timeout",
             str(self.request_timeout),
-            *self._common(),
+            *common_argv(self.timing, self.log_level),
         ]
         for b in self.brokers:
             argv += ["--broker", self.dial(name, b, self.frontend_port(b))]

@@ -34,7 +34,7 @@ from typing import IO, Any, Self
 import attrs
 import zmq
 
-from reference_cluster.config import LocalLayout, read_ready
+from reference_cluster.config import LocalLayout, Timing, broker_argv, read_ready, server_argv
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.linkproxy import LinkProxy
 from reference_cluster.messages import (
@@ -59,16 +59,6 @@ __all__ = [
 
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
-
-
-@attrs.frozen
-class Timing:
-    """The timing flags given to every process (seconds)."""
-
-    heartbeat: float = 1.0
-    anti_entropy: float = 2.0
-    liveness: float = 3.0
-    zmq_heartbeat: float = 1.0
 
 
 def free_base_port(host: str = "127.0.0.1", *, brokers: int = 2, servers: int = 3) -> int:
@@ -231,55 +221,34 @@ class LocalCluster:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _common(self) -> list[str]:
-        return [
-            "--log-level",
-            self.log_level,
-            "--zmq-heartbeat",
-            str(self.timing.zmq_heartbeat),
-            "--watch-parent",
-        ]
-
     def _broker_argv(self, i: int) -> list[str]:
-        return [
-            self.python,
-            "-m",
-            "reference_cluster.broker",
-            "--id",
+        return broker_argv(
             self.brokers[i],
-            "--frontend",
-            self.layout.frontend(i),
-            "--backend",
-            self.layout.backend(i),
-            "--liveness",
-            str(self.timing.liveness),
-            *self._common(),
-        ]
+            frontend=self.layout.frontend(i),
+            backend=self.layout.backend(i),
+            timing=self.timing,
+            log_level=self.log_level,
+            python=self.python,
+        )
 
     def _server_argv(self, j: int) -> list[str]:
         sid = self.servers[j]
-        argv = [
-            self.python,
-            "-m",
-            "reference_cluster.server",
-            "--id",
+        return server_argv(
             sid,
-            "--store",
-            str(self.data_dir / f"{sid}.sqlite"),
-            "--bind",
-            self.layout.peer(j + 1),
-            "--heartbeat",
-            str(self.timing.heartbeat),
-            "--anti-entropy",
-            str(self.timing.anti_entropy),
-            *self._common(),
-        ]
-        for i, b in enumerate(self.brokers):
-            argv += ["--broker", self._link(sid, b, self.layout.backend(i))]
-        for k, other in enumerate(self.servers):
-            if other != sid:
-                argv += ["--peer", f"{other}={self._link(sid, other, self.layout.peer(k + 1))}"]
-        return argv
+            store=self.data_dir / f"{sid}.sqlite",
+            bind=self.layout.peer(j + 1),
+            brokers=[
+                self._link(sid, b, self.layout.backend(i)) for i, b in enumerate(self.brokers)
+            ],
+            peers={
+                other: self._link(sid, other, self.layout.peer(k + 1))
+                for k, other in enumerate(self.servers)
+                if other != sid
+            },
+            timing=self.timing,
+            log_level=self.log_level,
+            python=self.python,
+        )
 
     def start(self, timeout: float = _START_TIMEOUT) -> None:
         """Start every broker and server, and wait until every broker holds every server

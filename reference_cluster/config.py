@@ -23,8 +23,10 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -36,13 +38,17 @@ __all__ = [
     "DEFAULT_HOST",
     "LocalLayout",
     "StopSignal",
+    "Timing",
     "add_common_flags",
+    "broker_argv",
+    "common_argv",
     "env",
     "env_float",
     "env_list",
     "local_layout",
     "print_ready",
     "read_ready",
+    "server_argv",
     "setup_logging",
     "tune_socket",
 ]
@@ -258,3 +264,86 @@ def read_ready(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     if proc.poll() is not None:
         raise RuntimeError(f"pid {proc.pid} exited with status {proc.returncode} before ready")
     raise TimeoutError(f"pid {proc.pid} was not ready within {timeout:.0f}s")
+
+
+@attrs.frozen
+class Timing:
+    """The timing flags given to every process (seconds)."""
+
+    heartbeat: float = 1.0
+    anti_entropy: float = 2.0
+    liveness: float = 3.0
+    zmq_heartbeat: float = 1.0
+
+
+def common_argv(timing: Timing, log_level: str) -> list[str]:
+    """The flags every child process takes: log level, ZeroMQ heartbeat, ``--watch-parent``."""
+    return [
+        "--log-level",
+        log_level,
+        "--zmq-heartbeat",
+        str(timing.zmq_heartbeat),
+        "--watch-parent",
+    ]
+
+
+def broker_argv(
+    name: str,
+    *,
+    frontend: str,
+    backend: str,
+    timing: Timing,
+    log_level: str,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line of broker ``name`` bound to ``frontend`` and ``backend``."""
+    return [
+        python,
+        "-m",
+        "reference_cluster.broker",
+        "--id",
+        name,
+        "--frontend",
+        frontend,
+        "--backend",
+        backend,
+        "--liveness",
+        str(timing.liveness),
+        *common_argv(timing, log_level),
+    ]
+
+
+def server_argv(
+    name: str,
+    *,
+    store: Path,
+    bind: str,
+    brokers: Sequence[str],
+    peers: Mapping[str, str],
+    timing: Timing,
+    log_level: str,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line of server ``name``: its store, its peer end point, the brokers'
+    back ends it dials and ``{peer id: end point}`` of the other servers."""
+    argv = [
+        python,
+        "-m",
+        "reference_cluster.server",
+        "--id",
+        name,
+        "--store",
+        str(store),
+        "--bind",
+        bind,
+        "--heartbeat",
+        str(timing.heartbeat),
+        "--anti-entropy",
+        str(timing.anti_entropy),
+        *common_argv(timing, log_level),
+    ]
+    for endpoint in brokers:
+        argv += ["--broker", endpoint]
+    for peer, endpoint in peers.items():
+        argv += ["--peer", f"{peer}={endpoint}"]
+    return argv
