@@ -37,8 +37,8 @@ from reference_cluster.broker_core import BrokerConfig, BrokerCore
 from reference_cluster.config import (
     StopSignal,
     add_common_flags,
+    add_seconds_flag,
     env,
-    env_float,
     local_layout,
     print_ready,
     setup_logging,
@@ -221,12 +221,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         help="bind for servers (SHOPLIST_BACKEND; default %(default)s)",
     )
-    parser.add_argument(
+    add_seconds_flag(
+        parser,
         "--liveness",
-        type=float,
-        default=env_float("SHOPLIST_LIVENESS", BrokerConfig().liveness),
-        metavar="SECONDS",
-        help="purge a server silent this long (SHOPLIST_LIVENESS; default %(default)s)",
+        "SHOPLIST_LIVENESS",
+        BrokerConfig().liveness,
+        "purge a server silent this long",
     )
     add_common_flags(parser)
     return parser

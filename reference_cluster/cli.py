@@ -26,7 +26,7 @@ from crdts import DotContext
 from reference_cluster.client import Client, Mutate
 from reference_cluster.client_core import ClientConfig
 from reference_cluster.client_store import ClientStore
-from reference_cluster.config import env, env_float, env_list, local_layout
+from reference_cluster.config import add_seconds_flag, env, env_list, local_layout
 from reference_cluster.errors import (
     AccessDenied,
     ClusterError,
@@ -471,12 +471,13 @@ def _common(sub: bool) -> _Parser:
         metavar="ENDPOINT",
         help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated)",
     )
-    p.add_argument(
+    add_seconds_flag(
+        p,
         "--timeout",
-        type=float,
-        default=d(env_float("SHOPLIST_TIMEOUT", 5.0)),
-        metavar="SECONDS",
-        help="give up on the network after this long (SHOPLIST_TIMEOUT; default 5)",
+        "SHOPLIST_TIMEOUT",
+        5.0,
+        "give up on the network after this long",
+        suppress=sub,
     )
     return p
 

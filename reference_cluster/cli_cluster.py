@@ -14,6 +14,7 @@ from reference_cluster.config import (
     DEFAULT_BASE_PORT,
     LocalLayout,
     StopSignal,
+    add_seconds_flag,
     env,
     env_float,
     env_list,
@@ -43,12 +44,8 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="the servers' stores (SHOPLIST_DATA_DIR; default %(default)s)",
     )
-    up.add_argument(
-        "--anti-entropy",
-        type=float,
-        default=env_float("SHOPLIST_ANTI_ENTROPY", 2.0),
-        metavar="SECONDS",
-        help="servers' anti-entropy interval (SHOPLIST_ANTI_ENTROPY; default %(default)s)",
+    add_seconds_flag(
+        up, "--anti-entropy", "SHOPLIST_ANTI_ENTROPY", 2.0, "servers' anti-entropy interval"
     )
     up.add_argument(
         "--quiet", action="store_true", help="write the processes' logs to DATA_DIR/logs"

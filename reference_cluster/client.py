@@ -36,8 +36,8 @@ from reference_cluster.client_store import ClientSession, ClientStore
 from reference_cluster.config import (
     StopSignal,
     add_common_flags,
+    add_seconds_flag,
     env,
-    env_float,
     env_list,
     local_layout,
     print_ready,
@@ -483,19 +483,19 @@ def _parser() -> argparse.ArgumentParser:
         help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated; "
         f"default {','.join(local_layout().frontends)})",
     )
-    parser.add_argument(
+    add_seconds_flag(
+        parser,
         "--request-timeout",
-        type=float,
-        default=env_float("SHOPLIST_REQUEST_TIMEOUT", defaults.request_timeout),
-        metavar="SECONDS",
-        help="wait this long for one attempt (SHOPLIST_REQUEST_TIMEOUT; default %(default)s)",
+        "SHOPLIST_REQUEST_TIMEOUT",
+        defaults.request_timeout,
+        "wait this long for one attempt",
     )
-    parser.add_argument(
+    add_seconds_flag(
+        parser,
         "--sync-interval",
-        type=float,
-        default=env_float("SHOPLIST_SYNC_INTERVAL", defaults.sync_interval),
-        metavar="SECONDS",
-        help="sync every list this often (SHOPLIST_SYNC_INTERVAL; default %(default)s)",
+        "SHOPLIST_SYNC_INTERVAL",
+        defaults.sync_interval,
+        "sync every list this often",
     )
     parser.add_argument(
         "--name", default=env("SHOPLIST_CLIENT_NAME", "client"), help="name in the logs"

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import selectors
 import signal
@@ -40,12 +41,14 @@ __all__ = [
     "StopSignal",
     "Timing",
     "add_common_flags",
+    "add_seconds_flag",
     "broker_argv",
     "common_argv",
     "env",
     "env_float",
     "env_list",
     "local_layout",
+    "parse_seconds",
     "print_ready",
     "read_ready",
     "server_argv",
@@ -74,6 +77,60 @@ def env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+
+
+def parse_seconds(text: str, *, zero_ok: bool = False) -> float:
+    """A duration in seconds: a finite number above 0 (or 0 itself where ``zero_ok``).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (the message says what arrived).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = "0 or more" if zero_ok else "above 0"
+        raise argparse.ArgumentTypeError(f"expected a number of seconds {bound}, got {text!r}")
+    return value
+
+
+def add_seconds_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    var: str,
+    default: float,
+    help: str,
+    *,
+    zero_ok: bool = False,
+    suppress: bool = False,
+) -> None:
+    """Add ``flag``, a duration in seconds whose default comes from the environment
+    variable ``var`` (else ``default``); both are checked by :func:`parse_seconds`.
+
+    ``suppress`` leaves the flag out of the parsed namespace unless given (for flags
+    that a sub-command repeats from its parent). A bad value in ``var`` exits with a
+    message naming the variable.
+    """
+
+    def kind(text: str) -> float:
+        return parse_seconds(text, zero_ok=zero_ok)
+
+    kind.__name__ = "seconds"
+    raw = os.environ.get(var)
+    value = default
+    if raw:
+        try:
+            value = kind(raw)
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"error: {var}: {exc}") from None
+    parser.add_argument(
+        flag,
+        type=kind,
+        default=argparse.SUPPRESS if suppress else value,
+        metavar="SECONDS",
+        help=f"{help} ({var}; default {value:g})",
+    )
 
 
 def env_list(name: str, default: Sequence[str]) -> list[str]:
@@ -140,14 +197,14 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         type=str.upper,
         help="logging threshold (SHOPLIST_LOG_LEVEL; default %(default)s)",
     )
-    parser.add_argument(
+    add_seconds_flag(
+        parser,
         "--zmq-heartbeat",
-        type=float,
-        default=env_float("SHOPLIST_ZMQ_HEARTBEAT", 1.0),
-        metavar="SECONDS",
-        help="ZeroMQ connection heartbeat; a link silent 3 times as long is dropped and "
-        "redialled, so silent partitions are noticed (SHOPLIST_ZMQ_HEARTBEAT; "
-        "default %(default)s, 0 turns it off)",
+        "SHOPLIST_ZMQ_HEARTBEAT",
+        1.0,
+        "ZeroMQ connection heartbeat, 0 for none; a link silent 3 times as long is dropped "
+        "and redialled, so silent partitions are noticed",
+        zero_ok=True,
     )
     parser.add_argument(
         "--watch-parent",

@@ -53,8 +53,8 @@ import zmq
 from reference_cluster.config import (
     StopSignal,
     add_common_flags,
+    add_seconds_flag,
     env,
-    env_float,
     env_list,
     local_layout,
     print_ready,
@@ -410,19 +410,19 @@ def _parser() -> argparse.ArgumentParser:
         help="another server, repeatable (SHOPLIST_PEERS, comma-separated; default: the "
         "other servers of the local layout)",
     )
-    parser.add_argument(
+    add_seconds_flag(
+        parser,
         "--heartbeat",
-        type=float,
-        default=env_float("SHOPLIST_HEARTBEAT", defaults.heartbeat_interval),
-        metavar="SECONDS",
-        help="heartbeat to brokers every so often (SHOPLIST_HEARTBEAT; default %(default)s)",
+        "SHOPLIST_HEARTBEAT",
+        defaults.heartbeat_interval,
+        "heartbeat to brokers every so often",
     )
-    parser.add_argument(
+    add_seconds_flag(
+        parser,
         "--anti-entropy",
-        type=float,
-        default=env_float("SHOPLIST_ANTI_ENTROPY", defaults.anti_entropy_interval),
-        metavar="SECONDS",
-        help="anti-entropy round every so often (SHOPLIST_ANTI_ENTROPY; default %(default)s)",
+        "SHOPLIST_ANTI_ENTROPY",
+        defaults.anti_entropy_interval,
+        "anti-entropy round every so often",
     )
     add_common_flags(parser)
     return parser
