@@ -136,6 +136,41 @@ def test_a_session_of_commands_against_the_cluster(
     assert after["deleted"]
 
 
+def test_the_shell_runs_one_command_a_line_with_its_flags(
+    brokers: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shoplist shell`` runs each line as a command with the shell's flags, reports a bad
+    line in one line and goes on, refuses ``cluster``, stops at ``quit``, and exits 1
+    because a line failed."""
+    cleo = Shell(tmp_path / "cleo", brokers, capsys)
+    assert 0 == cleo("signup", "cleo", "--password-stdin", stdin=PASSWORD + "\n")[0]
+    lines = [
+        "create 'Game night'",
+        "# a comment, then a blank line",
+        "",
+        "lists",
+        "bogus",
+        'add "unclosed',
+        "cluster status",
+        "quit",
+        "create Never",
+    ]
+    sys.stdin = io.StringIO("\n".join(lines) + "\n")
+    try:
+        status = main(["shell", *cleo.base, "--json"])
+    finally:
+        sys.stdin = sys.__stdin__
+    out, err = capsys.readouterr()
+    answers = [json.loads(line) for line in out.splitlines()]
+    created = answers[0]["list_id"]
+    assert 2 == len(answers)
+    assert [(created, "Game night")] == [(r["list_id"], r["name"]) for r in answers[1]["lists"]]
+    expected = ["invalid choice: 'bogus'", "No closing quotation", "'cluster' does not run"]
+    errors = err.strip().splitlines()
+    assert (1, 3) == (status, len(errors))
+    assert all(want in line for want, line in zip(expected, errors, strict=True)), errors
+
+
 def test_the_demo_runs_to_a_converged_table(tmp_path: Path) -> None:
     """``shoplist demo`` exits 0 after printing six replicas with one digest."""
     done = run_cli("demo", home=tmp_path, timeout=90.0)

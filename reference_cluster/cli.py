@@ -16,6 +16,7 @@ import getpass
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -442,6 +443,66 @@ def cmd_sync(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
+# -- the shell ----------------------------------------------------------------------------
+
+_SHELL_PROMPT = "shoplist> "
+_SHELL_MAX_LINES = 1_000_000
+# Commands that take over the terminal or start processes stay outside the shell.
+_NOT_IN_SHELL = frozenset({"cluster", "demo", "shell"})
+
+
+def _flags_of(args: argparse.Namespace) -> list[str]:
+    """The flags every command takes, as given to the shell, for each command it runs."""
+    flags = ["--home", str(args.home), "--timeout", repr(args.timeout)]
+    if args.user:
+        flags += ["--user", str(args.user)]
+    for endpoint in args.broker or ():
+        flags += ["--broker", endpoint]
+    flags += ["--json"] * bool(args.json) + ["--offline"] * bool(args.offline)
+    return flags
+
+
+def _run_line(line: str, flags: list[str]) -> int | None:
+    """Run one line of the shell; None for a blank line or a comment."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError as exc:  # an unclosed quote
+        print(f"shoplist: error: {exc}", file=sys.stderr)
+        return 2
+    if not words:
+        return None
+    if words[0] in _NOT_IN_SHELL:
+        print(f"shoplist: error: '{words[0]}' does not run inside the shell", file=sys.stderr)
+        return 2
+    if words[0] == "help":
+        words = ["--help"]
+    try:
+        return main([*flags, *words])
+    except SystemExit as exc:  # a line that does not parse, or --help
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def cmd_shell(args: argparse.Namespace, out: _Out) -> int:
+    """Read commands, one a line, and run each as ``shoplist`` would, with the flags the
+    shell was given; ``quit``, ``exit`` or end of input ends it. Returns 0 if every
+    command succeeded, else 1."""
+    flags = _flags_of(args)
+    prompt = _SHELL_PROMPT if sys.stdin.isatty() else ""
+    if prompt:
+        print("shoplist shell: any shoplist command; help, quit")
+    failed = 0
+    for _ in range(_SHELL_MAX_LINES):
+        try:
+            line = input(prompt)
+        except EOFError:
+            break
+        if line.strip() in {"quit", "exit"}:
+            break
+        status = _run_line(line, flags)
+        failed += bool(status)
+    return 1 if failed else 0
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 
@@ -542,6 +603,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "list", help="the list's id, or a unique start of it"
     )
     command("sync", cmd_sync, "push and pull every list")
+    command("shell", cmd_shell, "run commands one a line, with these flags (quit to end)")
     cli_cluster.add_commands(sub, common)
     return parser
 
