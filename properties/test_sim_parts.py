@@ -28,6 +28,7 @@ from reference_cluster.sim import (
 )
 from reference_cluster.sim.checkers import check_final, rounds_to_converge
 from reference_cluster.sim.durable import FakeClientStore, FakeServerStore
+from reference_cluster.sim.runner import SimConfig, Simulation, SimulationError
 from reference_cluster.sim.workload import EditRecord
 
 LIST = "00000000-0000-4000-8000-000000000001"
@@ -219,3 +220,32 @@ def test_rounds_count_from_the_heal_to_the_last_change(
     """Rounds are anti-entropy intervals (here 2 s) from the heal (t=10) until the digests
     reached the final ones for good."""
     assert expected == rounds_to_converge(samples, ("a",), 10.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("servers", 0, "'servers' must be >= 1"),
+        ("edits_per_client", -1, "'edits_per_client' must be >= 0"),
+        ("heal_at", float("inf"), "'heal_at' must be a finite time >= 0"),
+        ("settle", -1.0, "'settle' must be a finite time >= 0"),
+        ("growth_check_every", 0.0, "'growth_check_every' must be a finite step > 0"),
+        ("converge_sample_every", -0.25, "'converge_sample_every' must be a finite step > 0"),
+        ("timeline_every", float("nan"), "'timeline_every' must be a finite step > 0"),
+        ("base_delay", (0.01, 0.001), "'base_delay' must be (low, high) with 0 <= low <= high"),
+        ("store_latency", (-1.0, 0.0), "'store_latency' must be (low, high)"),
+    ],
+)
+def test_a_config_that_cannot_run_is_refused(field: str, value: Any, message: str) -> None:
+    """A count below 1, a time that is negative or infinite, a sampling step that is not
+    above 0 (it would fill the schedule forever) and a reversed delay range are refused."""
+    with pytest.raises(ValueError) as info:
+        SimConfig(**{field: value})
+    assert str(info.value).startswith(message)
+
+
+def test_a_sampling_step_too_small_to_matter_is_an_error_not_a_hang() -> None:
+    """A step so small that the schedule would need more events than the budget raises."""
+    config = SimConfig(converge_sample_every=1e-9, max_events=10_000)
+    with pytest.raises(SimulationError, match="takes more than 10000 events"):
+        Simulation(1, config=config).run()

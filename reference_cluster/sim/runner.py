@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import random
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -70,26 +71,53 @@ class SimulationError(RuntimeError):
     """The simulator itself went wrong (an event budget exhausted, a core raised)."""
 
 
+def _time(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{attribute.name!r} must be a finite time >= 0: {value!r}")
+
+
+def _step(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name!r} must be a finite step > 0: {value!r}")
+
+
+def _interval(_inst: object, attribute: attrs.Attribute[Any], value: tuple[float, float]) -> None:
+    lo, hi = value
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise ValueError(f"{attribute.name!r} must be (low, high) with 0 <= low <= high: {value!r}")
+
+
+_at_least_one = attrs.validators.ge(1)
+
+
 @attrs.frozen
 class SimConfig:
-    """The shape and timing of a simulated run (times in virtual seconds)."""
+    """The shape and timing of a simulated run (times in virtual seconds).
 
-    servers: int = 5
-    brokers: int = 2
-    clients: int = 3
-    lists: int = 2
-    edits_per_client: int = 12
-    heal_at: float = 20.0
-    settle: float = 6.0
-    final_sync_limit: float = 20.0
-    base_delay: tuple[float, float] = (0.001, 0.010)
-    store_latency: tuple[float, float] = (0.0005, 0.005)
-    growth_check_every: float = 1.0
-    converge_sample_every: float = 0.25
-    timeline_every: float | None = None
+    Raises:
+        ValueError: a count below 1 (0 edits are allowed), a negative or infinite time,
+        a sampling step that is not above 0 (the schedule is filled step by step), or a
+        delay range that is not ``0 <= low <= high``.
+    """
+
+    servers: int = attrs.field(default=5, validator=_at_least_one)
+    brokers: int = attrs.field(default=2, validator=_at_least_one)
+    clients: int = attrs.field(default=3, validator=_at_least_one)
+    lists: int = attrs.field(default=2, validator=_at_least_one)
+    edits_per_client: int = attrs.field(default=12, validator=attrs.validators.ge(0))
+    heal_at: float = attrs.field(default=20.0, validator=_time)
+    settle: float = attrs.field(default=6.0, validator=_time)
+    final_sync_limit: float = attrs.field(default=20.0, validator=_time)
+    base_delay: tuple[float, float] = attrs.field(default=(0.001, 0.010), validator=_interval)
+    store_latency: tuple[float, float] = attrs.field(default=(0.0005, 0.005), validator=_interval)
+    growth_check_every: float = attrs.field(default=1.0, validator=_step)
+    converge_sample_every: float = attrs.field(default=0.25, validator=_step)
+    timeline_every: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_step)
+    )
     """Sample every server's digests and the message count at this interval from time 0
     (:attr:`Simulation.timeline`, for plots); ``None`` leaves sampling to the checkers."""
-    max_events: int = 1_000_000
+    max_events: int = attrs.field(default=1_000_000, validator=_at_least_one)
     server: ServerConfig = attrs.field(factory=ServerConfig)
     client: ClientConfig = attrs.field(factory=ClientConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
@@ -520,23 +548,37 @@ class Simulation:
         for op in self.workload.ops:
             if op.at < self.schedule.heal_at:
                 self._push(op.at, _EDIT, op)
-        t = cfg.growth_check_every
-        while t < cfg.heal_at + cfg.settle:
+        end = cfg.heal_at + cfg.settle
+        for t in self._every(cfg.growth_check_every, cfg.growth_check_every, end, inclusive=False):
             self._push(t, _SAMPLE, "growth")
-            t += cfg.growth_check_every
-        t = cfg.heal_at
-        limit = cfg.heal_at + cfg.settle + cfg.final_sync_limit
-        while t <= limit:
+        limit = end + cfg.final_sync_limit
+        for t in self._every(cfg.heal_at, cfg.converge_sample_every, limit):
             self._push(t, _SAMPLE, "digests")
-            t += cfg.converge_sample_every
         if cfg.timeline_every:
-            t = 0.0
-            while t <= limit:
+            for t in self._every(0.0, cfg.timeline_every, limit):
                 self._push(t, _SAMPLE, "timeline")
-                t += cfg.timeline_every
         self._push(cfg.heal_at + cfg.settle, _FINAL, None)
         self._loop(limit)
         return self._result()
+
+    def _every(
+        self, start: float, step: float, stop: float, *, inclusive: bool = True
+    ) -> Iterator[float]:
+        """``start``, ``start + step``, ... up to ``stop``, summed step by step.
+
+        Raises:
+            SimulationError: more than ``max_events`` times (a step too small to matter).
+        """
+        t = start
+        for _ in range(self.config.max_events):
+            if t > stop or (t == stop and not inclusive):
+                return
+            yield t
+            t += step
+        raise SimulationError(
+            f"seed {self.seed}: sampling every {step:g}s up to {stop:g}s takes more than "
+            f"{self.config.max_events} events"
+        )
 
     def _loop(self, limit: float) -> None:
         heap = self._heap
