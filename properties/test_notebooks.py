@@ -14,9 +14,10 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 RICH_OUTPUTS = {"image/png", "text/html"}
 
 
-def test_there_are_notebooks() -> None:
-    """The notebooks directory holds the tour notebooks."""
-    assert len(NOTEBOOKS) >= 1
+def test_there_are_the_four_notebooks() -> None:
+    """The notebooks directory holds the tour, the list, the partitions and the benchmarks."""
+    expected = ["01-tour", "02-shopping-list", "03-partitions", "04-performance"]
+    assert expected == [p.stem for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
