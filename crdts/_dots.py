@@ -270,6 +270,15 @@ class DotContext:
         cloud = sorted(self.cloud)
         return f"DotContext(vv={dict(sorted(self._vv.items()))!r}, cloud={cloud!r})"
 
+    def _holes_cost(self, replica: str, counters: list[int]) -> int:
+        """How many dots :meth:`_without` moves from the version vector to the cloud to
+        leave out ``counters`` of ``replica`` (which must be here)."""
+        n = self._vv.get(replica, 0)
+        below = [c for c in counters if c <= n]
+        if not below:
+            return 0
+        return n - min(below) + 1 - len(below)
+
     def _without(self, holes: set[RawDot]) -> DotContext:
         """A compact context of every dot here except ``holes`` (which must be here).
 

@@ -38,7 +38,12 @@ from crdts._codec import FORMAT_VERSION, check_header, describe
 from crdts._dots import DotContext, RawDot, check_replica, decode_dot
 from crdts.errors import DecodeError
 
-__all__ = ["Causal"]
+__all__ = ["ENTRY_COST_IN_DOTS", "Causal"]
+
+ENTRY_COST_IN_DOTS = 4
+"""How many cloud dots one shipped entry is counted as, when :meth:`Causal.delta_for`
+chooses between leaving seen dots out of a delta's context and shipping their entries
+(an entry carries a replica id, a counter and a payload; a cloud dot, one integer)."""
 
 
 class Causal(Crdt):
@@ -180,20 +185,42 @@ class Causal(Crdt):
         For any state ``p`` with context ``peer`` (reached by the same history),
         ``p | self.delta_for(peer) == p | self``. The delta holds the entries whose dots
         the peer has not seen, and a context of every dot seen here except the entries
-        held here that the peer has already seen (those must not be removed there). It is
-        empty when the peer has seen everything this state holds and has removed.
+        held here that the peer has already seen (those must not be removed there).
+
+        Leaving a dot out of the context splits its replica's version vector: every later
+        dot of that replica moves to the cloud. Where that would cost more than shipping
+        the replica's seen entries themselves (an entry counted as
+        ``ENTRY_COST_IN_DOTS`` cloud dots), the delta carries those entries instead and
+        keeps the vector whole; the join keeps or drops them exactly as the peer's state
+        does. So the delta's cloud grows by at most that many dots per entry held here,
+        whatever the counters in the context. A peer that has seen everything
+        gets no entry it lacks, and no entry at all where leaving dots out is cheap.
         """
         seen_by_peer = peer.contains
         fresh: dict[RawDot, Any] = {}
-        kept: set[RawDot] = set()
+        kept: dict[str, list[int]] = {}
         for d, payload in self._entries.items():
             if seen_by_peer(d):
-                kept.add(d)
+                r, c = d
+                cs = kept.get(r)
+                if cs is None:
+                    kept[r] = [c]
+                else:
+                    cs.append(c)
             else:
                 fresh[d] = payload
-        if not kept:
-            return self._make(fresh, self._ctx.copy())
-        return self._make(fresh, self._ctx._without(kept))
+        holes: set[RawDot] = set()
+        ctx = self._ctx
+        for r, cs in kept.items():
+            if ctx._holes_cost(r, cs) <= ENTRY_COST_IN_DOTS * len(cs):
+                holes.update((r, c) for c in cs)
+            else:
+                entries = self._entries
+                for c in cs:
+                    fresh[(r, c)] = entries[(r, c)]
+        if not holes:
+            return self._make(fresh, ctx.copy())
+        return self._make(fresh, ctx._without(holes))
 
     def _reset_observed(self, replica: str) -> Self:
         """Remove every dot this state holds (an observed reset of all of it); return the

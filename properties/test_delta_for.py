@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdts import AWORSet, DotContext
+from crdts._kernel import ENTRY_COST_IN_DOTS
 from crdts.testing import History, histories, operations_for
 
 pick = st.integers(0, 3)
@@ -29,10 +30,44 @@ def test_delta_for_is_below_the_state(h: History[AWORSet], i: int, j: int) -> No
 
 
 @given(set_histories, pick)
-def test_delta_for_a_peer_that_has_everything_has_no_entries(h: History[AWORSet], i: int) -> None:
-    """A peer whose context covers the whole state is sent no entries."""
+def test_delta_for_a_peer_that_has_everything_carries_nothing_it_lacks(
+    h: History[AWORSet], i: int
+) -> None:
+    """A peer whose context covers the whole state is sent no entry it has not seen, and
+    joining the delta changes nothing there."""
     s = h.replicas[i]
-    assert s.delta_for(s.context).stats().entries == 0
+    d = s.delta_for(s.context)
+    assert (True, s) == (all(dot in s.context for e in d for dot in d.dots_of(e)), s | d)
+
+
+@given(set_histories, pick, pick)
+def test_delta_for_context_stays_small(h: History[AWORSet], i: int, j: int) -> None:
+    """The delta's cloud grows by at most ENTRY_COST_IN_DOTS dots per entry held here."""
+    s, p = h.replicas[i], h.replicas[j]
+    d = s.delta_for(p.context).stats()
+    assert d.cloud <= s.stats().cloud + ENTRY_COST_IN_DOTS * s.stats().entries
+
+
+def test_delta_for_ships_old_entries_rather_than_splitting_a_long_vector() -> None:
+    """An entry made first, then many changes of others: the delta for a peer that has
+    seen it all carries that one entry, not a cloud of every later dot."""
+    s = AWORSet()
+    s.add("r", "bread")
+    for k in range(1_000):
+        s.add("r", f"milk {k}")
+        s.remove("r", f"milk {k}")
+    d = s.delta_for(s.context)
+    assert ({"bread"}, 0, 1) == (set(d.value), d.stats().cloud, len(d.context.vv))
+
+
+def test_delta_for_a_context_with_a_huge_counter_is_quick_and_small() -> None:
+    """A version vector near 2**63 (as a hostile peer may send) costs nothing to answer:
+    the seen entry is shipped instead of a cloud of 2**63 dots."""
+    top = 2**63 - 1
+    ctx = {"vv": {"r": top}, "cloud": []}
+    s = AWORSet.from_dict({"type": "AWORSet", "v": 1, "ctx": ctx, "entries": [["r", 1, "milk"]]})
+    d = s.delta_for(DotContext.from_dots([("r", 1)]))
+    assert ({"milk"}, 0, {"r": top}) == (set(d.value), d.stats().cloud, dict(d.context.vv))
 
 
 def test_delta_for_an_empty_peer_is_the_whole_state() -> None:
