@@ -240,6 +240,26 @@ def test_login_failures_do_not_tell_unknown_user_from_wrong_password() -> None:
     assert 1 == len(messages)
 
 
+def test_a_password_with_a_lone_surrogate_is_invalid_and_never_logs_in() -> None:
+    """A password that has no UTF-8 form (JSON "\\ud800") is refused at sign-up without
+    echo, and a login with one fails like a wrong password, for known and unknown names."""
+    accounts = Accounts(DictAccounts(), params=CHEAP)
+    accounts.sign_up("alice", PASSWORD, now=0.0)
+    bad = "password\ud800"
+    with pytest.raises(InvalidPassword, match="lone surrogate") as refused:
+        accounts.sign_up("bob", bad, now=0.0)
+    failures = []
+    for name in ("alice", "nobody"):
+        with pytest.raises(LoginFailed) as info:
+            accounts.log_in(name, bad, now=1.0)
+        failures.append(str(info.value))
+    assert (False, ["unknown user name or wrong password"] * 2, False) == (
+        bad in str(refused.value),
+        failures,
+        verify_password(bad, hash_password(PASSWORD, params=CHEAP)),
+    )
+
+
 def test_duplicate_names_and_logout() -> None:
     """A taken name (in any case) is refused; a logged-out token no longer works."""
     accounts = Accounts(DictAccounts(), params=CHEAP)

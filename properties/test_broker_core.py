@@ -139,6 +139,27 @@ def test_goodbye_from_another_address_is_ignored() -> None:
     assert ("s1",) == b.live_servers(1.0)
 
 
+def test_goodbye_from_an_unknown_server_changes_nothing() -> None:
+    """A goodbye for a server the broker does not hold, or for another server than the
+    one at the sender's address, gets no answer and purges nothing."""
+    b = broker_with("s1", "s2")
+    before = (b.live_servers(1.0), b.next_deadline())
+    outs = [
+        b.receive("peer-s9", encode(Goodbye("s9")), 1.0),
+        b.receive("peer-s1", encode(Goodbye("s9")), 1.0),
+        b.receive("peer-s1", encode(Goodbye("s2")), 1.0),
+    ]
+    assert ([[], [], []], before) == (outs, (b.live_servers(1.0), b.next_deadline()))
+
+
+def test_a_frame_with_a_long_bad_key_still_gets_an_error_reply() -> None:
+    """A frame whose unexpected key is 5,000 characters long is answered ``malformed``."""
+    b = broker_with("s1")
+    data = encode(request()).replace(b'"kind":', b'"' + b"k" * 5000 + b'":1,"kind":')
+    (out,) = b.receive("c-addr", data, 1.0)
+    assert ("c-addr", "malformed") == (out.to, out.message.code)  # type: ignore[union-attr]
+
+
 def test_an_unreachable_address_purges_its_server() -> None:
     """The shell reports a failed send (ROUTER_MANDATORY); the server is purged."""
     b = broker_with("s1", "s2")

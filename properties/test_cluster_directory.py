@@ -3,6 +3,7 @@ with its race rules, on real server stores and without sockets."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from reference_cluster.accounts import ScryptParams
 from reference_cluster.directory import Directory
 from reference_cluster.effects import Send
+from reference_cluster.errors import AccessDenied
 from reference_cluster.messages import (
     DirectoryDigest,
     DirectoryPush,
@@ -107,6 +109,27 @@ def test_login_failures_and_bad_sign_ups_get_their_codes(stores: Stores) -> None
     ]
 
 
+def test_a_password_with_a_lone_surrogate_gets_an_answer(stores: Stores) -> None:
+    """Sign-up and login frames whose password holds JSON "\\ud800" are answered
+    ``invalid`` (a new name), ``user_exists`` (a taken one) or ``login_failed``."""
+    d = directory(stores, "s1")
+    welcome(d.handle(SignUp("a", "alice", PASSWORD), NOW))
+    replies = []
+    for msg in (
+        SignUp("b", "bob", "x"),
+        SignUp("c", "alice", "x"),
+        LogIn("d", "alice", "x"),
+        LogIn("e", "nobody", "x"),
+    ):
+        frame = encode(msg).replace(b'"password":"x"', b'"password":"pass\\ud800word"')
+        request = decode(frame)
+        assert isinstance(request, SignUp | LogIn) and "\ud800" in request.password
+        reply = d.handle(request, NOW)
+        assert isinstance(reply, ErrorReply) and "\ud800" not in reply.detail
+        replies.append(reply.code)
+    assert ["invalid", "user_exists", "login_failed", "login_failed"] == replies
+
+
 def test_a_repeated_sign_up_with_the_right_password_logs_in(stores: Stores) -> None:
     """A sign-up retried after a lost reply succeeds for the same account."""
     d = directory(stores, "s1")
@@ -200,3 +223,30 @@ def test_two_owners_of_one_list_settle_on_the_smaller_user_id(stores: Stores) ->
     owners = {s: (dirs[s].owner(LIST), stores[s].owner(LIST)) for s in stores}
     winner = min(a.user_id, b.user_id)
     assert {s: (winner, winner) for s in stores} == owners
+
+
+def test_a_push_entry_the_store_refuses_is_skipped_and_logged(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An owner the store refuses is skipped with a log line, and the rest of the push is
+    merged; nothing escapes from ``receive``."""
+    bad = str(uuid.UUID(int=12, version=4))
+    store = stores["s1"]
+    set_owner = store.set_owner
+
+    def refusing(list_id: str, owner: str) -> None:
+        if list_id == bad:
+            raise AccessDenied("an owner is a user id (1 to 64 characters)")
+        set_owner(list_id, owner)
+
+    monkeypatch.setattr(store, "set_owner", refusing)
+    d = directory(stores, "s1")
+    push = DirectoryPush("s2", (), (), {bad: "u1", LIST: "u2"})
+    with caplog.at_level(logging.WARNING, logger="reference_cluster.directory"):
+        out = d.receive("s2", push, NOW)
+    assert ([], {LIST: "u2"}, (None, "u2"), True) == (
+        out,
+        store.owners(),
+        (d.owner(bad), d.owner(LIST)),
+        f"skipped a bad owner of {bad} from s2" in caplog.text,
+    )

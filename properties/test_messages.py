@@ -291,3 +291,87 @@ def test_retryable_errors_are_the_transient_ones() -> None:
         "malformed": False,
     }
     assert expected == retryable
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _wire(REQUEST, **{"k" * 5000: 1}),
+        _wire(REQUEST, **{f"extra{i:05}" + "x" * 100: i for i in range(2000)}),
+        _wire(REQUEST, v="v" * 5000),
+        _wire(REQUEST, v=[[["deep"] * 1000] * 10]),
+        _wire(REQUEST, kind="k" * 5000),
+        _wire(REQUEST, list_id="l" * 5000),
+    ],
+    ids=["long-key", "many-keys", "long-v", "big-v", "long-kind", "long-field"],
+)
+def test_decode_errors_fit_an_error_reply(data: bytes) -> None:
+    """However long the bad key or value, the error text fits an ErrorReply's detail."""
+    with pytest.raises(MalformedMessage) as info:
+        decode(data)
+    reply = ErrorReply(None, info.value.code, str(info.value))
+    assert (True, reply) == (len(str(info.value)) <= 500, decode(encode(reply)))
+
+
+def test_many_unexpected_keys_are_counted_not_listed() -> None:
+    """The error names the first few unexpected keys and how many there are."""
+    with pytest.raises(MalformedMessage) as info:
+        decode(_wire(REQUEST, **{f"x{i}": i for i in range(7)}))
+    expected = "unexpected keys ['x0', 'x1', 'x2', 'x3', 'x4', ...] (7 keys)"
+    assert (True, "malformed") == (expected in str(info.value), info.value.code)
+
+
+def _with_number(literal: str, where: str) -> bytes:
+    """A sync frame carrying the bare JSON number ``literal`` as ``attempt``, deep inside
+    the delta, or under an unexpected key."""
+    delta = {**AWORSet().to_dict(), "entries": [[["milk", {"n": 0}]]]}
+    frame = encode(SyncRequest("r.1", LIST, "c1", 0, None, delta))
+    marker = {"attempt": b'"attempt":0', "delta": b'"n":0', "extra": b'"kind":'}[where]
+    number = literal.encode()
+    changed = {
+        "attempt": b'"attempt":' + number,
+        "delta": b'"n":' + number,
+        "extra": b'"extra":[' + number + b'],"kind":',
+    }[where]
+    assert 1 == frame.count(marker)
+    return frame.replace(marker, changed)
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "1.5e400"])
+@pytest.mark.parametrize("where", ["attempt", "delta", "extra"])
+def test_numbers_too_large_for_a_float_are_refused(literal: str, where: str) -> None:
+    """A number that would parse as an infinity is malformed wherever it is, even deep
+    inside a delta that only a server decodes."""
+    data = _with_number(literal, where)
+    with pytest.raises(MalformedMessage) as info:
+        decode(data)
+    expected = ("malformed", f"message: expected a finite number, got {literal}")
+    assert expected == (info.value.code, str(info.value))
+
+
+def test_finite_floats_still_decode() -> None:
+    """A very small float passes the finiteness check unchanged."""
+    account = {"user_id": "u", "name": "n", "password_hash": "h", "created": 1.5e-300}
+    push = DirectoryPush("s1", (account,), (), {}, True)
+    assert push == decode(encode(push))
+
+
+@pytest.mark.parametrize(
+    "owner", ["u" * 65, "u" * 128, "a\nb", ""], ids=["65", "128", "newline", "empty"]
+)
+def test_directory_push_owners_are_user_ids(owner: str) -> None:
+    """An owner in a directory push is refused unless it is a user id the store can keep
+    (a printable string of 1 to 64 characters), as are the user ids of accounts and sessions."""
+    push = DirectoryPush("s1", (), (), {LIST: "u" * 64})
+    account = {"user_id": owner, "name": "n", "password_hash": "h", "created": 1.0}
+    session = {"token_hash": "0" * 64, "user_id": owner, "expires": 1.0}
+    says = []
+    for data in (
+        _wire(push, owners={LIST: owner}),
+        _wire(push, accounts=[account]),
+        _wire(push, sessions=[session]),
+    ):
+        with pytest.raises(MalformedMessage) as info:
+            decode(data)
+        says.append("expected a user id (a printable string of 1 to 64" in str(info.value))
+    assert (push, [True, True, True]) == (decode(encode(push)), says)

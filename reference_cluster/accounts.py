@@ -190,6 +190,11 @@ def _normalize_password(password: object) -> str:
         raise InvalidPassword(f"a password must be a string, got {type(password).__name__}")
     if len(password) > 4 * MAX_PASSWORD_LENGTH:
         raise InvalidPassword(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON "\ud800") has no UTF-8 form, so scrypt cannot hash it.
+        raise InvalidPassword("a password is Unicode text, got a lone surrogate") from None
     return unicodedata.normalize("NFKC", password)
 
 
@@ -197,8 +202,9 @@ def check_new_password(password: object) -> str:
     """The normalised (NFKC) form of a new password, checked against the length rules.
 
     Raises:
-        InvalidPassword: not a string, or shorter than :data:`MIN_PASSWORD_LENGTH` or longer
-        than :data:`MAX_PASSWORD_LENGTH` characters. The message never shows the password.
+        InvalidPassword: not a string, not encodable as UTF-8 (a lone surrogate), or shorter
+        than :data:`MIN_PASSWORD_LENGTH` or longer than :data:`MAX_PASSWORD_LENGTH`
+        characters. The message never shows the password.
     """
     normal = _normalize_password(password)
     if len(normal) < MIN_PASSWORD_LENGTH:
@@ -297,7 +303,8 @@ def _parse_hash(encoded: object) -> tuple[ScryptParams, bytes, bytes]:
 def verify_password(password: object, encoded: str) -> bool:
     """Whether ``password`` matches a hash made by :func:`hash_password`.
 
-    A password of the wrong type or an absurd length is simply not a match.
+    A password of the wrong type, an absurd length or with a lone surrogate is simply not
+    a match.
 
     Raises:
         StoreCorrupt: ``encoded`` is not a hash this module wrote.

@@ -171,7 +171,9 @@ class BrokerCore:
             self._register(msg.server, peer, now)
             return []
         if isinstance(msg, Goodbye):
-            if self._servers.get(msg.server, _Server(peer, 0.0)).peer == peer:
+            entry = self._servers.get(msg.server)
+            if entry is not None and entry.peer == peer:
+                log.info("broker %s: server %s said goodbye, purged", self.broker_id, msg.server)
                 self._purge(msg.server)
             return []
         if isinstance(msg, ErrorReply):

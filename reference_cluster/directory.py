@@ -46,9 +46,10 @@ operators) only: a directory push is trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from crdts._codec import canonical_json
@@ -66,6 +67,7 @@ from reference_cluster.accounts import (
 )
 from reference_cluster.effects import Send
 from reference_cluster.errors import (
+    ClusterError,
     InvalidPassword,
     InvalidUserName,
     LoginFailed,
@@ -378,23 +380,49 @@ class Directory:
         self._outbox.extend(Send(p, msg) for p in self.peers)
 
     def _merge(self, msg: DirectoryPush, now: float) -> None:
+        """Merge every entry of a push; an entry the store refuses is skipped and logged.
+
+        Raises:
+            StoreError: the store failed (the entries before it are merged).
+        """
         for wire in msg.accounts:
-            self._merge_account(_account(wire))
+            with self._entry(msg.origin, "account"):
+                self._merge_account(_account(wire))
         for wire in msg.sessions:
-            session = _session(wire)
-            if (
-                session.token_hash not in self._sessions
-                and session.user_id in self._accounts
-                and not session.expired(now)
-            ):
-                self._store.add_session(session)
-                self._remember_session(session)
+            with self._entry(msg.origin, "session"):
+                self._merge_session(_session(wire), now)
         for list_id, owner in msg.owners.items():
-            known = self._owners.get(list_id)
-            if known is None or owner < known:
-                self._store.set_owner(list_id, owner)
-                self._owners[list_id] = owner
-                self._digest_cache = None
+            with self._entry(msg.origin, f"owner of {list_id}"):
+                self._merge_owner(list_id, owner)
+
+    @contextlib.contextmanager
+    def _entry(self, origin: str, what: str) -> Iterator[None]:
+        """Skip (and log) one entry of a push that the store refuses; a store failure
+        stops the merge."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except ClusterError as exc:
+            log.warning(
+                "directory %s: skipped a bad %s from %s: %s", self.server_id, what, origin, exc
+            )
+
+    def _merge_session(self, session: Session, now: float) -> None:
+        if (
+            session.token_hash not in self._sessions
+            and session.user_id in self._accounts
+            and not session.expired(now)
+        ):
+            self._store.add_session(session)
+            self._remember_session(session)
+
+    def _merge_owner(self, list_id: str, owner: str) -> None:
+        known = self._owners.get(list_id)
+        if known is None or owner < known:
+            self._store.set_owner(list_id, owner)
+            self._owners[list_id] = owner
+            self._digest_cache = None
 
     def _merge_account(self, account: Account) -> None:
         by_id = self._accounts.get(account.user_id)

@@ -25,6 +25,7 @@ not, and bumps :data:`WIRE_VERSION`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
 
+from crdts._codec import describe
 from reference_cluster.errors import MalformedMessage
 
 __all__ = [
@@ -79,8 +81,11 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 """Larger frames are refused before parsing."""
 
 MAX_ID = 128
+MAX_USER_ID = 64
+"""Most characters in a user id (the bound the server store keeps for a list's owner)."""
 MAX_TOKEN = 512
 MAX_DETAIL = 2000
+"""Most characters in an :class:`ErrorReply`'s detail (and in a decode error's text)."""
 MAX_SECRET = 4096
 MAX_ITEMS = 1_000_000
 MAX_NAT = 2**53
@@ -119,11 +124,21 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 # -- field checks --------------------------------------------------------------------------
 
 
+def _malformed(text: str, *, code: str = "malformed") -> MalformedMessage:
+    """A MalformedMessage whose text fits an :class:`ErrorReply`'s detail."""
+    if len(text) > MAX_DETAIL:
+        text = text[: MAX_DETAIL - 3] + "..."
+    return MalformedMessage(text, code=code)
+
+
+def _short(value: object) -> str:
+    """A ``repr`` of a value from the network, bounded in length (and cost)."""
+    shown = describe(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _fail(path: str, expected: str, value: object) -> MalformedMessage:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return MalformedMessage(f"{path}: expected {expected}, got {shown}")
+    return _malformed(f"{path}: expected {expected}, got {_short(value)}")
 
 
 def check_list_id(value: object, path: str = "list_id") -> str:
@@ -144,6 +159,12 @@ def check_list_id(value: object, path: str = "list_id") -> str:
 def _check_id(value: object, path: str) -> str:
     if type(value) is not str or not 0 < len(value) <= MAX_ID or not value.isprintable():
         raise _fail(path, f"a printable string of 1 to {MAX_ID} characters", value)
+    return value
+
+
+def _check_user_id(value: object, path: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= MAX_USER_ID or not value.isprintable():
+        raise _fail(path, f"a user id (a printable string of 1 to {MAX_USER_ID} characters)", value)
     return value
 
 
@@ -210,7 +231,7 @@ def _check_detail(value: object, path: str) -> str:
 def _check_secret(value: object, path: str) -> str:
     if type(value) is not str or not 0 < len(value) <= MAX_SECRET:
         # Never echo the value: it may be a password.
-        raise MalformedMessage(f"{path}: expected a string of 1 to {MAX_SECRET} characters")
+        raise _malformed(f"{path}: expected a string of 1 to {MAX_SECRET} characters")
     return value
 
 
@@ -257,14 +278,14 @@ def _check_record(fields: Mapping[str, Callable[[object, str], object]]) -> Any:
 
 _check_account = _check_record(
     {
-        "user_id": _check_id,
+        "user_id": _check_user_id,
         "name": _check_id,
         "password_hash": _check_secret,
         "created": _check_number,
     }
 )
 _check_session = _check_record(
-    {"token_hash": _check_digest, "user_id": _check_id, "expires": _check_number}
+    {"token_hash": _check_digest, "user_id": _check_user_id, "expires": _check_number}
 )
 
 
@@ -591,7 +612,7 @@ class DirectoryPush(Message):
     sessions: tuple[Mapping[str, Any], ...] = attrs.field(
         converter=_as_tuple, validator=_valid(_check_tuple(_check_session))
     )
-    owners: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_id)))
+    owners: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_user_id)))
     answer: bool = attrs.field(validator=_valid(_check_flag), default=False)
 
 
@@ -664,21 +685,38 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """``parse_float`` for the decoder: a number too large for a float (``1e999``) would
+    parse as an infinity, which :func:`encode` cannot write back."""
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise _malformed(f"message: expected a finite number, got {shown}")
+    return value
+
+
+def _shown_keys(keys: set[str]) -> str:
+    """The first few of ``keys``, sorted and each shortened, for an error message."""
+    first = sorted(keys)[:5]
+    shown = f"[{', '.join(_short(k) for k in first)}]"
+    return shown if len(keys) <= len(first) else f"{shown[:-1]}, ...] ({len(keys)} keys)"
+
+
 def _from_wire(data: object, path: str, *, top: bool) -> Message:
     if not isinstance(data, dict):
         raise _fail(path, "a JSON object", data)
     if top:
         version = data.get("v")
         if type(version) is not int or version != WIRE_VERSION:
-            raise MalformedMessage(
-                f"{path}.v: unsupported wire version {version!r}, expected {WIRE_VERSION}",
+            raise _malformed(
+                f"{path}.v: unsupported wire version {_short(version)}, expected {WIRE_VERSION}",
                 code="unsupported_version",
             )
     kind = data.get("kind")
     cls = KINDS.get(kind) if type(kind) is str else None
     if cls is None:
-        raise MalformedMessage(
-            f"{path}.kind: unknown message kind {kind!r:.40}, expected one of {sorted(KINDS)}",
+        raise _malformed(
+            f"{path}.kind: unknown message kind {_short(kind)}, expected one of {sorted(KINDS)}",
             code="unknown_kind",
         )
     fields = attrs.fields(cls)  # type: ignore[arg-type]
@@ -686,12 +724,12 @@ def _from_wire(data: object, path: str, *, top: bool) -> Message:
     keys = set(data) - {"kind", "v"} if top else set(data) - {"kind"}
     extra = keys - names
     if extra:
-        raise MalformedMessage(f"{path} ({kind}): unexpected keys {sorted(map(str, extra))}")
+        raise _malformed(f"{path} ({kind}): unexpected keys {_shown_keys(set(map(str, extra)))}")
     values: dict[str, Any] = {}
     for a in fields:
         if a.name not in data:
             if a.default is attrs.NOTHING:
-                raise MalformedMessage(f"{path} ({kind}): missing key {a.name!r}")
+                raise _malformed(f"{path} ({kind}): missing key {a.name!r}")
             continue
         value = data[a.name]
         if a.name in _NESTED:
@@ -702,7 +740,7 @@ def _from_wire(data: object, path: str, *, top: bool) -> Message:
     except MalformedMessage:
         raise
     except (TypeError, ValueError) as exc:  # pragma: no cover - validators raise the above
-        raise MalformedMessage(f"{path} ({kind}): {exc}") from None
+        raise _malformed(f"{path} ({kind}): {exc}") from None
 
 
 def decode(data: bytes) -> Message:
@@ -716,9 +754,15 @@ def decode(data: bytes) -> Message:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _fail("message", "bytes", data)
     if len(data) > MAX_MESSAGE_BYTES:
-        raise MalformedMessage(f"message: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
+        raise _malformed(f"message: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
-        parsed = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+        parsed = json.loads(
+            bytes(data).decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except MalformedMessage:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedMessage(f"message: not UTF-8 JSON ({str(exc)[:120]})") from None
+        raise _malformed(f"message: not UTF-8 JSON ({str(exc)[:120]})") from None
     return _from_wire(parsed, "message", top=True)
