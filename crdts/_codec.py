@@ -184,7 +184,7 @@ def check_header(data: object, type_name: str, keys: frozenset[str]) -> Mapping[
     extra = set(data) - allowed
     missing = allowed - set(data)
     if extra:
-        raise DecodeError(f"{type_name}: unexpected keys {sorted(map(str, extra))}")
+        raise DecodeError(f"{type_name}: unexpected keys {describe(sorted(map(str, extra)))}")
     if missing:
         raise DecodeError(f"{type_name}: missing keys {sorted(missing)}")
     return data

@@ -409,7 +409,7 @@ class DotContext:
             raise DecodeError(f"{path}: expected an object, got {type(data).__name__}")
         extra = set(data) - {"vv", "cloud"}
         if extra:
-            raise DecodeError(f"{path}: unexpected keys {sorted(map(str, extra))}")
+            raise DecodeError(f"{path}: unexpected keys {describe(sorted(map(str, extra)))}")
         vv_in = data.get("vv", {})
         cloud_in = data.get("cloud", [])
         if not isinstance(vv_in, Mapping):

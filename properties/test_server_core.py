@@ -164,6 +164,30 @@ def test_a_bad_state_in_a_request_gets_a_bad_state_error() -> None:
     assert ("b1", "bad_state", 0) == (to, msg.reply.code, s.pending_acks)
 
 
+@pytest.mark.parametrize("where", ["state", "context"])
+def test_a_bad_state_with_a_huge_key_still_gets_a_short_error(where: str) -> None:
+    """A delta or context with thousands of long unexpected keys is answered with a
+    ``bad_state`` error whose detail stays short (it used to be too long to send)."""
+    s = server()
+    junk = {f"{k:05d}" + "k" * 5_000: 0 for k in range(1_000)}
+    state: dict[str, Any] = {"type": "AWORSet", "v": 1, "ctx": {}, "entries": []}
+    if where == "state":
+        state |= junk
+    else:
+        state["ctx"] = junk
+    bad = SyncRequest("n.1", LIST, "c1", 0, None, state)
+    ((to, msg),) = sends(s.receive("b1", encode(Forward("client-1", bad)), 1.0))
+    assert isinstance(msg, Deliver) and isinstance(msg.reply, ErrorReply)
+    assert ("b1", "bad_state", True) == (to, msg.reply.code, len(msg.reply.detail) < 400)
+
+
+def test_error_reply_about_cuts_a_long_text() -> None:
+    """An exception text longer than the detail limit is cut, with a mark, and builds."""
+    reply = ErrorReply.about("n.1", "malformed", ValueError("x" * 10_000 + "\n"))
+    assert (2000, True) == (len(reply.detail), reply.detail.endswith("..."))
+    assert "a\tb" != ErrorReply.about(None, "malformed", "a\tb").detail
+
+
 def test_a_bad_state_from_a_peer_gets_an_error_and_changes_nothing() -> None:
     """A propagation that does not decode is answered with ``bad_state``."""
     s = server()

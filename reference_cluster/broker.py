@@ -148,7 +148,7 @@ class Broker:
             msg = decode(data)
         except MalformedMessage as exc:
             log.warning("broker %s: malformed message from %s: %s", self.core.broker_id, peer, exc)
-            self._send(Send(peer, ErrorReply(None, exc.code, str(exc))))
+            self._send(Send(peer, ErrorReply.about(None, exc.code, exc)))
             return
         if msg.kind not in (_FRONT_KINDS if front else _BACK_KINDS):
             side = "clients" if front else "servers"

@@ -117,7 +117,7 @@ class BrokerCore:
             msg = decode(data)
         except MalformedMessage as exc:
             log.warning("broker %s: malformed message from %s: %s", self.broker_id, peer, exc)
-            return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+            return [Send(peer, ErrorReply.about(None, exc.code, exc))]
         return self.receive_message(peer, msg, now)
 
     def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:

@@ -275,7 +275,7 @@ class ClientCore(Generic[S]):
             msg = decode(data)
         except MalformedMessage as exc:
             log.warning("client %s: malformed message from %s: %s", self.replica, peer, exc)
-            return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+            return [Send(peer, ErrorReply.about(None, exc.code, exc))]
         return self.receive_message(peer, msg, now)
 
     def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:

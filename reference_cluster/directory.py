@@ -226,11 +226,11 @@ class Directory:
                 return user
             return ListsReply(rid, user, tuple(self.owned_by(user)))
         except (InvalidUserName, InvalidPassword) as exc:
-            return ErrorReply(rid, "invalid", str(exc))
+            return ErrorReply.about(rid, "invalid", exc)
         except LoginFailed as exc:
-            return ErrorReply(rid, "login_failed", str(exc))
+            return ErrorReply.about(rid, "login_failed", exc)
         except UserExists as exc:
-            return ErrorReply(rid, "user_exists", str(exc))
+            return ErrorReply.about(rid, "user_exists", exc)
         except StoreError as exc:
             log.error("directory %s: store failed: %s", self.server_id, exc)
             return ErrorReply(rid, "persist_failed", "the server could not write its store")
@@ -273,7 +273,7 @@ class Directory:
         try:
             token_hash = hash_token(token)
         except SessionInvalid as exc:
-            return ErrorReply(None, "unauthorized", str(exc))
+            return ErrorReply.about(None, "unauthorized", exc)
         session = self._sessions.get(token_hash)
         if session is None:
             return ErrorReply(None, "unknown_session", "this server does not know the session")

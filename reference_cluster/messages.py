@@ -382,6 +382,15 @@ class ErrorReply(Message):
         """Whether the same request may succeed later."""
         return self.code in RETRYABLE_CODES
 
+    @classmethod
+    def about(cls, request_id: str | None, code: str, error: BaseException | str) -> ErrorReply:
+        """An error reply that tells of ``error`` (an exception or a text), cut to
+        :data:`MAX_DETAIL` printable characters so that it always builds."""
+        text = "".join(ch if ch.isprintable() else " " for ch in str(error)[: MAX_DETAIL + 1])
+        if len(text) > MAX_DETAIL:
+            text = text[: MAX_DETAIL - 3] + "..."
+        return cls(request_id, code, text)
+
 
 @attrs.frozen
 class SignUp(Message):

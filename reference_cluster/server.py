@@ -268,7 +268,7 @@ class Server:
             log.warning(
                 "server %s: malformed message from %s: %s", self.settings.server_id, peer, exc
             )
-            self._send(Send(peer, ErrorReply(None, exc.code, str(exc))))
+            self._send(Send(peer, ErrorReply.about(None, exc.code, exc)))
             return
         self._carry_out(self._handle(peer, msg))
 

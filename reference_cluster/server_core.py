@@ -192,7 +192,7 @@ class ServerCore(Generic[S]):
             msg = decode(data)
         except MalformedMessage as exc:
             log.warning("server %s: malformed message from %s: %s", self.server_id, peer, exc)
-            return [Send(peer, ErrorReply(None, exc.code, str(exc)))]
+            return [Send(peer, ErrorReply.about(None, exc.code, exc))]
         return self.receive_message(peer, msg, now)
 
     def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:
@@ -201,7 +201,7 @@ class ServerCore(Generic[S]):
             return self._handle(peer, msg, now)
         except _BadState as exc:
             log.warning("server %s: bad state from %s: %s", self.server_id, peer, exc)
-            return [Send(peer, ErrorReply(None, "bad_state", str(exc)))]
+            return [Send(peer, ErrorReply.about(None, "bad_state", exc))]
 
     def persisted(self, token: int, now: float) -> list[Effect]:
         """The write ``token`` is durable: send the acknowledgement waiting for it."""
@@ -324,7 +324,7 @@ class ServerCore(Generic[S]):
             delta = None if req.delta is None else self._decode_state(req.delta, "sync.delta")
         except _BadState as exc:
             log.warning("server %s: bad state from %s: %s", self.server_id, fwd.client, exc)
-            reply = ErrorReply(req.request_id, "bad_state", str(exc))
+            reply = ErrorReply.about(req.request_id, "bad_state", exc)
             return [Send(broker, Deliver(fwd.client, reply))]
         if self._admit is not None:
             refusal = self._admit(req, delta, now)
