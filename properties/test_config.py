@@ -6,8 +6,10 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +20,9 @@ from reference_cluster.config import (
     broker_argv,
     parse_seconds,
     server_argv,
+    tune_socket,
 )
+from reference_cluster.messages import MAX_MESSAGE_BYTES
 
 
 @given(st.floats(min_value=1e-6, max_value=1e6))
@@ -139,3 +143,14 @@ def test_child_command_lines_parse_back() -> None:
         args.log_level,
         args.watch_parent,
     )
+
+
+def test_tuned_sockets_refuse_frames_larger_than_a_message() -> None:
+    """Every socket of the cluster caps a frame at the largest message a peer accepts."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        tune_socket(sock, heartbeat=1.0)
+        assert MAX_MESSAGE_BYTES == sock.getsockopt(zmq.MAXMSGSIZE)
+    finally:
+        ctx.destroy(linger=0)

@@ -34,6 +34,8 @@ from typing import Any
 import attrs
 import zmq
 
+from reference_cluster.messages import MAX_MESSAGE_BYTES
+
 __all__ = [
     "DEFAULT_BASE_PORT",
     "DEFAULT_HOST",
@@ -222,9 +224,11 @@ def setup_logging(level: str, name: str) -> None:
 
 
 def tune_socket(sock: zmq.Socket[Any], *, heartbeat: float, linger: float = 0.5) -> None:
-    """The options every socket of the cluster gets: a bounded linger, fast redial, and
-    ZeroMQ heartbeats (``heartbeat`` seconds; 0 for none)."""
+    """The options every socket of the cluster gets: a bounded linger, fast redial, no
+    frame larger than a message may be (a peer that sends one is disconnected before it
+    fills memory), and ZeroMQ heartbeats (``heartbeat`` seconds; 0 for none)."""
     sock.setsockopt(zmq.LINGER, int(linger * 1000))
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
     if heartbeat > 0:
