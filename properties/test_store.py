@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdts import AWORSet, GCounter
+from crdts import AWORSet, Dot, GCounter
 from reference_cluster.accounts import Account, Session
 from reference_cluster.client_store import StoredList
 from reference_cluster.errors import (
@@ -436,6 +436,68 @@ def test_merge_joins_remote_state_durably(tmp_path: Path) -> None:
         )
         store.forget(LIST_A)
         assert (None, []) == (store.load(LIST_A), store.pending_lists())
+
+
+def test_a_forgotten_list_keeps_its_dots_and_comes_back_as_it_was(tmp_path: Path) -> None:
+    """Forgetting hides a list but keeps its state, queue and counters; opening it again
+    (after reopening the store) brings them back, so the next edit takes a fresh dot."""
+    with ClientStore(tmp_path / "c.db", AWORSet) as store:
+        d1, _ = store.edit(LIST_A, lambda s, r: s.add(r, "milk"))
+        store.edit(LIST_A, lambda s, r: s.add(r, "eggs"))
+        store.ack(LIST_A, 1)
+        before = store.load(LIST_A)
+        store.forget(LIST_A)
+        assert (None, [], [], {}, []) == (
+            store.load(LIST_A),
+            store.list_ids(),
+            store.pending_lists(),
+            store.saved(),
+            store.pending(LIST_A),
+        )
+    with ClientStore(tmp_path / "c.db", AWORSet) as store:
+        replica = store.replica_id
+        assert (False, before, 3) == (
+            store.add_list(LIST_A),
+            store.load(LIST_A),
+            store.next_seq(LIST_A),
+        )
+        assert [2] == [seq for seq, _ in store.pending(LIST_A)]
+        delta, seq = store.edit(LIST_A, lambda s, r: s.add(r, "tea"))
+        assert ([Dot(replica, 3)], 3) == (list(delta.context.dots()), seq)
+        assert frozenset({"milk", "eggs", "tea"}) == store.load(LIST_A).value  # type: ignore[union-attr]
+    assert [Dot(replica, 1)] == list(d1.context.dots())
+
+
+def test_a_list_never_edited_here_is_forgotten_outright(tmp_path: Path) -> None:
+    """A list this device only pulled holds none of its dots: forgetting deletes it, and
+    opening it again starts from nothing."""
+    with ClientStore(tmp_path / "c.db", AWORSet) as store:
+        store.merge(LIST_A, AWORSet().add("server", "milk"))
+        store.forget(LIST_A)
+        assert (False, True, AWORSet()) == (
+            store.restore(LIST_A),
+            store.add_list(LIST_A),
+            store.load(LIST_A),
+        )
+
+
+def test_a_store_made_before_the_forgotten_table_still_opens_and_forgets(
+    tmp_path: Path,
+) -> None:
+    """A client store without the forgotten-lists table (as older versions wrote it)
+    opens, gains the table, and forgets and brings back a list."""
+    with ClientStore(tmp_path / "c.db", AWORSet) as store:
+        store.edit(LIST_A, lambda s, r: s.add(r, "milk"))
+    with sqlite3.connect(tmp_path / "c.db") as raw:
+        raw.execute("DROP TABLE forgotten")
+    with ClientStore(tmp_path / "c.db", AWORSet) as store:
+        store.forget(LIST_A)
+        assert ([], True, [LIST_A], 2) == (
+            store.list_ids(),
+            store.restore(LIST_A),
+            store.list_ids(),
+            store.next_seq(LIST_A),
+        )
 
 
 def test_session_round_trip_and_logout(tmp_path: Path) -> None:

@@ -10,6 +10,12 @@ and giving up all come from the core. Account requests (sign-up, login, the user
 and status requests are sent by the shell itself, lazy-pirate style: one attempt per
 broker in turn, each with a timeout, the same request id every time.
 
+The core only ever knows what the store holds: it is built from the store, and built
+again from it whenever carrying out its effects fails (a ``SaveEdit`` that raised would
+leave in the core an edit that is not on disk: a retry would send its dot, and after a
+restart the device would issue that dot again), and when a list is forgotten or comes
+back.
+
 The agent (``python -m reference_cluster.client``, see
 :mod:`reference_cluster.client_agent`) keeps a client running and syncing in the
 background and takes JSON commands on standard input, for tests and the demo.
@@ -54,6 +60,7 @@ from reference_cluster.errors import (
     NotLoggedIn,
     RequestRefused,
     SessionInvalid,
+    StoreError,
     UserExists,
 )
 from reference_cluster.messages import (
@@ -139,19 +146,9 @@ class Client:
         self.offline = offline
         self._heartbeat = heartbeat
         self._rng = rng or random.Random()
-        session = store.session()
-        saved = {
-            k: SavedList(v.state, v.queue, v.next_seq) for k, v in sorted(store.saved().items())
-        }
-        self.core: ClientCore[ShoppingList] = ClientCore(
-            store.replica_id,
-            ShoppingList,
-            brokers=self.brokers,
-            saved=saved,
-            config=self.config,
-            rng=self._rng,
-            token=None if session is None else session.token,
-        )
+        self._background = False
+        self._restart_background = False
+        self.core: ClientCore[ShoppingList] = self._load_core()
         self._ctx: zmq.Context[Any] | None = None
         self._socks: dict[str, zmq.Socket[Any]] = {}
         self._replies: dict[str, Message] = {}
@@ -191,8 +188,10 @@ class Client:
 
         Raises:
             What the mutation raises (InvalidEdit, UnknownItem, ListDeleted...); nothing
-            changed then.
+            changed then. StoreError: the edit could not be saved; nothing changed then
+            either (the core is rebuilt from the store) and nothing was sent.
         """
+        self._bring_back(list_id)
         delta, effects = self.core.edit(list_id, mutate, time.monotonic())
         self._carry_out(effects)
         return delta
@@ -204,12 +203,27 @@ class Client:
         return list_id
 
     def open_list(self, list_id: str) -> None:
-        """Track a list shared by its id (it is pulled at the next sync)."""
+        """Track a list shared by its id (it is pulled at the next sync); a list this
+        device forgot comes back as it was."""
+        self._bring_back(list_id)
         self._carry_out(self.core.open_list(list_id, time.monotonic()))
 
     def forget(self, list_id: str) -> None:
-        """Drop a list from this device (it stays in the cluster)."""
+        """Stop tracking a list on this device (it stays in the cluster): it leaves
+        :meth:`list_ids` and is no longer synced; its queued edits are not sent.
+
+        The store keeps the list's state, queue and sequence numbers out of sight (the
+        record of the dots this device issued for it), so opening or editing the same id
+        again brings it back as it was and never issues a dot twice.
+        """
         self.store.forget(list_id)
+        self._reload_core()
+
+    def _bring_back(self, list_id: str) -> None:
+        """If the store holds ``list_id`` as forgotten, bring it back into the store and
+        the core, so that its next edit continues its dots and sequence numbers."""
+        if list_id not in self.core.list_ids() and self.store.restore(list_id):
+            self._reload_core()
 
     # -- syncing --------------------------------------------------------------------------
 
@@ -256,6 +270,9 @@ class Client:
         Returns:
             Those of ``extra`` that are readable.
         """
+        if self._restart_background:
+            self._restart_background = False
+            self._carry_out(self.core.start(time.monotonic()))
         core_deadline = self.core.next_deadline()
         if core_deadline is not None:
             wait = min(wait, core_deadline - time.monotonic())
@@ -281,6 +298,8 @@ class Client:
 
     def start_background(self) -> None:
         """Sync every list now and every ``sync_interval`` from now on (the agent)."""
+        self._background = True
+        self._restart_background = False
         self._carry_out(self.core.start(time.monotonic()))
 
     # -- account and status requests ------------------------------------------------------
@@ -407,19 +426,70 @@ class Client:
                 continue
             self._carry_out(self.core.receive_message(broker, msg, time.monotonic()))
 
+    def _load_core(self) -> ClientCore[ShoppingList]:
+        """A core that knows exactly what the store holds: its lists with their queues and
+        sequence numbers, and the saved session's token."""
+        session = self.store.session()
+        saved = {
+            k: SavedList(v.state, v.queue, v.next_seq)
+            for k, v in sorted(self.store.saved().items())
+        }
+        return ClientCore(
+            self.store.replica_id,
+            ShoppingList,
+            brokers=self.brokers,
+            saved=saved,
+            config=self.config,
+            rng=self._rng,
+            token=None if session is None else session.token,
+        )
+
+    def _reload_core(self) -> None:
+        """Replace the core by one built from the store, so that it knows only what is
+        durable. A request in flight is dropped (its deltas stay queued; a late reply is
+        harmless); background syncing starts again at the next :meth:`step`.
+
+        If the store cannot be read, the new core knows no list at all (it sends nothing,
+        and an edit of a list the store holds fails to save) until the next rebuild.
+        """
+        try:
+            core = self._load_core()
+        except StoreError:
+            log.exception("client %s: cannot read the store; tracking no list", self.replica)
+            core = ClientCore(
+                self.store.replica_id,
+                ShoppingList,
+                brokers=self.brokers,
+                config=self.config,
+                rng=self._rng,
+                token=self.core.token,
+            )
+        self.core = core
+        self._restart_background = self._background
+
     def _carry_out(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Send):
-                self._send(effect)
-            elif isinstance(effect, SaveEdit):
-                self.store.save_edit(effect.list_id, effect.seq, effect.delta)
-            elif isinstance(effect, SaveMerge):
-                self.store.merge(effect.list_id, effect.delta)
-            elif isinstance(effect, Acked):
-                self.store.ack(effect.list_id, effect.through_seq)
-                self.outcome.acked[effect.list_id] = effect.through_seq
-            elif isinstance(effect, SyncFailed):
-                self.outcome.failed[effect.list_id] = effect.reason
+        """Carry out a core's effects in order. If one raises, the core may hold what the
+        store does not (an unsaved edit or merge, an ack not recorded): rebuild it from
+        the store, then re-raise."""
+        try:
+            for effect in effects:
+                self._carry_out_one(effect)
+        except BaseException:
+            self._reload_core()
+            raise
+
+    def _carry_out_one(self, effect: Effect) -> None:
+        if isinstance(effect, Send):
+            self._send(effect)
+        elif isinstance(effect, SaveEdit):
+            self.store.save_edit(effect.list_id, effect.seq, effect.delta)
+        elif isinstance(effect, SaveMerge):
+            self.store.merge(effect.list_id, effect.delta)
+        elif isinstance(effect, Acked):
+            self.store.ack(effect.list_id, effect.through_seq)
+            self.outcome.acked[effect.list_id] = effect.through_seq
+        elif isinstance(effect, SyncFailed):
+            self.outcome.failed[effect.list_id] = effect.reason
 
     def _socket(self, broker: str) -> zmq.Socket[Any]:
         sock = self._socks.get(broker)

@@ -15,6 +15,15 @@ Rule 3 (sequence numbers are never reused). Each list has its own counter of que
 deltas, kept in the list's row, so an acknowledgement by sequence number can never drop a
 newer delta, even after the queue emptied.
 
+Rule 4 (forgetting keeps the dots). A forgotten list is only marked as forgotten (table
+``forgotten``): it leaves :meth:`~ClientStore.list_ids`, :meth:`~ClientStore.saved`,
+:meth:`~ClientStore.load` and the queue's readers, but its state, its queued deltas and
+its sequence counter stay on disk, the only record of the dots this device issued for it.
+Opening or editing the same id again (anything that goes through ``_ensure``) brings it
+back as it was, so its next edit continues the dots instead of issuing ``(device, 1)``
+again, which a server already holds and would acknowledge without applying. A list this
+device never edited holds none of its dots and is deleted outright.
+
 The general rules of the stores (durability, decoding, the cache) are in
 :mod:`reference_cluster._sqlite`.
 """
@@ -61,6 +70,19 @@ CREATE TABLE session (
     expires   REAL NOT NULL
 );
 """
+
+# Added after schema version 1 shipped, without a version change: an older program ignores
+# the table (and sees a forgotten list as present, which reuses no dot). Every open creates
+# it if missing, so stores made before it keep working.
+_FORGOTTEN_TABLE = """
+CREATE TABLE IF NOT EXISTS forgotten (
+    list_id TEXT PRIMARY KEY
+)
+"""
+
+_CLIENT_SCHEMA += _FORGOTTEN_TABLE + ";"
+
+_LIVE = "list_id NOT IN (SELECT list_id FROM forgotten)"
 
 
 @attrs.frozen
@@ -121,6 +143,7 @@ class ClientStore(SqliteStore[S]):
         self._replica: str = row[0]
 
     def _init_rows(self) -> None:
+        self._conn.execute(_FORGOTTEN_TABLE)
         if self._conn.execute("SELECT 1 FROM meta WHERE key = 'replica'").fetchone() is None:
             replica = self._new_replica_id()
             if not _valid_replica(replica):
@@ -135,12 +158,16 @@ class ClientStore(SqliteStore[S]):
     # -- lists --------------------------------------------------------------------------
 
     def add_list(self, list_id: str) -> bool:
-        """Start tracking a list (a new one, or one shared by its id); True if new."""
+        """Start tracking a list (a new one, or one shared by its id; a forgotten one
+        comes back as it was); True if new."""
         check_list_id(list_id)
         with self._transaction("add list") as conn:
             return self._ensure(conn, list_id)
 
     def _ensure(self, conn: sqlite3.Connection, list_id: str) -> bool:
+        """Make sure the list is on the device: bring it back if it was forgotten (its
+        state, queue and sequence counter), or create it empty; True if created."""
+        conn.execute("DELETE FROM forgotten WHERE list_id = ?", (list_id,))
         cursor = conn.execute(
             "INSERT OR IGNORE INTO lists (list_id, state, next_seq) VALUES (?, ?, 1)",
             (list_id, encode(self._state_type())),
@@ -148,21 +175,24 @@ class ClientStore(SqliteStore[S]):
         return cursor.rowcount == 1
 
     def list_ids(self) -> list[str]:
-        """The ids of the lists on this device, sorted."""
+        """The ids of the lists on this device (not the forgotten ones), sorted."""
         with self._errors("read"):
-            rows = self._conn.execute("SELECT list_id FROM lists ORDER BY list_id").fetchall()
+            rows = self._conn.execute(
+                f"SELECT list_id FROM lists WHERE {_LIVE} ORDER BY list_id"
+            ).fetchall()
         for (value,) in rows:
             if not isinstance(value, str):
                 raise StoreCorrupt(f"{self.path}: table lists: a list id is not text")
         return [r[0] for r in rows]
 
     def load(self, list_id: str) -> S | None:
-        """A copy of the local state of the list, or None if it is not on this device."""
+        """A copy of the local state of the list, or None if it is not on this device (or
+        forgotten)."""
         check_list_id(list_id)
         with self._errors("read"):
             self._check_cache()
             row = self._conn.execute(
-                "SELECT state FROM lists WHERE list_id = ?", (list_id,)
+                f"SELECT state FROM lists WHERE list_id = ? AND {_LIVE}", (list_id,)
             ).fetchone()
         if row is None:
             return None
@@ -238,7 +268,8 @@ class ClientStore(SqliteStore[S]):
             )
 
     def next_seq(self, list_id: str) -> int:
-        """The sequence number the list's next edit takes (1 for an unknown list)."""
+        """The sequence number the list's next edit takes (1 for an unknown list; a
+        forgotten list's next edit continues its numbers)."""
         check_list_id(list_id)
         with self._errors("read"):
             row = self._conn.execute("SELECT 1 FROM lists WHERE list_id = ?", (list_id,)).fetchone()
@@ -278,21 +309,42 @@ class ClientStore(SqliteStore[S]):
         return state.copy()
 
     def forget(self, list_id: str) -> None:
-        """Remove a list and its queued deltas from this device (after it was deleted)."""
+        """Stop showing a list on this device (after it was deleted, say): it leaves
+        :meth:`list_ids`, :meth:`saved`, :meth:`load` and the queue's readers.
+
+        Its state, queued deltas and sequence counter are kept out of sight (they record
+        the dots this device issued); opening or editing the list again brings them back
+        (:meth:`restore`). A list this device never edited is deleted outright.
+        """
         check_list_id(list_id)
         with self._transaction("forget", (list_id,)) as conn:
+            if conn.execute("SELECT 1 FROM lists WHERE list_id = ?", (list_id,)).fetchone() is None:
+                return
+            if self._next_seq(conn, list_id) > 1:
+                conn.execute("INSERT OR IGNORE INTO forgotten (list_id) VALUES (?)", (list_id,))
+                return
             conn.execute("DELETE FROM outbox WHERE list_id = ?", (list_id,))
             conn.execute("DELETE FROM lists WHERE list_id = ?", (list_id,))
             self._cache.pop(list_id, None)
 
+    def restore(self, list_id: str) -> bool:
+        """Bring a forgotten list back as it was (state, queue, sequence counter); True if
+        it was forgotten. Every write to the list does this too."""
+        check_list_id(list_id)
+        with self._transaction("restore", (list_id,)) as conn:
+            cursor = conn.execute("DELETE FROM forgotten WHERE list_id = ?", (list_id,))
+            return cursor.rowcount == 1
+
     # -- the queue of unacknowledged deltas ---------------------------------------------
 
     def pending(self, list_id: str) -> list[tuple[int, S]]:
-        """The queued deltas of a list, ``(seq, delta)`` in order."""
+        """The queued deltas of a list, ``(seq, delta)`` in order (none while it is
+        forgotten)."""
         check_list_id(list_id)
         with self._errors("read"):
             rows = self._conn.execute(
-                "SELECT seq, delta FROM outbox WHERE list_id = ? ORDER BY seq", (list_id,)
+                f"SELECT seq, delta FROM outbox WHERE list_id = ? AND {_LIVE} ORDER BY seq",
+                (list_id,),
             ).fetchall()
         out: list[tuple[int, S]] = []
         for seq, text in rows:
@@ -302,10 +354,10 @@ class ClientStore(SqliteStore[S]):
         return out
 
     def pending_lists(self) -> list[str]:
-        """The ids of the lists with queued deltas, sorted."""
+        """The ids of the lists with queued deltas (not the forgotten ones), sorted."""
         with self._errors("read"):
             rows = self._conn.execute(
-                "SELECT DISTINCT list_id FROM outbox ORDER BY list_id"
+                f"SELECT DISTINCT list_id FROM outbox WHERE {_LIVE} ORDER BY list_id"
             ).fetchall()
         return [str(r[0]) for r in rows]
 
