@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,3 +78,52 @@ def test_delta_for_an_empty_peer_is_the_whole_state() -> None:
         s.add("r", e)
     s.remove("r", "b")
     assert s == s.delta_for(DotContext())
+
+
+def _set_with_history(kept: int, churn: int) -> AWORSet:
+    """``kept`` elements added by "r" first (dots 1..kept), then ``churn`` elements added
+    and removed again (the following dots)."""
+    s = AWORSet()
+    for k in range(kept):
+        s.add("r", f"kept {k}")
+    for k in range(churn):
+        s.add("r", f"gone {k}")
+        s.remove("r", f"gone {k}")
+    return s
+
+
+@pytest.mark.parametrize(
+    ("kept", "churn", "entries", "cloud"),
+    [
+        (1, 4, 0, 4),  # splitting costs 4 cloud dots = 4 per entry: a tie keeps the split
+        (1, 5, 1, 0),  # 5 > 4: the entry is shipped instead
+        (2, 6, 0, 6),  # 6 <= 4 per entry for 2 entries
+        (2, 9, 2, 0),  # 9 > 8
+    ],
+)
+def test_delta_for_splits_a_vector_while_it_costs_at_most_four_dots_an_entry(
+    kept: int, churn: int, entries: int, cloud: int
+) -> None:
+    """For a peer that has seen everything, the delta leaves the seen entries' dots out of
+    its context while that costs at most ENTRY_COST_IN_DOTS cloud dots per entry (ties
+    included), and ships the entries otherwise."""
+    s = _set_with_history(kept, churn)
+    d = s.delta_for(s.context).stats()
+    assert (entries, cloud) == (d.entries, d.cloud)
+
+
+@given(
+    st.sets(st.integers(1, 40), min_size=1, max_size=30),
+    st.sets(st.integers(1, 40), max_size=10),
+    st.data(),
+)
+def test_holes_cost_is_what_leaving_the_dots_out_moves_to_the_cloud(
+    seen: set[int], others: set[int], data: st.DataObject
+) -> None:
+    """_holes_cost(r, counters) is the number of dots of r that _without moves from the
+    version vector to the cloud (for a replica with or without a vector entry)."""
+    ctx = DotContext.from_dots([("r", c) for c in seen] + [("q", c) for c in others])
+    holes = data.draw(st.sets(st.sampled_from(sorted(seen)), min_size=1))
+    before = {c for r, c in ctx.cloud if r == "r"} - holes
+    after = {c for r, c in ctx._without({("r", c) for c in holes}).cloud if r == "r"}
+    assert len(after) - len(before) == ctx._holes_cost("r", sorted(holes))
