@@ -211,11 +211,11 @@ class Causal(Crdt):
                 fresh[d] = payload
         holes: set[RawDot] = set()
         ctx = self._ctx
+        entries = self._entries
         for r, cs in kept.items():
             if ctx._holes_cost(r, cs) <= ENTRY_COST_IN_DOTS * len(cs):
                 holes.update((r, c) for c in cs)
             else:
-                entries = self._entries
                 for c in cs:
                     fresh[(r, c)] = entries[(r, c)]
         if not holes:

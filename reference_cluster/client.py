@@ -31,7 +31,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -434,6 +434,11 @@ class Client:
             k: SavedList(v.state, v.queue, v.next_seq)
             for k, v in sorted(self.store.saved().items())
         }
+        return self._new_core(saved, None if session is None else session.token)
+
+    def _new_core(
+        self, saved: Mapping[str, SavedList[ShoppingList]], token: str | None
+    ) -> ClientCore[ShoppingList]:
         return ClientCore(
             self.store.replica_id,
             ShoppingList,
@@ -441,7 +446,7 @@ class Client:
             saved=saved,
             config=self.config,
             rng=self._rng,
-            token=None if session is None else session.token,
+            token=token,
         )
 
     def _reload_core(self) -> None:
@@ -456,14 +461,7 @@ class Client:
             core = self._load_core()
         except StoreError:
             log.exception("client %s: cannot read the store; tracking no list", self.replica)
-            core = ClientCore(
-                self.store.replica_id,
-                ShoppingList,
-                brokers=self.brokers,
-                config=self.config,
-                rng=self._rng,
-                token=self.core.token,
-            )
+            core = self._new_core({}, self.core.token)
         self.core = core
         self._restart_background = self._background
 
