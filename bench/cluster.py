@@ -6,12 +6,12 @@ Four measurements (``TARGETS.md``, cluster table):
    server's durable commit, by REQ sockets driven exactly as :func:`raw_hop.drive_req`
    drives the raw hop (one thread, one request in flight per client), beside that raw hop
    (REQ -> ROUTER/ROUTER -> DEALER echo with one durable SQLite commit) measured in the
-   same run. Each request is a real :class:`~reference_cluster.messages.SyncRequest`: a
+   same run. Each request is a real :class:`~reference_cluster.protocol.messages.SyncRequest`: a
    fresh one-change delta, the client's causal context and a session token; the reply
-   must be the :class:`~reference_cluster.messages.SyncReply` for it. With 1 client for
+   must be the :class:`~reference_cluster.protocol.messages.SyncReply` for it. With 1 client for
    latency and 8 for throughput; the 8 clients edit 8 lists that all live on one server,
    so one server process does the work, as one worker does in the raw hop. A last row
-   times the whole client (:class:`~reference_cluster.client.Client`: the edit written
+   times the whole client (:class:`~reference_cluster.processes.client.Client`: the edit written
    durably on the device, the round trip, the acknowledgement written durably).
 2. **Heal to convergence.** Servers split ``{s1} | {s2, s3}`` while clients edit on both
    sides, then healed; the time until every server holds the same digests, in seconds and
@@ -47,13 +47,13 @@ import attrs
 import zmq
 from raw_hop import HopStats, drive_req, ratio, raw_hop, summarize
 
-from reference_cluster.client import Client
-from reference_cluster.client_store import ClientStore
-from reference_cluster.cluster import LocalCluster, Timing, free_base_port
-from reference_cluster.config import LocalLayout
-from reference_cluster.messages import SyncReply, SyncRequest, decode, encode
-from reference_cluster.placement import holders
+from reference_cluster.processes.client import Client
+from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port
+from reference_cluster.processes.config import LocalLayout
+from reference_cluster.protocol.messages import SyncReply, SyncRequest, decode, encode
+from reference_cluster.protocol.placement import holders
 from reference_cluster.shopping_list import ShoppingList, new_list_id
+from reference_cluster.storage.client_store import ClientStore
 
 __all__ = [
     "LatencyReport",
@@ -90,7 +90,7 @@ def edit(state: ShoppingList, replica: str, i: int) -> ShoppingList:
 def edit_frames(token: str, list_id: str, replica: str, count: int) -> list[bytes]:
     """``count`` encoded sync requests of one device editing one list (see :func:`edit`);
     each carries that one change as its delta and the device's context after it, as
-    :class:`~reference_cluster.client_core.ClientCore` sends them."""
+    :class:`~reference_cluster.cores.client.ClientCore` sends them."""
     state = ShoppingList()
     nonce = secrets.token_hex(8)
     frames = []

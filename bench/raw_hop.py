@@ -41,7 +41,7 @@ from typing import Any
 import attrs
 import zmq
 
-from reference_cluster.cluster import stop_process
+from reference_cluster.processes.cluster import stop_process
 
 __all__ = [
     "HopStats",

@@ -19,7 +19,7 @@ from cluster import (
     signed_up_client,
 )
 
-from reference_cluster.placement import holders
+from reference_cluster.protocol.placement import holders
 from reference_cluster.shopping_list import ShoppingList
 
 

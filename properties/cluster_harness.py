@@ -4,8 +4,9 @@ restarted, partitioned and checked with the simulator's checkers.
 Theory of operation
 -------------------
 Rule 1 (one host per process). :class:`RealCluster` runs brokers ``b0, b1, ...`` and servers
-``s1, s2, ...`` as child processes, and client agents (``python -m reference_cluster.client``,
-driven by JSON lines through :class:`Agent`) on demand. Given a
+``s1, s2, ...`` as child processes, and client agents
+(``python -m reference_cluster.processes.agent``, driven by JSON lines through
+:class:`Agent`) on demand. Given a
 :class:`~netns.Namespace`, every process runs inside it as its own host: it binds its
 host's loopback address and dials from it (``tcp://SRC:0;DST:PORT``), so
 :meth:`RealCluster.partition` cuts exactly the links between hosts with iptables. Without a
@@ -46,7 +47,8 @@ import attrs
 import zmq
 from netns import Namespace
 
-from reference_cluster.cluster import (
+from reference_cluster.errors import MalformedMessage
+from reference_cluster.processes.cluster import (
     AgentError,
     JsonLines,
     Timing,
@@ -54,15 +56,14 @@ from reference_cluster.cluster import (
     probe,
     stop_process,
 )
-from reference_cluster.config import (
+from reference_cluster.processes.config import (
     LocalLayout,
     broker_argv,
     common_argv,
     read_ready,
     server_argv,
 )
-from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import (
+from reference_cluster.protocol.messages import (
     BrokerStatus,
     Message,
     ServerStatus,
@@ -146,7 +147,7 @@ class _Lines(JsonLines):
 
 
 class Agent(_Lines):
-    """A client agent process (see :mod:`reference_cluster.client_agent`)."""
+    """A client agent process (see :mod:`reference_cluster.processes.agent`)."""
 
 
 class Prober(_Lines):
@@ -390,7 +391,7 @@ class RealCluster:
         argv = [
             sys.executable,
             "-m",
-            "reference_cluster.client",
+            "reference_cluster.processes.agent",
             "--store",
             str(self.workdir / f"{name}.sqlite"),
             "--name",

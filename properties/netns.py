@@ -51,7 +51,7 @@ from typing import Any, Self
 
 import attrs
 
-from reference_cluster.cluster import stop_process
+from reference_cluster.processes.cluster import stop_process
 
 __all__ = [
     "Host",

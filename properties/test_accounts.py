@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdts import AWORSet
-from reference_cluster.accounts import (
+from reference_cluster.cores.accounts import (
     Account,
     Accounts,
     ScryptParams,
@@ -34,7 +34,7 @@ from reference_cluster.errors import (
     StoreCorrupt,
     UserExists,
 )
-from reference_cluster.store import ServerStore
+from reference_cluster.storage.server_store import ServerStore
 
 CHEAP = ScryptParams(n=2**8, r=8, p=1)
 PASSWORD = "correct horse battery"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference_cluster.backoff import backoff_delay
+from reference_cluster.cores.backoff import backoff_delay
 
 jitters = st.floats(0.0, 1.0, exclude_max=True)
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference_cluster.broker_core import BrokerConfig, BrokerCore
-from reference_cluster.effects import Send
-from reference_cluster.messages import (
+from reference_cluster.cores.broker import BrokerConfig, BrokerCore
+from reference_cluster.protocol.effects import Send
+from reference_cluster.protocol.messages import (
     Announce,
     Deliver,
     ErrorReply,
@@ -24,7 +24,7 @@ from reference_cluster.messages import (
     decode,
     encode,
 )
-from reference_cluster.placement import holders
+from reference_cluster.protocol.placement import holders
 
 LIST = str(uuid.UUID(int=42, version=4))
 SERVERS = ("s1", "s2", "s3")
@@ -182,7 +182,7 @@ def test_a_malformed_frame_gets_an_error_reply_and_a_log_line(
 ) -> None:
     """Garbage never raises: the sender gets ``malformed`` and the broker logs it."""
     b = broker_with("s1")
-    with caplog.at_level(logging.WARNING, logger="reference_cluster.broker_core"):
+    with caplog.at_level(logging.WARNING, logger="reference_cluster.cores.broker"):
         (out,) = b.receive("c-addr", b'{"v":1,"kind":"sync"', 1.0)
     assert isinstance(out, Send) and isinstance(out.message, ErrorReply)
     assert ("c-addr", "malformed", True) == (

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from reference_cluster.cli import main
-from reference_cluster.cluster import LocalCluster, Timing, free_base_port, stop_process
-from reference_cluster.config import LocalLayout
+from reference_cluster.cli.shoplist import main
+from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port, stop_process
+from reference_cluster.processes.config import LocalLayout
 
 PASSWORD = "correct horse battery"
 
@@ -35,7 +35,7 @@ def cli_env(home: Path) -> dict[str, str]:
 def run_cli(*args: str, home: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """``shoplist ARGS`` in a fresh interpreter (killed by subprocess on timeout)."""
     return subprocess.run(
-        [sys.executable, "-m", "reference_cluster.cli", *args],
+        [sys.executable, "-m", "reference_cluster.cli.shoplist", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -222,7 +222,7 @@ def test_cluster_up_serves_until_ctrl_c_and_then_stops_every_process(tmp_path: P
         [
             sys.executable,
             "-m",
-            "reference_cluster.cli",
+            "reference_cluster.cli.shoplist",
             "cluster",
             "up",
             "--json",

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdts import AWORSet, Dot
-from reference_cluster.client_core import (
+from reference_cluster.cores.client import (
     TRANSITIONS,
     ClientConfig,
     ClientCore,
@@ -21,8 +21,14 @@ from reference_cluster.client_core import (
     Phase,
     SavedList,
 )
-from reference_cluster.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
-from reference_cluster.messages import ErrorReply, Heartbeat, SyncReply, SyncRequest, encode
+from reference_cluster.protocol.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.protocol.messages import (
+    ErrorReply,
+    Heartbeat,
+    SyncReply,
+    SyncRequest,
+    encode,
+)
 from reference_cluster.shopping_list import ShoppingList
 
 LIST = str(uuid.UUID(int=1, version=4))
@@ -182,7 +188,7 @@ def test_a_reply_with_a_state_that_does_not_decode_counts_as_a_failed_attempt() 
 
 def test_a_malformed_frame_gets_an_error_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     """Garbage from a broker never raises out of the client."""
-    with caplog.at_level(logging.WARNING, logger="reference_cluster.client_core"):
+    with caplog.at_level(logging.WARNING, logger="reference_cluster.cores.client"):
         out = client().receive("b1", b"{", 0.0)
     assert (["malformed"], True) == (
         [e.message.code for e in out if isinstance(e, Send)],  # type: ignore[attr-defined]

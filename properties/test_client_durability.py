@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from crdts import Dot
-from reference_cluster.client import Client
-from reference_cluster.client_core import ClientConfig
-from reference_cluster.client_store import ClientStore
-from reference_cluster.effects import Send
+from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import StoreError
-from reference_cluster.messages import SyncRequest
+from reference_cluster.processes.client import Client
+from reference_cluster.protocol.effects import Send
+from reference_cluster.protocol.messages import SyncRequest
 from reference_cluster.shopping_list import ShoppingList
+from reference_cluster.storage.client_store import ClientStore
 
 BROKERS = ("tcp://127.0.0.1:9", "tcp://127.0.0.1:10")  # never connected: sends are captured
 FAST = ClientConfig(

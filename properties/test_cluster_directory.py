@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from reference_cluster.accounts import ScryptParams
-from reference_cluster.directory import Directory
-from reference_cluster.effects import Send
+from reference_cluster.cores.accounts import ScryptParams
+from reference_cluster.cores.directory import Directory
 from reference_cluster.errors import AccessDenied
-from reference_cluster.messages import (
+from reference_cluster.protocol.effects import Send
+from reference_cluster.protocol.messages import (
     DirectoryDigest,
     DirectoryPush,
     ErrorReply,
@@ -28,7 +28,7 @@ from reference_cluster.messages import (
     encode,
 )
 from reference_cluster.shopping_list import ShoppingList
-from reference_cluster.store import ServerStore
+from reference_cluster.storage.server_store import ServerStore
 
 CHEAP = ScryptParams(n=2**8, r=8, p=1)
 PASSWORD = "correct horse battery"
@@ -242,7 +242,7 @@ def test_a_push_entry_the_store_refuses_is_skipped_and_logged(
     monkeypatch.setattr(store, "set_owner", refusing)
     d = directory(stores, "s1")
     push = DirectoryPush("s2", (), (), {bad: "u1", LIST: "u2"})
-    with caplog.at_level(logging.WARNING, logger="reference_cluster.directory"):
+    with caplog.at_level(logging.WARNING, logger="reference_cluster.cores.directory"):
         out = d.receive("s2", push, NOW)
     assert ([], {LIST: "u2"}, (None, "u2"), True) == (
         out,

@@ -17,13 +17,12 @@ import pytest
 import zmq
 from cluster_harness import poll
 
-from reference_cluster.client import Client
-from reference_cluster.client_core import ClientConfig
-from reference_cluster.client_store import ClientSession, ClientStore
-from reference_cluster.cluster import LocalCluster, Timing, free_base_port, probe
-from reference_cluster.config import LocalLayout
+from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import LoginFailed, UserExists
-from reference_cluster.messages import (
+from reference_cluster.processes.client import Client
+from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port, probe
+from reference_cluster.processes.config import LocalLayout
+from reference_cluster.protocol.messages import (
     Announce,
     BrokerStatus,
     Deliver,
@@ -33,9 +32,10 @@ from reference_cluster.messages import (
     SyncReply,
     decode,
 )
-from reference_cluster.placement import holders
+from reference_cluster.protocol.placement import holders
 from reference_cluster.shopping_list import ShoppingList
-from reference_cluster.store import ServerStore
+from reference_cluster.storage.client_store import ClientSession, ClientStore
+from reference_cluster.storage.server_store import ServerStore
 
 TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
 PASSWORD = "correct horse battery"

@@ -13,8 +13,8 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference_cluster import broker, client, server
-from reference_cluster.config import (
+from reference_cluster.processes import agent, broker, server
+from reference_cluster.processes.config import (
     Timing,
     add_seconds_flag,
     broker_argv,
@@ -22,7 +22,7 @@ from reference_cluster.config import (
     server_argv,
     tune_socket,
 )
-from reference_cluster.messages import MAX_MESSAGE_BYTES
+from reference_cluster.protocol.messages import MAX_MESSAGE_BYTES
 
 
 @given(st.floats(min_value=1e-6, max_value=1e6))
@@ -78,8 +78,8 @@ def test_seconds_flag_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> 
         (server, ["--heartbeat", "-1"]),
         (server, ["--anti-entropy", "nan"]),
         (broker, ["--liveness", "0"]),
-        (client, ["--store", "x.sqlite", "--request-timeout", "-1"]),
-        (client, ["--store", "x.sqlite", "--sync-interval", "inf"]),
+        (agent, ["--store", "x.sqlite", "--request-timeout", "-1"]),
+        (agent, ["--store", "x.sqlite", "--sync-interval", "inf"]),
     ],
 )
 def test_processes_refuse_bad_durations(
@@ -104,7 +104,7 @@ def test_child_command_lines_parse_back() -> None:
         timing=timing,
         log_level="WARNING",
     )
-    assert [sys.executable, "-m", "reference_cluster.server"] == argv[:3]
+    assert [sys.executable, "-m", "reference_cluster.processes.server"] == argv[:3]
     settings = server.settings_from_args(server._parser().parse_args(argv[3:]))
     assert (
         "s2",

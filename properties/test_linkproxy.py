@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from cluster_harness import poll
 
-from reference_cluster.linkproxy import LinkProxy
+from reference_cluster.processes.linkproxy import LinkProxy
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from crdts import AWORSet, DotContext
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import (
+from reference_cluster.protocol.messages import (
     KINDS,
     MAX_MESSAGE_BYTES,
     WIRE_VERSION,
@@ -104,7 +104,7 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
     ),
 }
 
-# Accounts, status and the servers' directory (reference_cluster.directory).
+# Accounts, status and the servers' directory (reference_cluster.cores.directory).
 numbers = st.integers(0, 2**40) | st.floats(0, 2e9, allow_nan=False)
 secrets_ = st.text(min_size=1, max_size=30)
 signups = st.builds(SignUp, ids, ids, secrets_, nats)

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference_cluster.placement import holders
+from reference_cluster.protocol.placement import holders
 
 servers = st.lists(st.sampled_from([f"s{i}" for i in range(1, 9)]), min_size=1, unique=True)
 list_ids = st.uuids().map(str)

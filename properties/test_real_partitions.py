@@ -31,7 +31,7 @@ from cluster_harness import (
 )
 from netns import Namespace, namespace_or_skip
 
-from reference_cluster.cluster import Timing
+from reference_cluster.processes.cluster import Timing
 from reference_cluster.sim.checkers import rounds_to_converge
 
 TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)

@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdts import AWORSet, DotContext
-from reference_cluster import server_core
-from reference_cluster.effects import Effect, Persist, Send
-from reference_cluster.messages import (
+from reference_cluster.cores import server as server_core
+from reference_cluster.cores.server import ServerConfig, ServerCore
+from reference_cluster.protocol.effects import Effect, Persist, Send
+from reference_cluster.protocol.messages import (
     AeContexts,
     AeDeltas,
     AeDigests,
@@ -32,7 +33,6 @@ from reference_cluster.messages import (
     SyncRequest,
     encode,
 )
-from reference_cluster.server_core import ServerConfig, ServerCore
 from reference_cluster.shopping_list import ShoppingList
 
 LIST = str(uuid.UUID(int=1, version=4))
@@ -198,7 +198,7 @@ def test_a_bad_state_from_a_peer_gets_an_error_and_changes_nothing() -> None:
 
 def test_a_malformed_frame_gets_an_error_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     """Garbage never raises out of the core."""
-    with caplog.at_level(logging.WARNING, logger="reference_cluster.server_core"):
+    with caplog.at_level(logging.WARNING, logger="reference_cluster.cores.server"):
         ((to, msg),) = sends(server().receive("b1", b"\x00\x01", 1.0))
     assert ("b1", "malformed", True) == (
         to,

@@ -25,9 +25,9 @@ from cluster_harness import (
     wait_quiescent,
 )
 
-from reference_cluster.cluster import Timing
+from reference_cluster.processes.cluster import Timing
 from reference_cluster.shopping_list import ShoppingList
-from reference_cluster.store import ServerStore
+from reference_cluster.storage.server_store import ServerStore
 
 TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
 CYCLES = 20

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
-from reference_cluster.server_core import ServerCore
+from reference_cluster.cores.server import ServerCore
 from reference_cluster.sim import (
     ClientOp,
     Crash,

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdts import AWORSet
-from reference_cluster.effects import Acked, Persist, SaveEdit, SaveMerge
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import Heartbeat as Beat
-from reference_cluster.messages import decode, encode
+from reference_cluster.protocol.effects import Acked, Persist, SaveEdit, SaveMerge
+from reference_cluster.protocol.messages import Heartbeat as Beat
+from reference_cluster.protocol.messages import decode, encode
 from reference_cluster.sim import (
     Crash,
     FaultSchedule,

@@ -21,8 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdts import AWORSet, Dot, GCounter
-from reference_cluster.accounts import Account, Session
-from reference_cluster.client_store import StoredList
+from reference_cluster.cores.accounts import Account, Session
 from reference_cluster.errors import (
     AccessDenied,
     InvalidListId,
@@ -33,7 +32,13 @@ from reference_cluster.errors import (
     UserExists,
     WrongStateType,
 )
-from reference_cluster.store import ClientSession, ClientStore, ServerStore, check_list_id
+from reference_cluster.storage.client_store import StoredList
+from reference_cluster.storage.server_store import (
+    ClientSession,
+    ClientStore,
+    ServerStore,
+    check_list_id,
+)
 
 LIST_A = str(uuid.UUID(int=1))
 LIST_B = str(uuid.UUID(int=2))
@@ -530,7 +535,7 @@ def test_a_garbage_queued_delta_is_a_clear_error(tmp_path: Path) -> None:
 _SERVER_WRITER = """
 import sys
 from crdts import AWORSet
-from reference_cluster.store import ServerStore
+from reference_cluster.storage.server_store import ServerStore
 store = ServerStore(sys.argv[1], AWORSet)
 writer = AWORSet()
 for i in range(int(sys.argv[3])):
@@ -541,7 +546,7 @@ for i in range(int(sys.argv[3])):
 _CLIENT_WRITER = """
 import sys
 from crdts import AWORSet
-from reference_cluster.store import ClientStore
+from reference_cluster.storage.server_store import ClientStore
 store = ClientStore(sys.argv[1], AWORSet)
 for i in range(int(sys.argv[3])):
     _, seq = store.edit(sys.argv[2], lambda s, r: s.add(r, i))

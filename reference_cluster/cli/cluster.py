@@ -9,8 +9,9 @@ from typing import Any
 
 import zmq
 
-from reference_cluster.cluster import LocalCluster, Timing, probe
-from reference_cluster.config import (
+from reference_cluster.errors import ClusterUnavailable
+from reference_cluster.processes.cluster import LocalCluster, Timing, probe
+from reference_cluster.processes.config import (
     DEFAULT_BASE_PORT,
     LocalLayout,
     StopSignal,
@@ -19,8 +20,7 @@ from reference_cluster.config import (
     env_float,
     env_list,
 )
-from reference_cluster.errors import ClusterUnavailable
-from reference_cluster.messages import BrokerStatus, ServerStatus, Status
+from reference_cluster.protocol.messages import BrokerStatus, ServerStatus, Status
 
 __all__ = ["add_commands"]
 
@@ -187,7 +187,7 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Any) -> int:
-    """Run the demo (see :mod:`reference_cluster.demo`)."""
-    from reference_cluster.demo import run_demo
+    """Run the demo (see :mod:`reference_cluster.cli.demo`)."""
+    from reference_cluster.cli.demo import run_demo
 
     return run_demo(keep=args.keep, as_json=args.json)

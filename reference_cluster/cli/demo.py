@@ -3,7 +3,7 @@
 It starts 2 brokers and 3 servers (each its own process, stores in a temporary
 directory) and 3 client agents (alice, bob, carol: processes with their own device
 stores). Every link between two processes goes through a
-:class:`~reference_cluster.linkproxy.LinkProxy`, so the demo can cut links without
+:class:`~reference_cluster.processes.linkproxy.LinkProxy`, so the demo can cut links without
 privileges. The story:
 
 1. alice creates a list and shares its id; bob and carol open it;
@@ -31,9 +31,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from reference_cluster.cluster import AgentError, ClientAgent, LocalCluster, Timing, free_base_port
-from reference_cluster.config import LocalLayout
 from reference_cluster.errors import ClusterError
+from reference_cluster.processes.cluster import (
+    AgentError,
+    ClientAgent,
+    LocalCluster,
+    Timing,
+    free_base_port,
+)
+from reference_cluster.processes.config import LocalLayout
 from reference_cluster.shopping_list import ShoppingList
 
 __all__ = ["EXPECTED", "run_demo"]

@@ -24,10 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from crdts import DotContext
-from reference_cluster.client import Client, Mutate
-from reference_cluster.client_core import ClientConfig
-from reference_cluster.client_store import ClientStore
-from reference_cluster.config import add_seconds_flag, env, env_list, local_layout
+from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import (
     AccessDenied,
     ClusterError,
@@ -38,8 +35,11 @@ from reference_cluster.errors import (
     SessionInvalid,
     UnknownList,
 )
+from reference_cluster.processes.client import Client, Mutate
+from reference_cluster.processes.config import add_seconds_flag, env, env_list, local_layout
 from reference_cluster.shopping_list import MAX_QUANTITY, ShoppingList
-from reference_cluster.store import check_list_id
+from reference_cluster.storage.client_store import ClientStore
+from reference_cluster.storage.server_store import check_list_id
 
 __all__ = ["main"]
 
@@ -544,7 +544,7 @@ def _common(sub: bool) -> _Parser:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from reference_cluster import cli_cluster
+    from reference_cluster.cli import cluster as cli_cluster
 
     parser = _Parser(
         prog="shoplist",

@@ -1,9 +1,10 @@
 """User accounts: sign-up rules, password hashing, login and session tokens.
 
 No I/O happens here: the account records live in a store that follows
-:class:`AccountStore` (the server's :class:`~reference_cluster.store.ServerStore` does), the
-time comes in as ``now`` (seconds since the epoch, so expiry survives restarts) and
-randomness comes from an injectable ``random_bytes`` (``secrets.token_bytes`` by default).
+:class:`AccountStore` (the server's
+:class:`~reference_cluster.storage.server_store.ServerStore` does), the time comes in as
+``now`` (seconds since the epoch, so expiry survives restarts) and randomness comes from
+an injectable ``random_bytes`` (``secrets.token_bytes`` by default).
 
 Rules this module keeps:
 

@@ -3,14 +3,14 @@
 Theory of operation
 -------------------
 Rule 1 (liveness). A server is live from the first message the broker receives from it
-(usually :class:`~reference_cluster.messages.Announce` or a heartbeat) until ``liveness``
+(usually :class:`~reference_cluster.protocol.messages.Announce` or a heartbeat) until ``liveness``
 seconds after the last one. Any message counts, replies included. Servers heartbeat
 every ``heartbeat_interval``, well under ``liveness`` (a third of it by default), so a
 lost heartbeat or two never purges a live server.
 
 Rule 2 (purge). A server silent for the liveness window is purged at that deadline
 (:meth:`BrokerCore.on_timer`). Routing never picks a server whose window has passed, even
-if the shell calls ``on_timer`` late. A :class:`~reference_cluster.messages.Goodbye`
+if the shell calls ``on_timer`` late. A :class:`~reference_cluster.protocol.messages.Goodbye`
 purges at once, and so does a report from the shell that the server's address is
 unreachable (:meth:`BrokerCore.peer_unreachable`, for a ROUTER_MANDATORY failure).
 
@@ -19,12 +19,12 @@ message from a new address (the server restarted and reconnected) replaces the o
 
 Rule 4 (routing). A request for list ``L`` with ``attempt`` ``k`` goes to the
 ``k mod n``-th of the ``n`` live servers that hold ``L``, in the order of
-:func:`reference_cluster.placement.holders`. A first attempt goes to the preferred holder;
+:func:`reference_cluster.protocol.placement.holders`. A first attempt goes to the preferred holder;
 a retry goes to another one, so it avoids a server that died but is not yet purged. With
 no live holder the client gets an ``unavailable`` error at once. Account requests
 (sign-up, login, a user's lists) go the same way to any live server, ordered by the user
 name (or the session token) instead of a list id, so the sign-ups of one name meet at one
-server while it lives. A :class:`~reference_cluster.messages.Status` request is answered
+server while it lives. A :class:`~reference_cluster.protocol.messages.Status` request is answered
 by the broker itself with the servers it holds live.
 
 Rule 5 (no request state). The broker never retries and keeps nothing per request: the
@@ -44,9 +44,9 @@ import logging
 
 import attrs
 
-from reference_cluster.effects import Effect, Send
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import (
+from reference_cluster.protocol.effects import Effect, Send
+from reference_cluster.protocol.messages import (
     Announce,
     BrokerStatus,
     Deliver,
@@ -63,7 +63,7 @@ from reference_cluster.messages import (
     SyncRequest,
     decode,
 )
-from reference_cluster.placement import holders
+from reference_cluster.protocol.placement import holders
 
 __all__ = ["BrokerConfig", "BrokerCore"]
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Rule 1 (local first). An edit applies to the local state at once and is queued as a
 delta under a sequence number. The shell makes the new state and the queued delta durable
-(:class:`~reference_cluster.effects.SaveEdit`) before it sends anything, so a dot never
+(:class:`~reference_cluster.protocol.effects.SaveEdit`) before it sends anything, so a dot never
 leaves the device before it is on disk, and a restart never issues a dot twice.
 
 Rule 2 (one request at a time). A sync of one list pushes the join of that list's queued
@@ -14,15 +14,15 @@ time; lists wait their turn in the order they were marked for sync. Every list i
 every ``sync_interval``, and a list is marked when it is edited.
 
 Rule 3 (retries). A request that times out, or meets a retryable error, is sent again
-after a capped, jittered back-off (:func:`~reference_cluster.backoff.backoff_delay`),
+after a capped, jittered back-off (:func:`~reference_cluster.cores.backoff.backoff_delay`),
 through the other broker, with the same request id and the **same delta**: joins are
 idempotent, so a retry never counts anything twice. After ``max_attempts`` the request is
-given up (:class:`~reference_cluster.effects.SyncFailed`); its deltas stay queued for the
+given up (:class:`~reference_cluster.protocol.effects.SyncFailed`); its deltas stay queued for the
 next sync. A late reply to an earlier attempt is as good as any: it has the same id and
 acknowledges the same delta.
 
 Rule 4 (sealing). When a request ships the client's own deltas, the state is sealed
-(:func:`reference_cluster.replication.seal`), so that no later change folds into a dot
+(:func:`reference_cluster.protocol.replication.seal`), so that no later change folds into a dot
 that has left the device.
 
 The request's life is a small state machine, written as data in :data:`TRANSITIONS`.
@@ -38,11 +38,11 @@ from typing import Any, Final, Generic
 
 import attrs
 
-from reference_cluster.backoff import backoff_delay
-from reference_cluster.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.cores.backoff import backoff_delay
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import ErrorReply, Message, SyncReply, SyncRequest, decode
-from reference_cluster.replication import S, context_of, seal
+from reference_cluster.protocol.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.protocol.messages import ErrorReply, Message, SyncReply, SyncRequest, decode
+from reference_cluster.protocol.replication import S, context_of, seal
 
 __all__ = ["TRANSITIONS", "ClientConfig", "ClientCore", "Event", "Phase", "SavedList"]
 

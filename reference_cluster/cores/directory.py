@@ -25,7 +25,7 @@ A push whose delta carries the list's tombstone (a delete) is refused with ``for
 unless it comes from the owner. Ownership never changes afterwards, except to settle a race.
 
 Rule 5 (replication). Each change is pushed at once to every peer
-(:class:`~reference_cluster.messages.DirectoryPush`). Every anti-entropy interval the
+(:class:`~reference_cluster.protocol.messages.DirectoryPush`). Every anti-entropy interval the
 server sends the digest of its whole directory; a peer whose digest differs answers with
 its whole directory, and the first answers back with its own if they still differ. Merging
 is idempotent and order-free, and races are settled the same way everywhere:
@@ -37,8 +37,8 @@ is idempotent and order-free, and races are settled the same way everywhere:
   sessions are dropped at every round.
 
 Rule 6 (no I/O here). The store is passed in (the server's
-:class:`~reference_cluster.store.ServerStore`), the time comes in as ``now``, and
-messages go out as :class:`~reference_cluster.effects.Send` effects.
+:class:`~reference_cluster.storage.server_store.ServerStore`), the time comes in as ``now``, and
+messages go out as :class:`~reference_cluster.protocol.effects.Send` effects.
 
 The peer end point that carries these messages must be reachable by servers (and
 operators) only: a directory push is trusted.
@@ -53,7 +53,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from crdts._codec import canonical_json
-from reference_cluster.accounts import (
+from reference_cluster.cores.accounts import (
     DEFAULT_SCRYPT,
     DEFAULT_SESSION_TTL,
     Account,
@@ -65,7 +65,6 @@ from reference_cluster.accounts import (
     normalize_user_name,
     verify_password,
 )
-from reference_cluster.effects import Send
 from reference_cluster.errors import (
     ClusterError,
     InvalidPassword,
@@ -75,7 +74,8 @@ from reference_cluster.errors import (
     StoreError,
     UserExists,
 )
-from reference_cluster.messages import (
+from reference_cluster.protocol.effects import Send
+from reference_cluster.protocol.messages import (
     AccountRequest,
     DirectoryDigest,
     DirectoryPush,

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Rule 1 (durable before acknowledged). A client's delta is joined into the in-memory state
-at once and handed to the shell as a :class:`~reference_cluster.effects.Persist` effect.
+at once and handed to the shell as a :class:`~reference_cluster.protocol.effects.Persist` effect.
 The reply that acknowledges it is sent only from :meth:`ServerCore.persisted`, when the
 shell reports the write durable. A retry of the same delta is persisted and acknowledged
 again (the join is idempotent), so an acknowledgement never depends on an earlier write
@@ -15,7 +15,7 @@ the state in memory is the stored state joined with the writes in flight, and a 
 loses only writes that nobody was told about.
 
 Rule 3 (propagate, then repair). A client's delta is sent at once to every other server
-that holds the list (:class:`~reference_cluster.messages.Propagate`, no reply). What a
+that holds the list (:class:`~reference_cluster.protocol.messages.Propagate`, no reply). What a
 lost propagation misses, anti-entropy repairs: every ``anti_entropy_interval`` the server
 sends its per-list digests to each peer. The peer answers, for the lists whose digests
 differ, with its causal contexts; the initiator answers with exactly what those contexts
@@ -23,7 +23,7 @@ lack (``delta_for``) and its own contexts; the peer answers with what the initia
 lacks. A round with nothing to repair costs one small message per peer.
 
 Rule 4 (placement). Which servers hold a list is decided by
-:func:`reference_cluster.placement.holders` alone (today: all of them).
+:func:`reference_cluster.protocol.placement.holders` alone (today: all of them).
 
 Rule 5 (liveness). The server announces itself to every broker at start, heartbeats to
 each every ``heartbeat_interval``, and says goodbye on an orderly stop.
@@ -44,9 +44,9 @@ from typing import Any, Generic
 import attrs
 
 from crdts import DotContext
-from reference_cluster.effects import Effect, Persist, Send
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import (
+from reference_cluster.protocol.effects import Effect, Persist, Send
+from reference_cluster.protocol.messages import (
     AeContexts,
     AeDeltas,
     AeDigests,
@@ -63,8 +63,8 @@ from reference_cluster.messages import (
     SyncRequest,
     decode,
 )
-from reference_cluster.placement import holders
-from reference_cluster.replication import S, context_of, missing_for
+from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.replication import S, context_of, missing_for
 
 __all__ = ["ServerConfig", "ServerCore"]
 

@@ -1,5 +1,5 @@
-"""The client agent's commands: what ``python -m reference_cluster.client`` does with
-each line of its standard input.
+"""The client agent (``python -m reference_cluster.processes.agent``): a client process that
+tests and the demo drive, one JSON command a line on its standard input.
 
 The agent keeps a client running and syncing in the background, and takes one JSON
 command per line on standard input, answering each with one JSON line on standard output
@@ -29,15 +29,35 @@ Every answer has ``"ok"`` and echoes the command's ``"id"``; a bad command gets
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reference_cluster.client import Client, Mutate
+from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import ClusterError
+from reference_cluster.processes.client import Client, Mutate
+from reference_cluster.processes.config import (
+    StopSignal,
+    add_common_flags,
+    add_seconds_flag,
+    env,
+    env_list,
+    local_layout,
+    print_ready,
+    setup_logging,
+)
+from reference_cluster.shopping_list import ShoppingList
+from reference_cluster.storage.client_store import ClientStore
 
-__all__ = ["Agent", "mutator"]
+__all__ = ["Agent", "main", "mutator"]
+
+# The longest one step of the loop waits for input before the client runs its timers.
+_MAX_WAIT = 1.0
 
 
 # -- edits by name ------------------------------------------------------------------------
@@ -154,3 +174,87 @@ class Agent:
         if isinstance(cmd, dict) and "id" in cmd:
             answer["id"] = cmd["id"]
         return json.dumps(answer, sort_keys=True)
+
+
+# -- the process --------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = ClientConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_cluster.processes.agent",
+        description="A shopping-list client agent: syncs in the background and takes "
+        "JSON commands, one per line, on standard input.",
+    )
+    parser.add_argument("--store", required=True, metavar="FILE", help="the device's store")
+    parser.add_argument(
+        "--broker",
+        action="append",
+        metavar="ENDPOINT",
+        help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated; "
+        f"default {','.join(local_layout().frontends)})",
+    )
+    add_seconds_flag(
+        parser,
+        "--request-timeout",
+        "SHOPLIST_REQUEST_TIMEOUT",
+        defaults.request_timeout,
+        "wait this long for one attempt",
+    )
+    add_seconds_flag(
+        parser,
+        "--sync-interval",
+        "SHOPLIST_SYNC_INTERVAL",
+        defaults.sync_interval,
+        "sync every list this often",
+    )
+    parser.add_argument(
+        "--name", default=env("SHOPLIST_CLIENT_NAME", "client"), help="name in the logs"
+    )
+    add_common_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent until ``quit``, end of input, SIGTERM or SIGINT."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.name)
+    brokers = args.broker or env_list("SHOPLIST_BROKERS", local_layout().frontends)
+    config = ClientConfig(request_timeout=args.request_timeout, sync_interval=args.sync_interval)
+    try:
+        store: ClientStore[ShoppingList] = ClientStore(args.store, ShoppingList)
+    except (ClusterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    client = Client(store, brokers, config=config, heartbeat=args.zmq_heartbeat)
+    agent = Agent(client)
+    stop = StopSignal(watch_parent=args.watch_parent)
+    stdin = sys.stdin.fileno()
+    buf = b""
+    try:
+        client.connect_all()
+        client.start_background()
+        print_ready(role="client", name=args.name, pid=os.getpid(), replica=client.replica)
+        while not agent.quit and not stop.check():
+            ready = client.step(_MAX_WAIT, extra=(stdin, stop.fd))
+            if stop.fd in ready:
+                stop.drain()
+            if stdin not in ready:
+                continue
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf and not agent.quit:
+                line, _, buf = buf.partition(b"\n")
+                if line.strip():
+                    print(agent.line(line.decode("utf-8", "replace")), flush=True)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        stop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

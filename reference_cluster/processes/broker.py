@@ -1,4 +1,4 @@
-"""The broker process: a ZeroMQ shell around :class:`~reference_cluster.broker_core.BrokerCore`.
+"""The broker process: a ZeroMQ shell around :class:`~reference_cluster.cores.broker.BrokerCore`.
 
 Two ROUTER sockets: the front end, where clients' DEALER (or REQ) sockets connect, and the
 back end, where every server's DEALER connects. The loop polls both with the core's next
@@ -16,7 +16,7 @@ Both sockets are ROUTER_MANDATORY, so a message to a vanished peer raises instea
 vanishing; for a server that is reported to the core, which purges it at once. Nothing a
 peer sends can stop the loop: a frame that does not decode gets an error reply.
 
-Run ``python -m reference_cluster.broker --help`` for the flags.
+Run ``python -m reference_cluster.processes.broker --help`` for the flags.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from typing import Any
 
 import zmq
 
-from reference_cluster.broker_core import BrokerConfig, BrokerCore
-from reference_cluster.config import (
+from reference_cluster.cores.broker import BrokerConfig, BrokerCore
+from reference_cluster.errors import MalformedMessage
+from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
     add_seconds_flag,
@@ -44,9 +45,8 @@ from reference_cluster.config import (
     setup_logging,
     tune_socket,
 )
-from reference_cluster.effects import Effect, Send
-from reference_cluster.errors import MalformedMessage
-from reference_cluster.messages import ErrorReply, decode, encode
+from reference_cluster.protocol.effects import Effect, Send
+from reference_cluster.protocol.messages import ErrorReply, decode, encode
 
 __all__ = ["Broker", "main"]
 
@@ -203,7 +203,7 @@ class Broker:
 def _parser() -> argparse.ArgumentParser:
     layout = local_layout()
     parser = argparse.ArgumentParser(
-        prog="python -m reference_cluster.broker",
+        prog="python -m reference_cluster.processes.broker",
         description="A shopping-list broker: routes clients' requests to live servers.",
     )
     parser.add_argument(

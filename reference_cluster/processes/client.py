@@ -1,8 +1,7 @@
-"""The client: a ZeroMQ and SQLite shell around :class:`~reference_cluster.client_core.ClientCore`,
-and the client *agent* process that tests and the demo drive.
+"""The client: a ZeroMQ and SQLite shell around :class:`~reference_cluster.cores.client.ClientCore`.
 
 A :class:`Client` is one user's lists on one device: a
-:class:`~reference_cluster.client_store.ClientStore` (every edit is durable before it is
+:class:`~reference_cluster.storage.client_store.ClientStore` (every edit is durable before it is
 sent, so everything works offline and survives restarts), a core, and one DEALER socket
 per broker. The core picks the broker for each attempt and moves to the other one when a
 request fails, so a sync goes through whichever broker answers; timeouts, retries, back-off
@@ -16,41 +15,24 @@ leave in the core an edit that is not on disk: a retry would send its dot, and a
 restart the device would issue that dot again), and when a list is forgotten or comes
 back.
 
-The agent (``python -m reference_cluster.client``, see
-:mod:`reference_cluster.client_agent`) keeps a client running and syncing in the
-background and takes JSON commands on standard input, for tests and the demo.
+The agent (``python -m reference_cluster.processes.agent``) keeps a client running and
+syncing in the background and takes JSON commands on standard input, for tests and the
+demo.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import errno
 import logging
-import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import zmq
 
-from reference_cluster.backoff import backoff_delay
-from reference_cluster.client_core import ClientConfig, ClientCore, SavedList
-from reference_cluster.client_store import ClientSession, ClientStore
-from reference_cluster.config import (
-    StopSignal,
-    add_common_flags,
-    add_seconds_flag,
-    env,
-    env_list,
-    local_layout,
-    print_ready,
-    setup_logging,
-    tune_socket,
-)
-from reference_cluster.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.cores.backoff import backoff_delay
+from reference_cluster.cores.client import ClientConfig, ClientCore, SavedList
 from reference_cluster.errors import (
     AccessDenied,
     ClusterError,
@@ -63,7 +45,11 @@ from reference_cluster.errors import (
     StoreError,
     UserExists,
 )
-from reference_cluster.messages import (
+from reference_cluster.processes.config import (
+    tune_socket,
+)
+from reference_cluster.protocol.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
+from reference_cluster.protocol.messages import (
     BrokerStatus,
     ErrorReply,
     ListsReply,
@@ -77,8 +63,9 @@ from reference_cluster.messages import (
     encode,
 )
 from reference_cluster.shopping_list import ShoppingList, new_list_id
+from reference_cluster.storage.client_store import ClientSession, ClientStore
 
-__all__ = ["Asked", "Client", "Mutate", "SyncOutcome", "main", "refusal_error"]
+__all__ = ["Asked", "Client", "Mutate", "SyncOutcome", "refusal_error"]
 
 log = logging.getLogger(__name__)
 
@@ -534,86 +521,3 @@ class Client:
             self._ctx.term()
             self._ctx = None
         self.store.close()
-
-
-def _parser() -> argparse.ArgumentParser:
-    defaults = ClientConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m reference_cluster.client",
-        description="A shopping-list client agent: syncs in the background and takes "
-        "JSON commands, one per line, on standard input.",
-    )
-    parser.add_argument("--store", required=True, metavar="FILE", help="the device's store")
-    parser.add_argument(
-        "--broker",
-        action="append",
-        metavar="ENDPOINT",
-        help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated; "
-        f"default {','.join(local_layout().frontends)})",
-    )
-    add_seconds_flag(
-        parser,
-        "--request-timeout",
-        "SHOPLIST_REQUEST_TIMEOUT",
-        defaults.request_timeout,
-        "wait this long for one attempt",
-    )
-    add_seconds_flag(
-        parser,
-        "--sync-interval",
-        "SHOPLIST_SYNC_INTERVAL",
-        defaults.sync_interval,
-        "sync every list this often",
-    )
-    parser.add_argument(
-        "--name", default=env("SHOPLIST_CLIENT_NAME", "client"), help="name in the logs"
-    )
-    add_common_flags(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the agent until ``quit``, end of input, SIGTERM or SIGINT."""
-    args = _parser().parse_args(argv)
-    setup_logging(args.log_level, args.name)
-    brokers = args.broker or env_list("SHOPLIST_BROKERS", local_layout().frontends)
-    config = ClientConfig(request_timeout=args.request_timeout, sync_interval=args.sync_interval)
-    try:
-        store: ClientStore[ShoppingList] = ClientStore(args.store, ShoppingList)
-    except (ClusterError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    client = Client(store, brokers, config=config, heartbeat=args.zmq_heartbeat)
-    from reference_cluster.client_agent import Agent
-
-    agent = Agent(client)
-    stop = StopSignal(watch_parent=args.watch_parent)
-    stdin = sys.stdin.fileno()
-    buf = b""
-    try:
-        client.connect_all()
-        client.start_background()
-        print_ready(role="client", name=args.name, pid=os.getpid(), replica=client.replica)
-        while not agent.quit and not stop.check():
-            ready = client.step(_MAX_WAIT, extra=(stdin, stop.fd))
-            if stop.fd in ready:
-                stop.drain()
-            if stdin not in ready:
-                continue
-            chunk = os.read(stdin, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf and not agent.quit:
-                line, _, buf = buf.partition(b"\n")
-                if line.strip():
-                    print(agent.line(line.decode("utf-8", "replace")), flush=True)
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-        stop.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,13 +2,13 @@
 demo and the tests.
 
 :class:`LocalCluster` starts each broker and server as a child process (``python -m
-reference_cluster.broker`` / ``.server``), waits for each one's ``READY`` line and then
+reference_cluster.processes.broker`` / ``.server``), waits for each one's ``READY`` line and then
 until every broker holds every server live, and stops them by pid (SIGTERM, then SIGKILL)
 when closed, also when the caller fails. Children run with ``--watch-parent``, so none
 outlives a parent killed without the chance to clean up.
 
 With ``proxies=True`` every link between two processes goes through its own
-:class:`~reference_cluster.linkproxy.LinkProxy` (server to broker, server to server, and
+:class:`~reference_cluster.processes.linkproxy.LinkProxy` (server to broker, server to server, and
 client to broker for the clients it hands end points to), so :meth:`LocalCluster.partition`
 can cut links without privileges. Status probes (:func:`probe`) go straight to the
 processes and are never cut.
@@ -34,10 +34,16 @@ from typing import IO, Any, Self
 import attrs
 import zmq
 
-from reference_cluster.config import LocalLayout, Timing, broker_argv, read_ready, server_argv
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.linkproxy import LinkProxy
-from reference_cluster.messages import (
+from reference_cluster.processes.config import (
+    LocalLayout,
+    Timing,
+    broker_argv,
+    read_ready,
+    server_argv,
+)
+from reference_cluster.processes.linkproxy import LinkProxy
+from reference_cluster.protocol.messages import (
     BrokerStatus,
     Message,
     ServerStatus,
@@ -486,7 +492,7 @@ class JsonLines:
 
 
 class ClientAgent:
-    """A client agent process (``python -m reference_cluster.client``) driven by JSON
+    """A client agent process (``python -m reference_cluster.processes.agent``) driven by JSON
     lines: :meth:`call` sends a command and waits for its answer; :meth:`begin` and
     :meth:`wait` let several agents work at once. Stopped by pid in :meth:`stop`.
 
@@ -516,7 +522,7 @@ class ClientAgent:
         argv = [
             python,
             "-m",
-            "reference_cluster.client",
+            "reference_cluster.processes.agent",
             "--store",
             str(store),
             "--name",

@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import zmq
 
-from reference_cluster.messages import MAX_MESSAGE_BYTES
+from reference_cluster.protocol.messages import MAX_MESSAGE_BYTES
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -361,7 +361,7 @@ def broker_argv(
     return [
         python,
         "-m",
-        "reference_cluster.broker",
+        "reference_cluster.processes.broker",
         "--id",
         name,
         "--frontend",
@@ -390,7 +390,7 @@ def server_argv(
     argv = [
         python,
         "-m",
-        "reference_cluster.server",
+        "reference_cluster.processes.server",
         "--id",
         name,
         "--store",

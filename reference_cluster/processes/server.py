@@ -1,11 +1,11 @@
 """The server process: a ZeroMQ and SQLite shell around
-:class:`~reference_cluster.server_core.ServerCore` and
-:class:`~reference_cluster.directory.Directory`.
+:class:`~reference_cluster.cores.server.ServerCore` and
+:class:`~reference_cluster.cores.directory.Directory`.
 
 Sockets: one DEALER to each broker's back end (the core's ``brokers`` are their end
 points); one ROUTER bound on the server's *peer end point*, where the other servers'
 DEALERs connect (each with its server id as routing id) and where tools ask for
-:class:`~reference_cluster.messages.Status`; one DEALER to each peer's end point. So a
+:class:`~reference_cluster.protocol.messages.Status`; one DEALER to each peer's end point. So a
 message to a peer always leaves through the DEALER to that peer, and one from a peer
 always arrives on the ROUTER.
 
@@ -30,7 +30,7 @@ peer end point are answered by the shell; everything else goes to the core.
 Rule 3 (never stop on input). A frame that does not decode gets an error reply; a bug
 while handling one frame is logged and the frame dropped.
 
-Run ``python -m reference_cluster.server --help`` for the flags.
+Run ``python -m reference_cluster.processes.server --help`` for the flags.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ from typing import Any
 import attrs
 import zmq
 
-from reference_cluster.config import (
+from reference_cluster.cores.directory import Directory
+from reference_cluster.cores.server import ServerConfig, ServerCore
+from reference_cluster.errors import ClusterError, MalformedMessage
+from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
     add_seconds_flag,
@@ -61,10 +64,8 @@ from reference_cluster.config import (
     setup_logging,
     tune_socket,
 )
-from reference_cluster.directory import Directory
-from reference_cluster.effects import Effect, Persist, Send
-from reference_cluster.errors import ClusterError, MalformedMessage
-from reference_cluster.messages import (
+from reference_cluster.protocol.effects import Effect, Persist, Send
+from reference_cluster.protocol.messages import (
     Deliver,
     DirectoryDigest,
     DirectoryPush,
@@ -77,9 +78,8 @@ from reference_cluster.messages import (
     decode,
     encode,
 )
-from reference_cluster.server_core import ServerConfig, ServerCore
 from reference_cluster.shopping_list import ShoppingList
-from reference_cluster.store import ServerStore
+from reference_cluster.storage.server_store import ServerStore
 
 __all__ = ["Server", "ServerSettings", "main", "parse_peer"]
 
@@ -375,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
     layout = local_layout()
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m reference_cluster.server",
+        prog="python -m reference_cluster.processes.server",
         description="A shopping-list server: stores lists durably and replicates them.",
     )
     parser.add_argument(

@@ -3,7 +3,7 @@
 A core never performs I/O. Each call (``receive``, ``on_timer``, ``persisted``, ``edit``
 ...) returns a list of effects, and the shell carries them out **in order**:
 
-* :class:`Send` -- encode the message (:func:`reference_cluster.messages.encode`) and send
+* :class:`Send` -- encode the message (:func:`reference_cluster.protocol.messages.encode`) and send
   it to the peer address.
 * :class:`Persist` (server) -- durably join ``delta`` into list ``list_id``, then call
   ``core.persisted(token, now)`` (or ``core.persist_failed(token, reason, now)``). The
@@ -22,7 +22,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from reference_cluster.messages import Message
+from reference_cluster.protocol.messages import Message
 
 __all__ = ["Acked", "Effect", "Persist", "SaveEdit", "SaveMerge", "Send", "SyncFailed"]
 

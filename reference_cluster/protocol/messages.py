@@ -609,7 +609,7 @@ class ServerStatus(Message):
 @attrs.frozen
 class DirectoryPush(Message):
     """Server to server: accounts, sessions and list owners (see
-    :mod:`reference_cluster.directory`). Sent with what just changed, and in full when a
+    :mod:`reference_cluster.cores.directory`). Sent with what just changed, and in full when a
     peer's :class:`DirectoryDigest` differs; ``answer`` asks the receiver to send its
     own in full back if the two still differ."""
 

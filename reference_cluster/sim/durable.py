@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Generic
 
-from reference_cluster.client_core import SavedList
-from reference_cluster.effects import Acked, Persist, SaveEdit, SaveMerge
-from reference_cluster.replication import S
+from reference_cluster.cores.client import SavedList
+from reference_cluster.protocol.effects import Acked, Persist, SaveEdit, SaveMerge
+from reference_cluster.protocol.replication import S
 
 __all__ = ["FakeClientStore", "FakeServerStore"]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from crdts import DotContext
-from reference_cluster.client_core import ClientCore
-from reference_cluster.effects import Effect, SaveEdit, Send
-from reference_cluster.messages import Deliver, Forward, SyncReply
-from reference_cluster.replication import S, missing_for
-from reference_cluster.server_core import ServerCore
+from reference_cluster.cores.client import ClientCore
+from reference_cluster.cores.server import ServerCore
+from reference_cluster.protocol.effects import Effect, SaveEdit, Send
+from reference_cluster.protocol.messages import Deliver, Forward, SyncReply
+from reference_cluster.protocol.replication import S, missing_for
 
 __all__ = ["MUTANTS", "AckBeforePersistServer", "ForgetfulClient", "NoAntiEntropyServer"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from reference_cluster.client_core import ClientCore
-from reference_cluster.server_core import ServerCore
+from reference_cluster.cores.client import ClientCore
+from reference_cluster.cores.server import ServerCore
 from reference_cluster.sim.checkers import RunResult
 from reference_cluster.sim.mutants import MUTANTS
 from reference_cluster.sim.runner import ClientFactory, ServerFactory, SimConfig, Simulation

@@ -27,12 +27,20 @@ from typing import Any
 
 import attrs
 
-from reference_cluster.broker_core import BrokerConfig, BrokerCore
-from reference_cluster.client_core import ClientConfig, ClientCore
-from reference_cluster.effects import Acked, Effect, Persist, SaveEdit, SaveMerge, Send, SyncFailed
-from reference_cluster.messages import ErrorReply, SyncRequest, encode
-from reference_cluster.replication import context_of
-from reference_cluster.server_core import ServerConfig, ServerCore
+from reference_cluster.cores.broker import BrokerConfig, BrokerCore
+from reference_cluster.cores.client import ClientConfig, ClientCore
+from reference_cluster.cores.server import ServerConfig, ServerCore
+from reference_cluster.protocol.effects import (
+    Acked,
+    Effect,
+    Persist,
+    SaveEdit,
+    SaveMerge,
+    Send,
+    SyncFailed,
+)
+from reference_cluster.protocol.messages import ErrorReply, SyncRequest, encode
+from reference_cluster.protocol.replication import context_of
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
 from reference_cluster.sim.durable import FakeClientStore, FakeServerStore
 from reference_cluster.sim.faults import (

@@ -25,7 +25,7 @@ again, which a server already holds and would acknowledge without applying. A li
 device never edited holds none of its dots and is deleted outright.
 
 The general rules of the stores (durability, decoding, the cache) are in
-:mod:`reference_cluster._sqlite`.
+:mod:`reference_cluster.storage.sqlite`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Generic
 
 import attrs
 
-from reference_cluster._sqlite import S, SqliteStore, check_list_id, encode
 from reference_cluster.errors import StaleState, StoreCorrupt
+from reference_cluster.storage.sqlite import S, SqliteStore, check_list_id, encode
 
 __all__ = ["ClientSession", "ClientStore", "StoredList"]
 

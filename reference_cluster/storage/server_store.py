@@ -1,9 +1,9 @@
 """Durable SQLite stores: one per server (:class:`ServerStore`), one per user and device
-(:class:`~reference_cluster.client_store.ClientStore`, re-exported here).
+(:class:`~reference_cluster.storage.client_store.ClientStore`, re-exported here).
 
 Every write is one durable transaction (WAL, ``synchronous=FULL``): a server acknowledges
 an edit only after the method that applied it returned. The rules the stores keep are in
-:mod:`reference_cluster._sqlite`. The stores are generic in the state type
+:mod:`reference_cluster.storage.sqlite`. The stores are generic in the state type
 (``ServerStore(path, ShoppingList)``, ``ServerStore(path, AWORSet)``): any
 :class:`crdts.Crdt` with ``from_dict``/``to_dict``.
 """
@@ -13,9 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from reference_cluster._sqlite import S, SqliteStore, check_list_id, digest_of, encode
-from reference_cluster.accounts import Account, Session
-from reference_cluster.client_store import ClientSession, ClientStore, StoredList
+from reference_cluster.cores.accounts import Account, Session
 from reference_cluster.errors import (
     AccessDenied,
     ListDeleted,
@@ -23,6 +21,8 @@ from reference_cluster.errors import (
     StoreError,
     UserExists,
 )
+from reference_cluster.storage.client_store import ClientSession, ClientStore, StoredList
+from reference_cluster.storage.sqlite import S, SqliteStore, check_list_id, digest_of, encode
 
 __all__ = [
     "ClientSession",
