@@ -142,10 +142,11 @@ def test_the_tree_keeps_the_import_rule() -> None:
 
 def test_every_layer_folder_is_a_package() -> None:
     """Each layer folder has an __init__.py, so that an install ships it."""
+    folders = [f for f in (ROOT / "reference_cluster").iterdir() if f.is_dir()]
     missing = [
         str(folder.relative_to(ROOT))
-        for folder in (ROOT / "reference_cluster").iterdir()
-        if folder.is_dir() and folder.name != "__pycache__" and not (folder / "__init__.py").exists()
+        for folder in folders
+        if folder.name != "__pycache__" and not (folder / "__init__.py").exists()
     ]
     assert [] == missing
 

@@ -180,6 +180,25 @@ def test_a_server_that_acks_before_persisting_loses_an_acknowledged_edit() -> No
     assert ((1, 1), ()) == ((broken.lost_acked, broken.divergent), correct.problems)
 
 
+def test_an_acknowledgement_ahead_of_its_write_is_caught_without_a_crash() -> None:
+    """With no fault at all, the mutant's acknowledgement leaves while its write is in
+    flight: the at-acknowledgement check counts it, and the correct server has none."""
+    kwargs = {"config": SMALL, "schedule": FaultSchedule((), 8.0), "workload": _one_edit_workload()}
+    broken = run(1, server_factory=AckBeforePersistServer, **kwargs)
+    correct = run(1, server_factory=ServerCore, **kwargs)
+    assert ((1, 0), (0, ())) == (
+        (broken.acked_not_durable, broken.lost_acked),
+        (correct.acked_not_durable, correct.problems),
+    )
+
+
+def test_random_schedules_catch_the_server_that_acks_before_persisting() -> None:
+    """The seeded runs expose the early acknowledgement in every seed (it used to take a
+    crash in a narrow window: 1 seed of 300)."""
+    broken = [run(s, server_factory=AckBeforePersistServer) for s in range(5)]
+    assert [True] * 5 == [r.acked_not_durable > 0 and not r.ok(2) for r in broken]
+
+
 def test_a_server_that_skips_anti_entropy_leaves_lists_divergent() -> None:
     """A propagation cut by a partition is never repaired without anti-entropy."""
     schedule = FaultSchedule((CUT_OFF_S1,), 8.0)

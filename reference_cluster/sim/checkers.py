@@ -6,6 +6,9 @@ In the spirit of Jepsen's Maelstrom checkers, each run reports:
   required), or a client that synced after the heal and differs from them;
 * lost acknowledged edits: an acknowledged delta that is not ``<=`` a server's final
   state;
+* acknowledgements ahead of durability: a server that acknowledged a push while the
+  pushed delta was not yet ``<=`` its durable store (checked by the runner at the moment
+  of the acknowledgement, so no crash in a narrow window is needed to see it);
 * counter violations and phantom items, by the document model
   (:meth:`~reference_cluster.sim.workload.DocumentModel.check`);
 * shrinkage: a replica whose state did not grow (in memory within one run of a node,
@@ -36,6 +39,8 @@ class RunResult:
         seed: the run's seed.
         divergent: lists on which the replicas that should agree do not.
         lost_acked: acknowledged edits missing from a server's final state.
+        acked_not_durable: acknowledgements sent while the pushed delta was not yet
+            durable on the acknowledging server.
         counter_violations: counters outside their bounds (per list and server).
         phantoms: items present that no edit created (per list and replica).
         shrunk: times a replica's state was seen to lose something.
@@ -56,6 +61,7 @@ class RunResult:
     seed: int
     divergent: int
     lost_acked: int
+    acked_not_durable: int
     counter_violations: int
     phantoms: int
     shrunk: int

@@ -92,6 +92,7 @@ class Summary:
     failed: tuple[int, ...]
     divergent: int
     lost_acked: int
+    acked_not_durable: int
     counter_violations: int
     phantoms: int
     shrunk: int
@@ -122,6 +123,7 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
         failed=tuple(r.seed for r in results if not r.ok(max_rounds)),
         divergent=sum(r.divergent for r in results),
         lost_acked=sum(r.lost_acked for r in results),
+        acked_not_durable=sum(r.acked_not_durable for r in results),
         counter_violations=sum(r.counter_violations for r in results),
         phantoms=sum(r.phantoms for r in results),
         shrunk=sum(r.shrunk for r in results),
@@ -146,6 +148,7 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
         ("failed seeds", f"{len(s.failed)}"),
         ("divergent lists", f"{s.divergent}"),
         ("lost acknowledged edits", f"{s.lost_acked}"),
+        ("acknowledged before durable", f"{s.acked_not_durable}"),
         ("counter violations", f"{s.counter_violations}"),
         ("phantom items", f"{s.phantoms}"),
         ("replicas that shrank", f"{s.shrunk}"),

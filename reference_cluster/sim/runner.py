@@ -39,7 +39,7 @@ from reference_cluster.protocol.effects import (
     Send,
     SyncFailed,
 )
-from reference_cluster.protocol.messages import ErrorReply, SyncRequest, encode
+from reference_cluster.protocol.messages import Deliver, ErrorReply, SyncReply, SyncRequest, encode
 from reference_cluster.protocol.replication import context_of
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
 from reference_cluster.sim.durable import FakeClientStore, FakeServerStore
@@ -217,6 +217,10 @@ class Simulation:
         self._issued: dict[tuple[str, str, int], int] = {}
         self.reused_dots = 0
         self.shrunk = 0
+        self.acked_not_durable = 0
+        self._pushes: dict[str, tuple[str, Any]] = {}
+        """request id -> (list id, encoded delta) of every push a client sent; every
+        attempt of a request carries the same delta."""
         self.problems: list[str] = []
         self._snapshots: dict[tuple[str, str, str], Any] = {}
         self._samples: list[tuple[float, tuple[str, ...]]] = []
@@ -255,6 +259,7 @@ class Simulation:
         wrote = False
         for effect in effects:
             if isinstance(effect, Send):
+                self._check_ack(node, effect)
                 self._send(node.name, effect)
             elif isinstance(effect, Persist):
                 wrote = True
@@ -278,6 +283,30 @@ class Simulation:
             self._trace(f"crash-mid-write {node.name}")
             self._crash(node)
         self._rearm(node)
+
+    def _check_ack(self, node: _Node, effect: Send) -> None:
+        """At the moment a server acknowledges a push, the pushed delta must be durable
+        in that server's store: a write still in flight does not count, since a crash
+        now would lose it. (The final check only sees losses that a crash in that window
+        actually caused; this one sees every acknowledgement that ran ahead of its write.)"""
+        msg = effect.message
+        if node.role == "client" and isinstance(msg, SyncRequest) and msg.delta is not None:
+            self._pushes.setdefault(msg.request_id, (msg.list_id, msg.delta))
+            return
+        if node.role != "server" or not isinstance(msg, Deliver):
+            return
+        reply = msg.reply
+        if not isinstance(reply, SyncReply) or reply.request_id not in self._pushes:
+            return
+        list_id, encoded = self._pushes[reply.request_id]
+        store = self.server_stores[node.name]
+        durable = store.lists.get(list_id)
+        if durable is None or not store.doc_type.from_dict(encoded) <= durable:
+            self.acked_not_durable += 1
+            self.problems.append(
+                f"{node.name} acknowledged {reply.request_id} on list {list_id[:8]} "
+                "before the push was durable"
+            )
 
     def _send(self, src: str, effect: Send) -> None:
         data = encode(effect.message)
@@ -659,6 +688,7 @@ class Simulation:
             seed=self.seed,
             divergent=final.divergent,
             lost_acked=final.lost_acked,
+            acked_not_durable=self.acked_not_durable,
             counter_violations=final.counter_violations,
             phantoms=final.phantoms,
             shrunk=self.shrunk,
