@@ -18,31 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_harness import cli_env, run_cli
 
 from reference_cluster.cli.shoplist import main
 from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port, stop_process
 from reference_cluster.processes.config import LocalLayout
 
 PASSWORD = "correct horse battery"
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    """This environment without any SHOPLIST_ setting, with ``home`` as the device."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLIST_")}
-    return {**env, "SHOPLIST_HOME": str(home)}
-
-
-def run_cli(*args: str, home: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``shoplist ARGS`` in a fresh interpreter (killed by subprocess on timeout)."""
-    return subprocess.run(
-        [sys.executable, "-m", "reference_cluster.cli.shoplist", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cli_env(home),
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_errors_are_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
@@ -251,3 +233,84 @@ def test_cluster_up_serves_until_ctrl_c_and_then_stops_every_process(tmp_path: P
     while any(_running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (5, []) == (len(pids), [p for p in pids if _running(p)])
+
+
+def _one_line_error(run: subprocess.CompletedProcess[str], status: int) -> str:
+    """The single error line of a failed command (and check its shape)."""
+    lines = run.stderr.strip().splitlines()
+    assert (status, 1, False, "") == (
+        run.returncode,
+        len(lines),
+        "Traceback" in run.stderr,
+        run.stdout,
+    ), run.stderr
+    assert re.match(r"shoplist( [a-z-]+)*: error: ", lines[0]), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [
+        (["--broker", "127.0.0.1:7100"], None),
+        (["--broker", "localhost:7100"], None),
+        (["--broker", "nonsense"], None),
+        ([], {"SHOPLIST_BROKERS": "nonsense"}),
+        (["--broker", "tcp://127.0.0.1:99999"], None),
+    ],
+)
+def test_a_bad_broker_address_is_one_line_not_a_hang(
+    tmp_path: Path, flags: list[str], env: dict[str, str] | None
+) -> None:
+    """Before: ``connect()`` raised inside the client, the socket was never closed and
+    the command hung for ever in ``term()``. Now the address is checked before anything
+    runs: one line, nothing created on the device."""
+    for command in (["lists"], ["create", "Weekend"], ["cluster", "status"]):
+        run = run_cli("--user", "ann", *command, *flags, home=tmp_path, timeout=20, env=env)
+        line = _one_line_error(run, 1 if env else 2)
+        assert "tcp://" in line, line
+    assert [] == list(tmp_path.iterdir())
+
+
+def test_without_pyzmq_the_command_names_the_extra_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['zmq'] = None\n"
+        "from reference_cluster.cli import main\n"
+        "sys.exit(main(['--help']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(tmp_path),
+        check=False,
+    )
+    assert "pip install 'dotted-crdts[cluster]'" in _one_line_error(run, 1)
+
+
+def test_flag_and_environment_mistakes_are_one_line(tmp_path: Path) -> None:
+    """--home naming a file, a bad SHOPLIST_TIMEOUT, a password the server would refuse
+    anyway (checked before any network, with the server's own rule), a port out of range."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    home = tmp_path / "device"
+    runs = {
+        "home": run_cli("--home", str(a_file), "lists", home=home),
+        "timeout": run_cli("lists", home=home, env={"SHOPLIST_TIMEOUT": "xyz"}),
+        "empty": run_cli("signup", "ann", "--password-stdin", home=home, stdin="\n"),
+        "short": run_cli("signup", "ann", "--password-stdin", home=home, stdin="x\n"),
+        "port": run_cli("cluster", "up", "--base-port", "99999", home=home),
+    }
+    lines = {k: _one_line_error(r, 2 if k == "port" else 1) for k, r in runs.items()}
+    assert "is a file" in lines["home"]
+    assert lines["timeout"].startswith("shoplist: error: SHOPLIST_TIMEOUT")
+    assert "at least 8 characters, got 0" in lines["empty"]
+    assert "at least 8 characters, got 1" in lines["short"]
+    assert "65535" in lines["port"]
+    assert not home.exists() or not list(home.glob("*.sqlite"))
+
+
+def test_version(tmp_path: Path) -> None:
+    run = run_cli("--version", home=tmp_path)
+    assert (0, "") == (run.returncode, run.stderr)
+    assert re.fullmatch(r"shoplist \d+\.\d+\.\d+\S*\n", run.stdout), run.stdout

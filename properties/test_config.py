@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference_cluster.processes import agent, broker, server
+from reference_cluster.processes.cluster import stop_process
 from reference_cluster.processes.config import (
+    LocalLayout,
     Timing,
     add_seconds_flag,
     broker_argv,
+    check_endpoint,
+    env_endpoints,
+    local_layout,
+    parse_base_port,
     parse_seconds,
+    read_ready,
     server_argv,
     tune_socket,
 )
@@ -154,3 +163,211 @@ def test_tuned_sockets_refuse_frames_larger_than_a_message() -> None:
         assert MAX_MESSAGE_BYTES == sock.getsockopt(zmq.MAXMSGSIZE)
     finally:
         ctx.destroy(linger=0)
+
+
+# -- endpoints and the local layout -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "bind"),
+    [
+        ("tcp://127.0.0.1:7100", False),
+        ("tcp://localhost:1", False),
+        ("tcp://shop-1.example.org:65535", False),
+        ("tcp://[::1]:7100", False),
+        ("tcp://127.0.0.2:0;127.0.0.3:7100", False),
+        ("tcp://127.0.0.2:*;127.0.0.3:7100", False),
+        ("ipc:///tmp/shoplist.sock", False),
+        ("inproc://brokers", False),
+        ("tcp://*:7100", True),
+        ("tcp://127.0.0.1:*", True),
+        ("tcp://eth0:7100", True),
+        ("ipc://*", True),
+    ],
+)
+def test_check_endpoint_accepts_zeromq_endpoints(text: str, bind: bool) -> None:
+    """TCP (also from a source address), IPC and in-process endpoints pass unchanged;
+    wildcards pass where they are bound."""
+    assert text == check_endpoint(text, bind=bind)
+
+
+@pytest.mark.parametrize(
+    ("text", "bind", "expected"),
+    [
+        (
+            "127.0.0.1:7100",
+            False,
+            "expected a ZeroMQ endpoint such as tcp://127.0.0.1:7100, got '127.0.0.1:7100' "
+            "(did you mean tcp://127.0.0.1:7100?)",
+        ),
+        (
+            "localhost:7100",
+            False,
+            "expected a ZeroMQ endpoint such as tcp://127.0.0.1:7100, got 'localhost:7100' "
+            "(did you mean tcp://localhost:7100?)",
+        ),
+        (
+            "nonsense",
+            False,
+            "expected a ZeroMQ endpoint such as tcp://127.0.0.1:7100, got 'nonsense'",
+        ),
+        (
+            "http://x:1",
+            False,
+            "expected a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME), "
+            "got 'http://x:1'",
+        ),
+        (
+            "tcp://127.0.0.1:99999",
+            False,
+            "expected a port from 1 to 65535 in a ZeroMQ endpoint, got 'tcp://127.0.0.1:99999'",
+        ),
+        (
+            "tcp://127.0.0.1:0",
+            False,
+            "expected a port from 1 to 65535 in a ZeroMQ endpoint, got 'tcp://127.0.0.1:0'",
+        ),
+        (
+            "tcp://127.0.0.1",
+            False,
+            "expected a port from 1 to 65535 in a ZeroMQ endpoint, got 'tcp://127.0.0.1'",
+        ),
+        (
+            "tcp://127.0.0.1:*",
+            False,
+            "expected a port from 1 to 65535 in a ZeroMQ endpoint, got 'tcp://127.0.0.1:*' "
+            "('*' picks a free port, which only a process that binds can do)",
+        ),
+        (
+            "tcp://*:7100",
+            False,
+            "expected a host to connect to, got 'tcp://*:7100' ('*' means every interface, "
+            "which only a process that binds can use; try tcp://127.0.0.1:7100)",
+        ),
+        (
+            "tcp://bad host:1",
+            False,
+            "expected a host name or address in a ZeroMQ endpoint, got 'tcp://bad host:1'",
+        ),
+        (
+            "tcp://300.1.1.1:7100",
+            False,
+            "expected a host name or address in a ZeroMQ endpoint, got 'tcp://300.1.1.1:7100'",
+        ),
+        (
+            "tcp://127.0.0.2:0;127.0.0.3:7100",
+            True,
+            "expected an endpoint to bind, got 'tcp://127.0.0.2:0;127.0.0.3:7100' "
+            "(a source address, SRC;HOST:PORT, is for connecting)",
+        ),
+        ("ipc://", False, "expected ipc://PATH, got 'ipc://'"),
+        ("ipc://*", False, "expected ipc://PATH, got 'ipc://*' ('*' is for binding)"),
+        ("inproc://", False, "expected inproc://NAME, got 'inproc://'"),
+    ],
+)
+def test_check_endpoint_refuses_what_zeromq_would_refuse_or_misread(
+    text: str, bind: bool, expected: str
+) -> None:
+    """A missing scheme, a port out of range, a wildcard where one connects, a bad host:
+    each is one line saying what was expected and what arrived."""
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        check_endpoint(text, bind=bind)
+    assert expected == str(info.value)
+
+
+def test_env_endpoints_reads_and_checks_a_comma_separated_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unset: the default; set: its endpoints in order, spaces and empty parts dropped."""
+    monkeypatch.delenv("SHOPLIST_TEST_EPS", raising=False)
+    assert ["tcp://127.0.0.1:1"] == env_endpoints("SHOPLIST_TEST_EPS", ["tcp://127.0.0.1:1"])
+    monkeypatch.setenv("SHOPLIST_TEST_EPS", " tcp://127.0.0.1:7100 ,, tcp://10.0.0.5:7110")
+    assert ["tcp://127.0.0.1:7100", "tcp://10.0.0.5:7110"] == env_endpoints("SHOPLIST_TEST_EPS", [])
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            "tcp://127.0.0.1:7100,127.0.0.1:7110",
+            "SHOPLIST_TEST_EPS: expected a ZeroMQ endpoint such as tcp://127.0.0.1:7100, "
+            "got '127.0.0.1:7110' (did you mean tcp://127.0.0.1:7110?)",
+        ),
+        (" , ", "SHOPLIST_TEST_EPS: expected ZeroMQ endpoints separated by commas, got ' , '"),
+    ],
+)
+def test_env_endpoints_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: str
+) -> None:
+    """A bad endpoint in the variable is a ValueError whose one line names the variable."""
+    monkeypatch.setenv("SHOPLIST_TEST_EPS", raw)
+    with pytest.raises(ValueError) as info:
+        env_endpoints("SHOPLIST_TEST_EPS", [])
+    assert expected == str(info.value)
+
+
+def test_layout_ports_span_and_limits() -> None:
+    """The layout uses base .. base+103 (2 brokers, 3 servers); a base that puts any of
+    them outside 1..65535 is refused."""
+    layout = LocalLayout("127.0.0.1", 65432)
+    assert [65432, 65433, 65442, 65443, 65533, 65534, 65535] == layout.ports
+    for base in (0, 65433, 99999):
+        with pytest.raises(ValueError, match=f"base port {base} "):
+            LocalLayout("127.0.0.1", base)
+
+
+@pytest.mark.parametrize("text", ["99999", "65433", "0", "-5", "7100.5", "port"])
+def test_parse_base_port_refuses_ports_the_layout_cannot_use(text: str) -> None:
+    """A base port is a whole number that keeps every port of the layout in 1..65535."""
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        parse_base_port(text)
+    expected = (
+        "expected a base port from 1 to 65432 (the cluster uses PORT to PORT+103; "
+        f"ports end at 65535), got {text!r}"
+    )
+    assert expected == str(info.value)
+    assert 65432 == parse_base_port("65432")
+
+
+def test_local_layout_bad_base_port_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHOPLIST_BASE_PORT out of range exits with one line naming the variable."""
+    monkeypatch.setenv("SHOPLIST_BASE_PORT", "99999")
+    with pytest.raises(SystemExit) as info:
+        local_layout()
+    assert str(info.value.code).startswith("error: SHOPLIST_BASE_PORT: expected a base port")
+
+
+@pytest.mark.parametrize(("module", "flag"), [(broker, "--frontend"), (server, "--bind")])
+def test_processes_refuse_bad_endpoints(
+    module: object, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broker or server given an endpoint without its scheme stops with a usage error."""
+    with pytest.raises(SystemExit) as info:
+        module.main([flag, "127.0.0.1:7100"])  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert (2, True) == (info.value.code, "did you mean tcp://127.0.0.1:7100?" in err)
+
+
+@pytest.mark.timeout(30)
+def test_read_ready_names_the_exit_status_of_a_process_that_exits_first() -> None:
+    """A child that exits before its ready line is reported as exited with its status,
+    at once, never as "not ready within" the whole timeout."""
+    script = "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"
+    for _ in range(5):  # the exit races the end of its output: try it a few times
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            started = time.monotonic()
+            with pytest.raises(RuntimeError) as info:
+                read_ready(proc, timeout=20.0)
+            elapsed = time.monotonic() - started
+        finally:
+            stop_process(proc)
+        assert (f"pid {proc.pid} exited with status 3 before it was ready", True) == (
+            str(info.value),
+            elapsed < 10.0,
+        )

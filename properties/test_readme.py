@@ -23,3 +23,11 @@ def test_readme_example_runs_and_converges() -> None:
     example = importlib.import_module("readme_example")
     assert example.alice == example.bob
     assert "milk" in example.alice
+
+
+def test_readme_has_no_link_that_dies_on_the_package_index() -> None:
+    """README.md is also the package's page on the index, where a link relative to the
+    source tree leads nowhere: every link is absolute (or an anchor)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)]+)\)", readme)
+    assert [] == [t for t in targets if not re.match(r"(https?://|#)", t)]

@@ -13,6 +13,7 @@ __all__ = [
     "ClusterError",
     "ClusterUnavailable",
     "InvalidEdit",
+    "InvalidEndpoint",
     "InvalidListId",
     "InvalidPassword",
     "InvalidUserName",
@@ -28,6 +29,7 @@ __all__ = [
     "StoreError",
     "UnknownItem",
     "UnknownList",
+    "UnsyncedEdits",
     "UserExists",
     "WrongStateType",
 ]
@@ -114,6 +116,16 @@ class SessionExpired(SessionInvalid):
 
 class NotLoggedIn(ClusterError, ValueError):
     """A command that needs a user ran before any sign-up or login on this device."""
+
+
+class InvalidEndpoint(ClusterError, ValueError):
+    """A ZeroMQ endpoint (a flag, an environment variable) is not one: no scheme, no port,
+    a port outside 1..65535, a host that cannot be connected to."""
+
+
+class UnsyncedEdits(ClusterError, ValueError):
+    """Forgetting a list on this device would leave edits that no server has yet (the
+    command says how to sync first, or to insist)."""
 
 
 # -- protocol -----------------------------------------------------------------------------

@@ -25,26 +25,44 @@ survives alone (3, remove || +1 gives 1), and adding it again starts from the ne
 
 Rule 3 (bought). ``bought`` is enable-wins: concurrent "bought" and "not bought" give
 bought. Adding an item already on the list raises its quantity and marks it not bought.
+Un-buying never takes an item off the list: when the bought mark is the only part that
+holds a dot (after remove || bought the item shows 0, bought), "not bought" also sets the
+quantity to what it shows, so the item stays, not bought; otherwise it writes no quantity.
 
 Rule 4 (name). Concurrent renames are all kept; :attr:`ShoppingList.name` shows the
 alphabetically first (by code point) and :attr:`ShoppingList.names` shows them all. A
 later rename, which has seen them, replaces them.
 
-Rule 5 (deletion). ``delete`` enables the tombstone and resets the name and every item
-as observed. Nothing ever disables the tombstone, and a stale copy that never saw it
-cannot remove it (its context lacks the tombstone's dot), so a deleted list stays
-deleted. Edits of a deleted list raise :class:`~reference_cluster.errors.ListDeleted`;
-edits made concurrently elsewhere are kept in the state, read-only.
+Rule 5 (deletion). ``delete`` enables the tombstone and resets every item as observed;
+the name stays, so a deleted list is still shown by its name. Nothing ever disables the
+tombstone, and a stale copy that never saw it cannot remove it (its context lacks the
+tombstone's dot), so a deleted list stays deleted. Edits of a deleted list (renaming it
+too) raise :class:`~reference_cluster.errors.ListDeleted`; edits made concurrently
+elsewhere are kept in the state, read-only.
 
 Rule 6 (shipping). Quantity changes fold into one dot per item between two ``seal()``
 calls (see :mod:`crdts._ccounter`): a client that calls :meth:`ShoppingList.seal` each
 time it ships, and ships what it made since the last seal as one delta, keeps one dot per
 changed item per sync round. A client that never seals is still exact; it keeps one dot
 per change until a set, remove or delete clears them.
+
+Rule 7 (names). Every mutator normalises the list and item names it is given
+(:func:`normalize_name`: Unicode NFC, outer whitespace stripped, inner runs of whitespace
+collapsed to one space, then 1 to MAX_NAME_LENGTH characters). An edit that names an item
+resolves it case-insensitively (by the casefold of the normalised name) to an item on the
+list: the exact spelling first, else the first match in sorted order
+(:meth:`ShoppingList.find_item`). So with milk on the list, adding "Milk" raises milk's
+quantity; a brand-new item keeps the spelling it was given. ``rename_item`` is a remove
+and an add in one delta: the new name gets the quantity and bought mark shown, and a
+concurrent edit of the old name survives under the old name (Rule 2). Names are keys, so
+two replicas adding "Milk" and "milk" concurrently make two items; a later edit merges
+them by removing one. Decoding does not normalise: states from older replicas may hold
+names in any form, and edits still resolve to them.
 """
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -57,17 +75,71 @@ from crdts._dots import check_replica
 from crdts.errors import DecodeError
 from reference_cluster.errors import InvalidEdit, ListDeleted, UnknownItem
 
-__all__ = ["MAX_NAME_LENGTH", "MAX_QUANTITY", "ItemView", "ShoppingList", "new_list_id"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_QUANTITY",
+    "ItemView",
+    "ShoppingList",
+    "new_list_id",
+    "normalize_name",
+]
 
 MAX_QUANTITY = 1_000_000
 """The largest quantity, and the largest change, a single edit may carry."""
 MAX_NAME_LENGTH = 200
-"""The longest list or item name, in characters."""
+"""The longest list or item name, in characters (once normalised)."""
 
 
 def new_list_id() -> str:
     """A fresh list id: a random UUID in its canonical text form."""
     return str(uuid.uuid4())
+
+
+def normalize_name(text: str) -> str:
+    """The canonical form of a list or item name (Rule 7).
+
+    Unicode NFC, leading and trailing whitespace stripped, each inner run of whitespace
+    (as :meth:`str.split` sees it) collapsed to one space. Case is kept.
+
+    Args:
+        text: a name as typed.
+
+    Returns:
+        The normalised name: 1 to MAX_NAME_LENGTH characters.
+
+    Raises:
+        InvalidEdit: ``text`` is not a str, is blank (empty or only whitespace), or is
+            longer than MAX_NAME_LENGTH characters once normalised.
+    """
+    return _normalize(text, "a name")
+
+
+def _tidy(text: str) -> str:
+    """NFC with whitespace stripped and collapsed; may be blank or too long."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _fold(text: str) -> str:
+    """What names are compared by: the casefold of the tidied name (NFC again, since
+    casefolding can undo it)."""
+    return unicodedata.normalize("NFC", _tidy(text).casefold())
+
+
+def _normalize(value: object, what: str) -> str:
+    if type(value) is not str:
+        raise InvalidEdit(
+            f"{what} must be a non-empty str of at most {MAX_NAME_LENGTH} characters, "
+            f"got {describe(value)}"
+        )
+    name = _tidy(value)
+    if not name:
+        raise InvalidEdit(f"{what} must not be blank, got {describe(value)}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidEdit(
+            f"{what} must be at most {MAX_NAME_LENGTH} characters once normalised, got "
+            f"{len(name)}: {describe(name)}"
+        )
+    return name
 
 
 @attrs.frozen
@@ -100,9 +172,9 @@ class _ListState(Record):
 
     def _check_decoded(self, path: str) -> None:
         for name in self.value_at("name"):
-            _check_text(name, f"{path}: list name", DecodeError)
+            _check_decoded_text(name, f"{path}: list name")
         for item, parts in self.value_at("items").items():
-            _check_text(item, f"{path}: item name", DecodeError)
+            _check_decoded_text(item, f"{path}: item name")
             for q in parts["set"]:
                 if type(q) is not int or not 0 <= q <= MAX_QUANTITY:
                     raise DecodeError(
@@ -111,13 +183,13 @@ class _ListState(Record):
                     )
 
 
-def _check_text(value: object, what: str, error: type[ValueError] = InvalidEdit) -> str:
+def _check_decoded_text(value: object, what: str) -> None:
+    """Lenient on purpose (Rule 7): older replicas wrote names without normalising."""
     if type(value) is not str or not value or len(value) > MAX_NAME_LENGTH:
-        raise error(
+        raise DecodeError(
             f"{what} must be a non-empty str of at most {MAX_NAME_LENGTH} characters, "
             f"got {describe(value)}"
         )
-    return value
 
 
 def _check_int(value: object, what: str, low: int, high: int) -> int:
@@ -148,17 +220,60 @@ class ShoppingList(Crdt):
     1
     """
 
-    __slots__ = ("_s",)
+    __slots__ = ("_by_fold", "_s")
     type_name = "ShoppingList"
 
     def __init__(self) -> None:
         self._s = _ListState()
+        self._by_fold: dict[str, set[str]] | None = None
 
     @classmethod
     def _wrap(cls, state: _ListState) -> Self:
         out = cls.__new__(cls)
         out._s = state
+        out._by_fold = None
         return out
+
+    # -- names (Rule 7) -------------------------------------------------------------------
+    # ``_by_fold`` caches each folded name to the items on the list with that folded name,
+    # so that resolving a name does not read every item. It is dropped whenever the state
+    # changes other than through one of our mutators (join, delete) and rebuilt on demand;
+    # a mutator brings up to date the keys it touched.
+
+    def _folded(self) -> dict[str, set[str]]:
+        if self._by_fold is None:
+            by_fold: dict[str, set[str]] = {}
+            for key in self._s.value_at("items"):
+                by_fold.setdefault(_fold(key), set()).add(key)
+            self._by_fold = by_fold
+        return self._by_fold
+
+    def _touched(self, *keys: str) -> None:
+        """Bring the cache up to date for ``keys``, whose presence an edit may have changed."""
+        by_fold = self._by_fold
+        if by_fold is None:
+            return
+        for key in keys:
+            folded = _fold(key)
+            same = by_fold.setdefault(folded, set())
+            if self._s.holds("items", key):
+                same.add(key)
+            else:
+                same.discard(key)
+                if not same:
+                    del by_fold[folded]
+
+    def _resolve(self, name: str) -> str | None:
+        """The item a normalised ``name`` refers to: its exact spelling, else the first
+        item in sorted order with the same folded name, else None."""
+        if self._s.holds("items", name):
+            return name
+        same = self._folded().get(_fold(name))
+        return min(same) if same else None
+
+    def _others_named(self, name: str, key: str) -> list[str]:
+        """The items other than ``key`` that ``name`` names case-insensitively, sorted."""
+        return sorted(self._folded().get(_fold(name), set()) - {key})
 
     # -- checks -------------------------------------------------------------------------
 
@@ -166,11 +281,20 @@ class ShoppingList(Crdt):
         if self._s.holds("deleted"):
             raise ListDeleted("the list was deleted; it takes no more edits")
 
-    def _parts(self, item: str) -> dict[str, Any]:
-        """The parts of an item that is on the list, or raise UnknownItem."""
-        if not self._s.holds("items", item):
-            raise UnknownItem(f"{item!r:.80} is not on the list")
-        parts: dict[str, Any] = self._s.value_at("items", item)
+    def _key(self, name: str) -> str:
+        """The key of the item that the normalised ``name`` refers to (Rule 7), or raise.
+
+        Raises:
+            UnknownItem: no item on the list has that name, in any case.
+        """
+        key = self._resolve(name)
+        if key is None:
+            raise UnknownItem(f"{name!r:.80} is not on the list")
+        return key
+
+    def _parts(self, key: str) -> dict[str, Any]:
+        """The parts of the item ``key``, which is on the list."""
+        parts: dict[str, Any] = self._s.value_at("items", key)
         return parts
 
     def _edit(self, replica: str, item: str, field: str, op: str, *args: Any) -> _ListState:
@@ -198,24 +322,29 @@ class ShoppingList(Crdt):
     def add_item(self, replica: str, item: str, quantity: int = 1) -> Self:
         """Put ``quantity`` of ``item`` on the list; return the delta.
 
-        An item not on the list (as this replica sees it) starts at ``quantity``; an item
-        already there has its quantity raised by ``quantity`` and is marked not bought.
+        ``item`` is normalised and names an item already on the list case-insensitively
+        (Rule 7). An item not on the list (as this replica sees it) starts at
+        ``quantity``, spelt as given; an item already there has its quantity raised by
+        ``quantity`` and is marked not bought.
 
         Raises:
-            InvalidArgument: bad replica id. InvalidEdit: an empty or too long item name,
+            InvalidArgument: bad replica id. InvalidEdit: a blank or too long item name,
             a quantity outside 1..MAX_QUANTITY. ListDeleted: the list was deleted.
             Nothing changed in any case.
         """
         check_replica(replica)
-        _check_text(item, "item name")
+        name = _normalize(item, "an item name")
         _check_int(quantity, "quantity", 1, MAX_QUANTITY)
         self._check_live()
-        if not self._s.holds("items", item):
-            return self._wrap(self._edit(replica, item, "set", "write", quantity))
-        parts = self._parts(item)
-        delta = self._change(replica, item, parts, quantity)
+        key = self._resolve(name)
+        if key is None:
+            delta = self._edit(replica, name, "set", "write", quantity)
+            self._touched(name)
+            return self._wrap(delta)
+        parts = self._parts(key)
+        delta = self._change(replica, key, parts, quantity)
         if parts["bought"]:
-            delta.join(self._edit(replica, item, "bought", "disable"))
+            delta.join(self._edit(replica, key, "bought", "disable"))
         return self._wrap(delta)
 
     def change_quantity(self, replica: str, item: str, delta: int) -> Self:
@@ -223,17 +352,18 @@ class ShoppingList(Crdt):
         the delta. Concurrent changes add up.
 
         Raises:
-            InvalidArgument: bad replica id. InvalidEdit: ``delta`` is 0 or too large, or
-            would take the quantity below 0. UnknownItem: the item is not on the list.
-            ListDeleted: the list was deleted. Nothing changed in any case.
+            InvalidArgument: bad replica id. InvalidEdit: a bad item name, ``delta`` is 0
+            or too large, or would take the quantity below 0. UnknownItem: the item is not
+            on the list. ListDeleted: the list was deleted. Nothing changed in any case.
         """
         check_replica(replica)
-        _check_text(item, "item name")
+        name = _normalize(item, "an item name")
         _check_int(delta, "quantity change", -MAX_QUANTITY, MAX_QUANTITY)
         if delta == 0:
             raise InvalidEdit("quantity change must not be 0")
         self._check_live()
-        return self._wrap(self._change(replica, item, self._parts(item), delta))
+        key = self._key(name)
+        return self._wrap(self._change(replica, key, self._parts(key), delta))
 
     def set_quantity(self, replica: str, item: str, quantity: int) -> Self:
         """Set the quantity of ``item`` to ``quantity`` (0..MAX_QUANTITY); return the delta.
@@ -241,33 +371,43 @@ class ShoppingList(Crdt):
         Concurrent sets keep the largest; changes concurrent with a set add to it.
 
         Raises:
-            InvalidArgument: bad replica id. InvalidEdit: bad quantity. UnknownItem: the
-            item is not on the list. ListDeleted: the list was deleted. Nothing changed.
-        """
-        check_replica(replica)
-        _check_text(item, "item name")
-        _check_int(quantity, "quantity", 0, MAX_QUANTITY)
-        self._check_live()
-        self._parts(item)
-        return self._wrap(self._set(replica, item, quantity))
-
-    def mark_bought(self, replica: str, item: str, bought: bool = True) -> Self:
-        """Mark ``item`` bought (or, with ``bought=False``, not bought); return the delta.
-
-        Concurrent "bought" and "not bought" give bought.
-
-        Raises:
-            InvalidArgument: bad replica id. InvalidEdit: ``bought`` is not a bool.
+            InvalidArgument: bad replica id. InvalidEdit: a bad item name or quantity.
             UnknownItem: the item is not on the list. ListDeleted: the list was deleted.
             Nothing changed in any case.
         """
         check_replica(replica)
-        _check_text(item, "item name")
+        name = _normalize(item, "an item name")
+        _check_int(quantity, "quantity", 0, MAX_QUANTITY)
+        self._check_live()
+        return self._wrap(self._set(replica, self._key(name), quantity))
+
+    def mark_bought(self, replica: str, item: str, bought: bool = True) -> Self:
+        """Mark ``item`` bought (or, with ``bought=False``, not bought); return the delta.
+
+        Concurrent "bought" and "not bought" give bought. "Not bought" never takes the
+        item off the list: if the bought mark is all that holds it (remove || bought), the
+        delta also sets the quantity to what it shows (Rule 3).
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: a bad item name, or ``bought``
+            is not a bool. UnknownItem: the item is not on the list. ListDeleted: the
+            list was deleted. Nothing changed in any case.
+        """
+        check_replica(replica)
+        name = _normalize(item, "an item name")
         if type(bought) is not bool:
             raise InvalidEdit(f"bought must be True or False, got {describe(bought)}")
         self._check_live()
-        self._parts(item)
-        return self._wrap(self._edit(replica, item, "bought", "enable" if bought else "disable"))
+        key = self._key(name)
+        if bought:
+            return self._wrap(self._edit(replica, key, "bought", "enable"))
+        held = self._s.holds("items", key, "set") or self._s.holds("items", key, "add")
+        if held:
+            return self._wrap(self._edit(replica, key, "bought", "disable"))
+        # Only the bought mark holds a dot: keep the item by writing what it shows.
+        delta = self._edit(replica, key, "set", "write", max(_quantity(self._parts(key)), 0))
+        delta.join(self._edit(replica, key, "bought", "disable"))
+        return self._wrap(delta)
 
     def remove_item(self, replica: str, item: str) -> Self:
         """Take ``item`` off the list as this replica sees it; return the delta.
@@ -276,31 +416,74 @@ class ShoppingList(Crdt):
         holding just what the remove did not see.
 
         Raises:
-            InvalidArgument: bad replica id. InvalidEdit: bad item name. UnknownItem: the
-            item is not on the list. ListDeleted: the list was deleted. Nothing changed.
+            InvalidArgument: bad replica id. InvalidEdit: a bad item name. UnknownItem:
+            the item is not on the list. ListDeleted: the list was deleted. Nothing
+            changed in any case.
         """
         check_replica(replica)
-        _check_text(item, "item name")
+        name = _normalize(item, "an item name")
         self._check_live()
-        self._parts(item)
-        return self._wrap(self._s.apply(replica, "items", "remove", item))
+        key = self._key(name)
+        delta = self._s.apply(replica, "items", "remove", key)
+        self._touched(key)
+        return self._wrap(delta)
 
-    def rename(self, replica: str, name: str) -> Self:
-        """Rename the list; return the delta. Concurrent renames are all kept (see
-        :attr:`names`); :attr:`name` shows the alphabetically first.
+    def rename_item(self, replica: str, item: str, new_name: str) -> Self:
+        """Rename ``item`` to ``new_name``; return the delta.
+
+        One delta removes ``item`` as this replica sees it (as :meth:`remove_item` does)
+        and puts ``new_name`` (normalised, spelt as given) on the list with the quantity
+        and bought mark ``item`` shows. An edit of ``item`` made concurrently elsewhere
+        survives under the old name (Rule 2). Renaming to another case of the same
+        item changes its spelling; renaming to its very spelling changes nothing (the
+        delta is bottom).
 
         Raises:
-            InvalidArgument: bad replica id. InvalidEdit: an empty or too long name.
+            InvalidArgument: bad replica id. InvalidEdit: a bad item name or new name, or
+            ``new_name`` names another item on the list (in any case). UnknownItem:
+            ``item`` is not on the list. ListDeleted: the list was deleted. Nothing
+            changed in any case.
+        """
+        check_replica(replica)
+        name = _normalize(item, "an item name")
+        new = _normalize(new_name, "the new item name")
+        self._check_live()
+        key = self._key(name)
+        if new == key:
+            return self._wrap(_ListState())
+        others = self._others_named(new, key)
+        if others:
+            raise InvalidEdit(
+                f"cannot rename {key!r:.80} to {new!r:.80}: {others[0]!r:.80} is already on "
+                "the list"
+            )
+        parts = self._parts(key)
+        quantity, bought = max(_quantity(parts), 0), bool(parts["bought"])
+        delta = self._s.apply(replica, "items", "remove", key)
+        delta.join(self._edit(replica, new, "set", "write", quantity))
+        if bought:
+            delta.join(self._edit(replica, new, "bought", "enable"))
+        self._touched(key, new)
+        return self._wrap(delta)
+
+    def rename(self, replica: str, name: str) -> Self:
+        """Rename the list to ``name`` (normalised, Rule 7); return the delta. Concurrent
+        renames are all kept (see :attr:`names`); :attr:`name` shows the alphabetically
+        first.
+
+        Raises:
+            InvalidArgument: bad replica id. InvalidEdit: a blank or too long name.
             ListDeleted: the list was deleted. Nothing changed in any case.
         """
         check_replica(replica)
-        _check_text(name, "list name")
+        new = _normalize(name, "a list name")
         self._check_live()
-        return self._wrap(self._s.apply(replica, "name", "write", name))
+        return self._wrap(self._s.apply(replica, "name", "write", new))
 
     def delete(self, replica: str) -> Self:
         """Delete the list for good; return the delta. Every replica that receives the
-        delta (or any state that includes it) sees the list deleted, forever.
+        delta (or any state that includes it) sees the list deleted, forever. The items
+        are cleared as observed; the name stays (Rule 5).
 
         Raises:
             InvalidArgument: bad replica id. ListDeleted: already deleted. Nothing changed.
@@ -309,7 +492,7 @@ class ShoppingList(Crdt):
         self._check_live()
         delta = self._s.apply(replica, "deleted", "enable")
         delta.join(self._s.reset(replica, "items"))
-        delta.join(self._s.reset(replica, "name"))
+        self._by_fold = None
         return self._wrap(delta)
 
     def seal(self) -> None:
@@ -359,14 +542,29 @@ class ShoppingList(Crdt):
             "deleted": self.deleted,
         }
 
+    def find_item(self, name: str) -> str | None:
+        """The key (as :attr:`items` shows it) of the item ``name`` refers to, or None.
+
+        ``name`` is normalised and resolved as edits resolve it (Rule 7): the exact
+        spelling first, else the first item in sorted order whose name matches ignoring
+        case. A name that cannot name an item (not a str, blank, too long) gives None.
+        """
+        try:
+            normal = _normalize(name, "an item name")
+        except InvalidEdit:
+            return None
+        return self._resolve(normal)
+
     def __contains__(self, item: object) -> bool:
-        return type(item) is str and bool(item) and self._s.holds("items", item)
+        """Whether ``item`` names an item on the list, as :meth:`find_item` resolves it."""
+        return type(item) is str and self.find_item(item) is not None
 
     # -- the contract -------------------------------------------------------------------
 
     def join(self, other: Self) -> None:
         self._check_same_type(other)
         self._s.join(other._s)
+        self._by_fold = None
 
     def __le__(self, other: Self) -> bool:
         if type(other) is not type(self):

@@ -9,16 +9,20 @@ from typing import Any
 
 import zmq
 
-from reference_cluster.errors import ClusterUnavailable
+from reference_cluster.errors import ClusterError, ClusterUnavailable
 from reference_cluster.processes.cluster import LocalCluster, Timing, probe
 from reference_cluster.processes.config import (
     DEFAULT_BASE_PORT,
+    DEFAULT_HOST,
     LocalLayout,
     StopSignal,
     add_seconds_flag,
+    check_endpoint,
     env,
-    env_float,
-    env_list,
+    env_endpoints,
+    exit_text,
+    local_layout,
+    parse_base_port,
 )
 from reference_cluster.protocol.messages import BrokerStatus, ServerStatus, Status
 
@@ -26,23 +30,40 @@ __all__ = ["add_commands"]
 
 Command = Callable[[argparse.Namespace, Any], int]
 
+DEMO_DESCRIPTION = (
+    "Run a replicated shopping list on this machine and watch it survive a partition: "
+    "2 brokers, 3 servers and 3 clients (alice, bob, carol), each its own process, start "
+    "in a temporary folder; they edit one list at once, the network splits and carol "
+    "goes offline, each side edits, the links heal, and every replica converges to the "
+    "same list. Exits 0 if all six agree on the expected list. Every process it starts "
+    "is stopped at the end, also on Ctrl-C."
+)
+
 
 def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
-    """Add ``cluster`` (with ``up`` and ``status``) and ``demo`` to the ``shoplist`` parser."""
-    cluster = sub.add_parser("cluster", help="run or inspect a cluster", parents=common)
-    verbs = cluster.add_subparsers(dest="verb", required=True, metavar="VERB")
-    up = verbs.add_parser(
-        "up",
-        help="run 2 brokers and 3 servers on this machine in the foreground (Ctrl-C stops them)",
+    """Add ``cluster`` (with ``up`` and ``status``) and ``demo`` to the ``shoplist`` parser.
+
+    ``common`` holds the flags every client command takes; ``cluster`` keeps them, the
+    demo takes only its own (``--json`` and ``--keep``).
+    """
+    cluster = sub.add_parser(
+        "cluster",
+        help="run or inspect a cluster",
+        description="Run a cluster of brokers and servers on this machine, or ask one "
+        "which of its processes answer.",
         parents=common,
     )
+    verbs = cluster.add_subparsers(dest="verb", required=True, metavar="VERB")
+    text = "run 2 brokers and 3 servers on this machine in the foreground (Ctrl-C stops them)"
+    up = verbs.add_parser("up", help=text, description=text, parents=common)
     up.set_defaults(func=cmd_up)
-    _layout_flags(up)
+    _layout_flags(up, host_help="the address to listen on")
     up.add_argument(
         "--data-dir",
-        default=env("SHOPLIST_DATA_DIR", "shoplist-data"),
+        default=env("SHOPLIST_DATA_DIR", "") or None,
         metavar="DIR",
-        help="the servers' stores (SHOPLIST_DATA_DIR; default %(default)s)",
+        help="the servers' stores (SHOPLIST_DATA_DIR; default: the folder 'cluster' in "
+        f"--home, {Path(env('SHOPLIST_HOME', '~/.shoplist')) / 'cluster'})",
     )
     add_seconds_flag(
         up, "--anti-entropy", "SHOPLIST_ANTI_ENTROPY", 2.0, "servers' anti-entropy interval"
@@ -57,46 +78,94 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="the processes' log level (SHOPLIST_LOG_LEVEL)",
     )
-    status = verbs.add_parser("status", help="which brokers and servers answer", parents=common)
+    text = "which brokers and servers answer"
+    status = verbs.add_parser("status", help=text, description=text, parents=common)
     status.set_defaults(func=cmd_status)
-    _layout_flags(status)
+    _layout_flags(status, host_help="the host the cluster runs on")
 
     demo = sub.add_parser(
         "demo",
         help="a local cluster and clients: edit, partition, heal, converge",
-        parents=common,
+        description=DEMO_DESCRIPTION,
     )
     demo.set_defaults(func=cmd_demo)
-    demo.add_argument("--keep", action="store_true", help="keep the data directory")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,  # the top-level --json gives the default
+        help="print one JSON report (timings, replicas) instead of the story",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the data and logs folder (deleted at exit otherwise, unless the demo fails)",
+    )
 
 
-def _layout_flags(p: argparse.ArgumentParser) -> None:
+def _host(text: str) -> str:
+    """A host name or address to put in ``tcp://HOST:PORT`` (an argparse ``type``)."""
+    try:
+        check_endpoint(f"tcp://{text}:1")
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a host name or address such as {DEFAULT_HOST}, got {text!r}"
+        ) from None
+    return text
+
+
+def _layout_flags(p: argparse.ArgumentParser, *, host_help: str) -> None:
+    layout = local_layout()  # SHOPLIST_HOST and SHOPLIST_BASE_PORT (checked)
     p.add_argument(
         "--host",
-        default=env("SHOPLIST_HOST", "127.0.0.1"),
-        help="the address to listen on (SHOPLIST_HOST; default %(default)s)",
+        type=_host,
+        default=layout.host,
+        help=f"{host_help} (SHOPLIST_HOST; default %(default)s)",
     )
     p.add_argument(
         "--base-port",
-        type=int,
-        default=int(env_float("SHOPLIST_BASE_PORT", DEFAULT_BASE_PORT)),
+        type=parse_base_port,
+        default=layout.base,
         metavar="PORT",
         help="brokers at PORT, PORT+10 (+1 for servers), servers at PORT+101.. "
         "(SHOPLIST_BASE_PORT; default %(default)s)",
     )
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else SHOPLIST_DATA_DIR, else ``cluster`` in the device's home."""
+    if args.data_dir:
+        return Path(args.data_dir).expanduser()
+    return Path(args.home).expanduser() / "cluster"
+
+
+def _reach(layout: LocalLayout) -> str:
+    """How a client on this machine reaches the cluster."""
+    if (layout.host, layout.base) == (DEFAULT_HOST, DEFAULT_BASE_PORT):
+        brokers = " and ".join(layout.frontends)
+        return f"clients need no flags: {brokers} are their default brokers"
+    settings = []
+    if layout.host != DEFAULT_HOST:
+        settings.append(f"SHOPLIST_HOST={layout.host}")
+    if layout.base != DEFAULT_BASE_PORT:
+        settings.append(f"SHOPLIST_BASE_PORT={layout.base}")
+    flags = " ".join(f"--broker {endpoint}" for endpoint in layout.frontends)
+    return f"clients: export {' '.join(settings)}, or {flags}"
+
+
 def cmd_up(args: argparse.Namespace, out: Any) -> int:
     """Run the cluster until SIGINT or SIGTERM."""
     layout = LocalLayout(args.host, args.base_port)
-    data_dir = Path(args.data_dir)
+    data_dir = _data_dir(args)
     timing = Timing(anti_entropy=args.anti_entropy)
     cluster = LocalCluster(
         data_dir, layout=layout, timing=timing, quiet=args.quiet, log_level=args.log_level
     )
     stop = StopSignal()
     try:
-        cluster.start()
+        try:
+            cluster.start()
+        except RuntimeError as exc:  # a process exited: one line, as every command error
+            raise ClusterError(str(exc).splitlines()[0]) from None
         rows = []
         for i, name in enumerate(cluster.brokers):
             rows.append(
@@ -119,8 +188,8 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
                 [
                     f"cluster up, data in {data_dir} (Ctrl-C stops it):",
                     *rows,
-                    f"ready: both brokers hold {' '.join(cluster.servers)} live; "
-                    f"clients use --broker {layout.frontend(0)} (the default)",
+                    f"ready: both brokers hold {' '.join(cluster.servers)} live",
+                    _reach(layout),
                 ]
             ),
         )
@@ -128,10 +197,11 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
         while not stop.check():
             _wait_fd(stop.fd, 1.0)
             stop.drain()
-            for name in cluster.children:
-                if name not in reported and not cluster.alive(name):
+            for name, child in cluster.children.items():
+                if name not in reported and child.proc is not None and not cluster.alive(name):
                     reported.add(name)
-                    out.note(f"{name} exited; the others keep serving")
+                    how = exit_text(child.proc.returncode)
+                    out.note(f"{name} {how}; the others keep serving")
         out.note(f"stopping ({stop.reason})")
     finally:
         cluster.close()
@@ -146,16 +216,28 @@ def _wait_fd(fd: int, timeout: float) -> None:
     poller.poll(int(timeout * 1000))
 
 
+def _restarts(incarnation: int) -> str:
+    """``never restarted``, ``restarted once``, ``restarted 2 times``."""
+    if incarnation == 0:
+        return "never restarted"
+    return "restarted once" if incarnation == 1 else f"restarted {incarnation} times"
+
+
+def _lists(n: int) -> str:
+    return f"{n} list" if n == 1 else f"{n} lists"
+
+
 def cmd_status(args: argparse.Namespace, out: Any) -> int:
     """Ask every broker (and the local layout's servers) who is alive."""
     layout = LocalLayout(args.host, args.base_port)
-    brokers = args.broker or env_list("SHOPLIST_BROKERS", layout.frontends)
+    brokers = args.broker or env_endpoints("SHOPLIST_BROKERS", layout.frontends)
+    wait = min(1.0, args.timeout)
     ctx: zmq.Context[Any] = zmq.Context()
     data: dict[str, Any] = {"brokers": {}, "servers": {}}
     lines = []
     try:
         for endpoint in brokers:
-            reply = probe(endpoint, Status("status"), timeout=min(1.0, args.timeout), ctx=ctx)
+            reply = probe(endpoint, Status("status"), timeout=wait, ctx=ctx)
             if isinstance(reply, BrokerStatus):
                 data["brokers"][endpoint] = {"id": reply.broker, "servers": list(reply.servers)}
                 live = " ".join(reply.servers) or "none"
@@ -165,15 +247,15 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
                 lines.append(f"broker {'?':<4} {endpoint:<24} no answer")
         for j, name in enumerate(layout.server_ids):
             endpoint = layout.peer(j + 1)
-            reply = probe(endpoint, Status("status"), timeout=min(1.0, args.timeout), ctx=ctx)
+            reply = probe(endpoint, Status("status"), timeout=wait, ctx=ctx)
             if isinstance(reply, ServerStatus):
                 data["servers"][name] = {
                     "incarnation": reply.incarnation,
                     "lists": len(reply.digests),
                 }
                 lines.append(
-                    f"server {reply.server:<4} {endpoint:<24} up    {len(reply.digests)} lists, "
-                    f"restarted {reply.incarnation} times"
+                    f"server {reply.server:<4} {endpoint:<24} up    "
+                    f"{_lists(len(reply.digests))}, {_restarts(reply.incarnation)}"
                 )
             else:
                 data["servers"][name] = None

@@ -75,9 +75,10 @@ class DemoFailed(RuntimeError):
 
 
 class _Demo:
-    def __init__(self, data_dir: Path, *, as_json: bool) -> None:
+    def __init__(self, data_dir: Path, *, as_json: bool, keep: bool) -> None:
         self.data_dir = data_dir
         self.as_json = as_json
+        self.keep = keep
         self.t0 = time.monotonic()
         self.cluster = LocalCluster(
             data_dir,
@@ -111,7 +112,12 @@ class _Demo:
             "cluster up: brokers b0 b1, servers s1 s2 s3 (own processes; every link "
             "through a proxy the demo can cut)"
         )
-        self.detail(f"data and logs: {self.data_dir}")
+        fate = (
+            "kept at exit"
+            if self.keep
+            else "deleted at exit unless the demo fails; --keep keeps it"
+        )
+        self.detail(f"data and logs: {self.data_dir} ({fate})")
         for name in ("alice", "bob", "carol"):
             self.agents[name] = ClientAgent(
                 name,
@@ -200,7 +206,10 @@ class _Demo:
         self.detail("offline: carol adds 3 chips and takes 2 eggs off")
         replicas = self.replicas()
         digests = {r["digest"] for r in replicas}
-        self.say(f"the replicas now disagree: {len(digests)} different states")
+        if len(digests) > 1:
+            self.say(f"the replicas now disagree: {len(digests)} different states")
+        else:
+            self.say("the replicas still hold one state")
         self.table(replicas)
 
     def heal(self) -> None:
@@ -300,7 +309,7 @@ def run_demo(*, keep: bool = False, as_json: bool = False) -> int:
     status = 1
     error = ""
     try:
-        demo = _Demo(data_dir, as_json=as_json)
+        demo = _Demo(data_dir, as_json=as_json, keep=keep)
         if not as_json:
             print(
                 "shoplist demo: a replicated shopping list, partitioned and healed "

@@ -12,7 +12,9 @@ by the next command that syncs. A list is named by its id or any unique start of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import importlib.metadata
 import json
 import logging
 import os
@@ -24,19 +26,29 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from crdts import DotContext
+from reference_cluster.cli.output import NAME_WIDTH, Out, fit, item_text, plural, show_text
+from reference_cluster.cores.accounts import check_new_password, normalize_user_name
 from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import (
     AccessDenied,
     ClusterError,
     ClusterUnavailable,
     InvalidListId,
+    InvalidPassword,
     NotLoggedIn,
     SessionExpired,
     SessionInvalid,
     UnknownList,
+    UnsyncedEdits,
 )
 from reference_cluster.processes.client import Client, Mutate
-from reference_cluster.processes.config import add_seconds_flag, env, env_list, local_layout
+from reference_cluster.processes.config import (
+    add_seconds_flag,
+    check_endpoint,
+    env,
+    env_endpoints,
+    local_layout,
+)
 from reference_cluster.shopping_list import MAX_QUANTITY, ShoppingList
 from reference_cluster.storage.client_store import ClientStore
 from reference_cluster.storage.server_store import check_list_id
@@ -53,81 +65,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# -- output -------------------------------------------------------------------------------
-
-
-class _Out:
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-
-    def emit(self, data: dict[str, Any], text: str) -> None:
-        print(json.dumps(data, sort_keys=True) if self.as_json else text)
-
-    def note(self, text: str) -> None:
-        if not self.as_json:
-            print(text, file=sys.stderr)
-
-
-def _list_view(list_id: str, state: ShoppingList) -> dict[str, Any]:
-    return {"list_id": list_id, **state.value, "names": list(state.names)}
-
-
-def _show_text(list_id: str, state: ShoppingList, queued: int) -> str:
-    title = state.name or "(no name)"
-    if len(state.names) > 1:
-        title += f"  (also named: {', '.join(n for n in state.names if n != state.name)})"
-    lines = [f"{title}  [{list_id}]"]
-    if state.deleted:
-        lines.append("  this list was deleted by its owner")
-    items = state.items
-    if items:
-        width = max(4, *(len(i) for i in items))
-        lines.append(f"  {'ITEM':<{width}}  {'QTY':>5}  BOUGHT")
-        for item, view in items.items():
-            row = f"  {item:<{width}}  {view.quantity:>5}  {'yes' if view.bought else ''}"
-            lines.append(row.rstrip())
-    elif not state.deleted:
-        lines.append("  (empty)")
-    to_buy = sum(1 for v in items.values() if not v.bought and v.quantity > 0)
-    tail = f"  {len(items)} items, {to_buy} to buy"
-    if queued:
-        tail += f", {queued} edits not yet synced"
-    lines.append(tail)
-    return "\n".join(lines)
-
-
 # -- the device's client ------------------------------------------------------------------
 
 
 def _home(args: argparse.Namespace) -> Path:
-    return Path(args.home).expanduser()
+    home = Path(args.home).expanduser()
+    if home.exists() and not home.is_dir():
+        raise NotADirectoryError(f"--home {home} is a file; it must be a folder (or not exist)")
+    return home
+
+
+def _user_name(text: str) -> str:
+    """A user name as the cluster knows it; also safe as a file name on the device."""
+    return normalize_user_name(text)
 
 
 def _current_user(args: argparse.Namespace) -> str:
     if args.user:
-        return str(args.user).lower()
+        return _user_name(str(args.user))
     pointer = _home(args) / "current-user"
     if pointer.exists():
         name = pointer.read_text("utf-8").strip()
         if name:
-            return name
+            return _user_name(name)
     raise NotLoggedIn(
         "nobody is logged in here: run 'shoplist signup NAME' or 'shoplist login NAME'"
     )
 
 
+def _store_path(args: argparse.Namespace, user: str) -> Path:
+    return _home(args) / f"{user}.sqlite"
+
+
 def _client(args: argparse.Namespace, user: str | None = None) -> Client:
     name = user or _current_user(args)
-    home = _home(args)
-    home.mkdir(parents=True, exist_ok=True)
-    store: ClientStore[ShoppingList] = ClientStore(home / f"{name}.sqlite", ShoppingList)
+    brokers = _brokers(args)  # a bad SHOPLIST_BROKERS stops here, before any file is made
+    path = _store_path(args, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store: ClientStore[ShoppingList] = ClientStore(path, ShoppingList)
     config = ClientConfig(request_timeout=min(0.5, args.timeout / 4))
-    return Client(
-        store,
-        args.broker or env_list("SHOPLIST_BROKERS", local_layout().frontends),
-        config=config,
-        offline=args.offline,
-    )
+    return Client(store, brokers, config=config, offline=args.offline)
+
+
+def _brokers(args: argparse.Namespace) -> list[str]:
+    given: list[str] | None = args.broker
+    return given or env_endpoints("SHOPLIST_BROKERS", local_layout().frontends)
 
 
 def _logged_in(client: Client, args: argparse.Namespace) -> None:
@@ -141,12 +123,16 @@ def _logged_in(client: Client, args: argparse.Namespace) -> None:
 
 
 def _resolve(client: Client, ref: str, args: argparse.Namespace) -> str:
-    """The id of the list ``ref`` names: a local id or a unique start of one; a full id
-    of a list not on this device is opened (and pulled, when online)."""
+    """The id of the list ``ref`` names: a local id or a unique start of one. A full id of
+    a list not on this device is opened only if the cluster has it (so a mistyped id
+    never becomes a list)."""
+    ref = ref.strip().lower()
+    if not ref:
+        raise UnknownList("give a list's id or the start of one (see 'shoplist lists')")
     ids = client.list_ids()
     if ref in ids:
         return ref
-    matches = [i for i in ids if i.startswith(ref.lower())]
+    matches = [i for i in ids if i.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -158,14 +144,26 @@ def _resolve(client: Client, ref: str, args: argparse.Namespace) -> str:
             f"no list {ref!r} on this device (see 'shoplist lists'; "
             "a shared list needs its full id)"
         ) from None
+    if client.offline:
+        raise UnknownList(
+            f"no list {list_id} on this device; opening a shared list needs the cluster "
+            "(drop --offline)"
+        )
     client.open_list(list_id)
-    if not client.offline:
-        outcome = client.sync([list_id], timeout=args.timeout)
-        _check_session(outcome.failed)
-        state = client.state(list_id)
-        if outcome.ok and state is not None and state.context == DotContext():
-            client.forget(list_id)
+    outcome = client.sync([list_id], timeout=args.timeout)
+    _check_session(outcome.failed)
+    state = client.state(list_id)
+    if state is None or state.context == DotContext():
+        client.forget(list_id)
+        if outcome.ok:
             raise UnknownList(f"the cluster has no list {list_id}")
+        reason = outcome.failed.get(list_id, "timeout")
+        raise ClusterUnavailable(
+            f"cannot open list {list_id}: the cluster did not answer ({reason})"
+        )
+    client.store.mark_left(list_id, left=False)
+    with contextlib.suppress(ClusterUnavailable):
+        client.store.mark_mine(set(client.owned_lists(timeout=args.timeout)) & {list_id})
     return list_id
 
 
@@ -174,7 +172,7 @@ def _check_session(failed: dict[str, str]) -> None:
         raise SessionInvalid("the cluster refused your session: run 'shoplist login NAME'")
 
 
-def _sync_after(client: Client, list_id: str, args: argparse.Namespace, out: _Out) -> bool:
+def _sync_after(client: Client, list_id: str, args: argparse.Namespace, out: Out) -> bool:
     """Sync one list after an edit; True if it reached the cluster."""
     if client.offline:
         out.note("saved on this device (offline); it syncs with the next command that syncs")
@@ -188,37 +186,68 @@ def _sync_after(client: Client, list_id: str, args: argparse.Namespace, out: _Ou
     return False
 
 
+def _list_view(list_id: str, state: ShoppingList) -> dict[str, Any]:
+    view = {"list_id": list_id, **state.value, "names": list(state.names)}
+    if state.deleted:
+        view["items"] = {}  # edits that raced the deletion are kept, never shown
+    return view
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
-def _password(args: argparse.Namespace) -> str:
+def _password(args: argparse.Namespace, *, new: bool) -> str:
     if args.password_stdin:
-        line = sys.stdin.readline()
-        return line.rstrip("\n")
-    if not sys.stdin.isatty():
-        raise ClusterUnavailable("no terminal to ask for the password: use --password-stdin")
-    return getpass.getpass("password: ")
+        password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        raise NotLoggedIn("no terminal to ask for the password: use --password-stdin")
+    else:
+        password = getpass.getpass("password: ")
+    if new:
+        check_new_password(password)  # the server's own rule, checked before sending
+    elif not password:
+        raise InvalidPassword("the password is empty")
+    return password
 
 
-def cmd_account(args: argparse.Namespace, out: _Out) -> int:
-    name = str(args.name).lower()
+def cmd_account(args: argparse.Namespace, out: Out) -> int:
+    name = _user_name(str(args.name))
+    signup = args.command == "signup"
+    password = _password(args, new=signup)
+    path = _store_path(args, name)
+    fresh = not path.exists()
     client = _client(args, user=name)
     try:
-        password = _password(args)
-        fn = client.sign_up if args.command == "signup" else client.log_in
+        fn = client.sign_up if signup else client.log_in
         session = fn(name, password, timeout=args.timeout)
-    finally:
+        created = client.signed_up
+    except BaseException:
         client.close()
+        if fresh:  # a failed first login leaves no store behind
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        raise
+    client.close()
     (_home(args) / "current-user").write_text(session.user_name + "\n", "utf-8")
-    verb = "signed up and logged in" if args.command == "signup" else "logged in"
+    if not signup:
+        verb = "logged in"
+    elif created:
+        verb = "signed up and logged in"
+    else:
+        verb = "the account already existed and the password matched: logged in"
     out.emit(
-        {"user": session.user_name, "user_id": session.user_id, "expires": session.expires},
+        {
+            "user": session.user_name,
+            "user_id": session.user_id,
+            "expires": session.expires,
+            "created": signup and created,
+        },
         f"{verb} as {session.user_name}",
     )
     return 0
 
 
-def cmd_logout(args: argparse.Namespace, out: _Out) -> int:
+def cmd_logout(args: argparse.Namespace, out: Out) -> int:
     client = _client(args)
     try:
         client.store.clear_session()
@@ -229,24 +258,27 @@ def cmd_logout(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
-def cmd_lists(args: argparse.Namespace, out: _Out) -> int:
+def cmd_lists(args: argparse.Namespace, out: Out) -> int:
     client = _client(args)
     try:
         _logged_in(client, args)
-        owned: set[str] = set()
         synced = False
         if not client.offline:
             try:
-                owned = set(client.owned_lists(timeout=args.timeout))
+                owned = client.owned_lists(timeout=args.timeout)
             except ClusterUnavailable as exc:
                 out.note(f"{exc}: showing this device's lists")
                 client.offline = True
+            else:
+                client.store.mark_mine(owned)
+                skip = set(client.list_ids()) | client.store.left()
+                for list_id in sorted(set(owned) - skip):
+                    client.open_list(list_id)
         if not client.offline:
-            for list_id in sorted(owned - set(client.list_ids())):
-                client.open_list(list_id)
             outcome = client.sync(timeout=args.timeout)
             _check_session(outcome.failed)
             synced = outcome.ok
+        mine = client.store.mine()
         rows = []
         for list_id in client.list_ids():
             state = client.state(list_id)
@@ -254,22 +286,21 @@ def cmd_lists(args: argparse.Namespace, out: _Out) -> int:
             rows.append(
                 {
                     **_list_view(list_id, state),
-                    "mine": list_id in owned,
+                    "mine": list_id in mine,
+                    "owner": "me" if list_id in mine else "shared",
                     "unsynced": client.queued(list_id),
                 }
             )
-            if state.deleted and synced:
-                client.forget(list_id)  # shown once, then gone from this device
     finally:
         client.close()
-    lines = [f"{'ID':<8}  {'NAME':<24}  {'ITEMS':>5}  {'UNSYNCED':>8}  OWNER"]
+    lines = [f"{'ID':<8}  {fit('NAME', NAME_WIDTH)}  {'ITEMS':>5}  {'UNSYNCED':>8}  OWNER"]
     for r in rows:
         name = r["name"] or "(no name)"
         if r["deleted"]:
             name += " (deleted)"
-        owner = "me" if r["mine"] else ("" if client.offline else "shared")
         lines.append(
-            f"{r['list_id'][:8]}  {name:<24.24}  {len(r['items']):>5}  {r['unsynced']:>8}  {owner}"
+            f"{r['list_id'][:8]}  {fit(name, NAME_WIDTH)}  {len(r['items']):>5}  "
+            f"{r['unsynced']:>8}  {r['owner']}"
         )
     if not rows:
         lines.append("(no lists yet: shoplist create NAME)")
@@ -279,22 +310,25 @@ def cmd_lists(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
-def cmd_create(args: argparse.Namespace, out: _Out) -> int:
+def cmd_create(args: argparse.Namespace, out: Out) -> int:
     client = _client(args)
     try:
         _logged_in(client, args)
         list_id = client.create(args.name)
+        client.store.mark_mine([list_id])
         synced = _sync_after(client, list_id, args, out)
+        state = client.state(list_id)
+        assert state is not None
     finally:
         client.close()
     out.emit(
-        {"list_id": list_id, "name": args.name, "synced": synced},
-        f"created {args.name!r}: {list_id}",
+        {"list_id": list_id, "name": state.name, "synced": synced},
+        f"created {state.name!r}: {list_id}",
     )
     return 0
 
 
-def cmd_show(args: argparse.Namespace, out: _Out) -> int:
+def cmd_show(args: argparse.Namespace, out: Out) -> int:
     client = _client(args)
     try:
         _logged_in(client, args)
@@ -317,28 +351,53 @@ def cmd_show(args: argparse.Namespace, out: _Out) -> int:
         "unsynced": queued,
         "synced": synced,
     }
-    out.emit(view, _show_text(list_id, state, queued))
+    out.emit(view, show_text(list_id, state, queued))
     return 0
 
 
-def _edit(args: argparse.Namespace, out: _Out, mutate: Mutate, done: str) -> int:
+Report = Callable[[ShoppingList, ShoppingList], str]
+"""What an edit did, as text: given the state right after the edit on this device and
+the state after the sync (with what others did meanwhile)."""
+
+
+def _edit(args: argparse.Namespace, out: Out, mutate: Mutate, report: Report) -> int:
     client = _client(args)
     try:
         _logged_in(client, args)
         list_id = _resolve(client, args.list, args)
         client.edit(list_id, mutate)
+        mine = client.state(list_id)
         synced = _sync_after(client, list_id, args, out)
         state = client.state(list_id)
-        assert state is not None
+        assert mine is not None and state is not None
     finally:
         client.close()
-    out.emit({**_list_view(list_id, state), "synced": synced}, done)
+    text = report(mine, state)
+    if state.deleted:
+        text += "\nthe list's owner deleted it meanwhile: the edit is kept but not shown"
+    out.emit({**_list_view(list_id, state), "synced": synced}, text)
     return 0
 
 
-def cmd_add(args: argparse.Namespace, out: _Out) -> int:
+def _item_report(name: str) -> Report:
+    """``milk: 8``; and when others' changes arrived with the sync, what this edit alone
+    made of it."""
+
+    def report(mine: ShoppingList, state: ShoppingList) -> str:
+        item = state.find_item(name) or mine.find_item(name) or name
+        before, after = mine.items.get(item), state.items.get(item)
+        text = item_text(item, after)
+        if before != after:
+            text += f" (your edit made it {item_text(item, before).split(': ', 1)[1]}; "
+            text += "concurrent edits from others made this)"
+        return text
+
+    return report
+
+
+def cmd_add(args: argparse.Namespace, out: Out) -> int:
     item, qty = args.item, args.qty
-    return _edit(args, out, lambda s, r: s.add_item(r, item, qty), f"added {qty} {item}")
+    return _edit(args, out, lambda s, r: s.add_item(r, item, qty), _item_report(item))
 
 
 def _parse_qty(text: str) -> tuple[str, int]:
@@ -350,7 +409,7 @@ def _parse_qty(text: str) -> tuple[str, int]:
     return op, int(digits)
 
 
-def cmd_qty(args: argparse.Namespace, out: _Out) -> int:
+def cmd_qty(args: argparse.Namespace, out: Out) -> int:
     item = args.item
     op, n = args.change
     mutate: Mutate
@@ -359,26 +418,53 @@ def cmd_qty(args: argparse.Namespace, out: _Out) -> int:
     else:
         by = n if op == "+" else -n
         mutate = lambda s, r: s.change_quantity(r, item, by)  # noqa: E731
-    return _edit(args, out, mutate, f"{item}: {op}{n}")
+    return _edit(args, out, mutate, _item_report(item))
 
 
-def cmd_mark(args: argparse.Namespace, out: _Out) -> int:
+def cmd_mark(args: argparse.Namespace, out: Out) -> int:
     item, bought = args.item, args.command == "buy"
-    word = "bought" if bought else "not bought"
-    return _edit(args, out, lambda s, r: s.mark_bought(r, item, bought), f"{item}: {word}")
+    return _edit(args, out, lambda s, r: s.mark_bought(r, item, bought), _item_report(item))
 
 
-def cmd_remove(args: argparse.Namespace, out: _Out) -> int:
+def cmd_remove(args: argparse.Namespace, out: Out) -> int:
     item = args.item
-    return _edit(args, out, lambda s, r: s.remove_item(r, item), f"removed {item}")
+
+    def report(mine: ShoppingList, state: ShoppingList) -> str:
+        kept = state.find_item(item)
+        if kept is None:
+            return f"removed {item}"
+        return (
+            f"removed {item}, but changes others made meanwhile keep it on the list: "
+            f"{item_text(kept, state.items[kept])}"
+        )
+
+    return _edit(args, out, lambda s, r: s.remove_item(r, item), report)
 
 
-def cmd_rename(args: argparse.Namespace, out: _Out) -> int:
+def cmd_rename_item(args: argparse.Namespace, out: Out) -> int:
+    item, new = args.item, args.new_name
+
+    def report(mine: ShoppingList, state: ShoppingList) -> str:
+        key = state.find_item(new) or new
+        return f"renamed {item} to {item_text(key, state.items.get(key))}"
+
+    return _edit(args, out, lambda s, r: s.rename_item(r, item, new), report)
+
+
+def cmd_rename(args: argparse.Namespace, out: Out) -> int:
+    def report(mine: ShoppingList, state: ShoppingList) -> str:
+        text = f"renamed to {mine.name!r}"
+        others = [n for n in state.names if n != mine.name]
+        if others:
+            shown = ", ".join(repr(n) for n in others)
+            text += f" (a concurrent rename also named it {shown}; it shows {state.name!r})"
+        return text
+
     name = args.name
-    return _edit(args, out, lambda s, r: s.rename(r, name), f"renamed to {name!r}")
+    return _edit(args, out, lambda s, r: s.rename(r, name), report)
 
 
-def cmd_delete(args: argparse.Namespace, out: _Out) -> int:
+def cmd_delete(args: argparse.Namespace, out: Out) -> int:
     if args.offline:
         raise ClusterUnavailable(
             "delete needs the cluster: the servers check that you own the list"
@@ -392,7 +478,7 @@ def cmd_delete(args: argparse.Namespace, out: _Out) -> int:
         if not outcome.ok:
             raise ClusterUnavailable("the list did not sync; try again when the cluster answers")
         if list_id not in client.owned_lists(timeout=args.timeout):
-            raise AccessDenied("only the list's owner can delete it")
+            raise AccessDenied("only the list's owner can delete it ('shoplist forget' leaves it)")
         client.edit(list_id, lambda s, r: s.delete(r))
         outcome = client.sync([list_id], timeout=args.timeout)
         _check_session(outcome.failed)
@@ -401,6 +487,7 @@ def cmd_delete(args: argparse.Namespace, out: _Out) -> int:
                 "the deletion is saved here but did not reach the cluster "
                 f"({outcome.failed[list_id]}); run 'shoplist sync' later"
             )
+        client.store.mark_left(list_id)
         client.forget(list_id)
     finally:
         client.close()
@@ -408,7 +495,29 @@ def cmd_delete(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
-def cmd_share(args: argparse.Namespace, out: _Out) -> int:
+def cmd_forget(args: argparse.Namespace, out: Out) -> int:
+    client = _client(args)
+    try:
+        list_id = _resolve(client, args.list, args)
+        queued = client.queued(list_id)
+        if queued and not args.force:
+            raise UnsyncedEdits(
+                f"{list_id} has {plural(queued, 'edit')} not yet synced: run 'shoplist sync' "
+                "first, or forget it with --force (they are sent if you open it again)"
+            )
+        client.store.mark_left(list_id)
+        client.forget(list_id)
+    finally:
+        client.close()
+    out.emit(
+        {"list_id": list_id, "forgotten": True},
+        f"forgot {list_id} on this device (others keep it; 'shoplist show {list_id}' "
+        "opens it again)",
+    )
+    return 0
+
+
+def cmd_share(args: argparse.Namespace, out: Out) -> int:
     client = _client(args)
     try:
         list_id = _resolve(client, args.list, args)
@@ -423,7 +532,7 @@ def cmd_share(args: argparse.Namespace, out: _Out) -> int:
     return 0
 
 
-def cmd_sync(args: argparse.Namespace, out: _Out) -> int:
+def cmd_sync(args: argparse.Namespace, out: Out) -> int:
     if args.offline:
         raise ClusterUnavailable("sync needs the cluster (drop --offline)")
     client = _client(args)
@@ -436,10 +545,10 @@ def cmd_sync(args: argparse.Namespace, out: _Out) -> int:
         client.close()
     if not outcome.ok:
         raise ClusterUnavailable(
-            f"{len(outcome.failed)} of {count} lists did not sync "
+            f"{len(outcome.failed)} of {plural(count, 'list')} did not sync "
             f"({', '.join(sorted(set(outcome.failed.values())))})"
         )
-    out.emit({"synced": count}, f"synced {count} lists")
+    out.emit({"synced": count}, f"synced {plural(count, 'list')}")
     return 0
 
 
@@ -482,7 +591,7 @@ def _run_line(line: str, flags: list[str]) -> int | None:
         return exc.code if isinstance(exc.code, int) else 1
 
 
-def cmd_shell(args: argparse.Namespace, out: _Out) -> int:
+def cmd_shell(args: argparse.Namespace, out: Out) -> int:
     """Read commands, one a line, and run each as ``shoplist`` would, with the flags the
     shell was given; ``quit``, ``exit`` or end of input ends it. Returns 0 if every
     command succeeded, else 1."""
@@ -528,6 +637,7 @@ def _common(sub: bool) -> _Parser:
     p.add_argument(
         "--broker",
         action="append",
+        type=check_endpoint,
         default=d(None),
         metavar="ENDPOINT",
         help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated)",
@@ -554,53 +664,62 @@ def _build_parser() -> argparse.ArgumentParser:
         "in another: shoplist signup NAME; shoplist create NAME; shoplist add ID ITEM.",
         parents=[_common(False)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     common = [_common(True)]
 
     def command(
-        name: str, fn: Callable[[argparse.Namespace, _Out], int], text: str
+        name: str, fn: Callable[[argparse.Namespace, Out], int], text: str
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, parents=common)
         p.set_defaults(func=fn)
         return p
 
+    list_help = "the list's id, or a unique start of it"
     for name, text in (("signup", "create an account and log in"), ("login", "log in")):
         p = command(name, cmd_account, text)
-        p.add_argument("name", help="user name")
+        p.add_argument("name", help="user name: 3 to 32 letters, digits, '_', '.', '-'")
         p.add_argument(
             "--password-stdin", action="store_true", help="read the password from standard input"
         )
     command("logout", cmd_logout, "forget the session on this device")
     command("lists", cmd_lists, "the lists on this device (and those you own)")
-    command("create", cmd_create, "create a list").add_argument("name")
+    command("create", cmd_create, "create a list").add_argument("name", help="the list's name")
     command("show", cmd_show, "show a list (a full id opens a shared list)").add_argument(
-        "list", help="the list's id, or a unique start of it"
+        "list", help=list_help
     )
     p = command("add", cmd_add, "put an item on a list (or raise its quantity)")
-    p.add_argument("list", help="the list's id, or a unique start of it")
-    p.add_argument("item")
+    p.add_argument("list", help=list_help)
+    p.add_argument("item", help="the item's name (case and extra spaces do not matter)")
     p.add_argument("qty", nargs="?", type=int, default=1, help="how many (default 1)")
     p = command("qty", cmd_qty, "change an item's quantity: +N, -N or =N")
-    p.add_argument("list", help="the list's id, or a unique start of it")
-    p.add_argument("item")
-    p.add_argument("change", type=_parse_qty, metavar="+N|-N|=N")
+    p.add_argument("list", help=list_help)
+    p.add_argument("item", help="the item's name")
+    p.add_argument("change", type=_parse_qty, metavar="+N|-N|=N", help="add, take away or set")
     for name, text in (("buy", "mark an item bought"), ("unbuy", "mark an item not bought")):
         p = command(name, cmd_mark, text)
-        p.add_argument("list", help="the list's id, or a unique start of it")
-        p.add_argument("item")
+        p.add_argument("list", help=list_help)
+        p.add_argument("item", help="the item's name")
     p = command("remove", cmd_remove, "take an item off a list")
-    p.add_argument("list", help="the list's id, or a unique start of it")
-    p.add_argument("item")
+    p.add_argument("list", help=list_help)
+    p.add_argument("item", help="the item's name")
+    p = command("rename-item", cmd_rename_item, "rename an item (keeps quantity and mark)")
+    p.add_argument("list", help=list_help)
+    p.add_argument("item", help="the item's name now")
+    p.add_argument("new_name", metavar="new-name", help="its new name")
     p = command("rename", cmd_rename, "rename a list")
-    p.add_argument("list", help="the list's id, or a unique start of it")
-    p.add_argument("name")
+    p.add_argument("list", help=list_help)
+    p.add_argument("name", help="the list's new name")
     command("delete", cmd_delete, "delete a list for everyone (owner only)").add_argument(
-        "list", help="the list's id, or a unique start of it"
+        "list", help=list_help
     )
+    p = command("forget", cmd_forget, "leave a list on this device (others keep it)")
+    p.add_argument("list", help=list_help)
+    p.add_argument("--force", action="store_true", help="even if edits are not yet synced")
     command("share", cmd_share, "print a list's id for others to open").add_argument(
-        "list", help="the list's id, or a unique start of it"
+        "list", help=list_help
     )
     command("sync", cmd_sync, "push and pull every list")
     command("shell", cmd_shell, "run commands one a line, with these flags (quit to end)")
@@ -608,17 +727,29 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("dotted-crdts")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``shoplist``."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a bad environment variable (processes.config)
+            print(f"shoplist: {exc.code}", file=sys.stderr)
+            return 1
+        raise
     # The library's warnings (a retried request, a refused sync) are for the processes'
     # logs; a command says what matters in its own one line.
     logging.basicConfig(
         level=getattr(logging, env("SHOPLIST_LOG_LEVEL", "ERROR").upper(), logging.ERROR),
         format="shoplist %(levelname)s %(name)s: %(message)s",
     )
-    out = _Out(args.json)
+    out = Out(bool(getattr(args, "json", False)))
     try:
         result: int = args.func(args, out)
         return result

@@ -52,6 +52,8 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import attrs
+
 from crdts._codec import canonical_json
 from reference_cluster.cores.accounts import (
     DEFAULT_SCRYPT,
@@ -248,6 +250,7 @@ class Directory:
         account = self._service.sign_up(name, request.password, now)
         self._remember_account(account)
         welcome, session = self._open_session(request.request_id, account, now)
+        welcome = attrs.evolve(welcome, created=True)
         log.info("directory %s: signed up %s", self.server_id, name)
         self._push(accounts=[account], sessions=[session])  # together: Rule 5
         return welcome

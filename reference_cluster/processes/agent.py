@@ -45,8 +45,9 @@ from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
     add_seconds_flag,
+    check_endpoint,
     env,
-    env_list,
+    env_endpoints,
     local_layout,
     print_ready,
     setup_logging,
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--broker",
         action="append",
+        type=check_endpoint,
         metavar="ENDPOINT",
         help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated; "
         f"default {','.join(local_layout().frontends)})",
@@ -219,9 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the agent until ``quit``, end of input, SIGTERM or SIGINT."""
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.name)
-    brokers = args.broker or env_list("SHOPLIST_BROKERS", local_layout().frontends)
     config = ClientConfig(request_timeout=args.request_timeout, sync_interval=args.sync_interval)
     try:
+        brokers = args.broker or env_endpoints("SHOPLIST_BROKERS", local_layout().frontends)
         store: ClientStore[ShoppingList] = ClientStore(args.store, ShoppingList)
     except (ClusterError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

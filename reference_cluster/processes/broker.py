@@ -39,6 +39,7 @@ from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
     add_seconds_flag,
+    bind_endpoint,
     env,
     local_layout,
     print_ready,
@@ -211,12 +212,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--frontend",
+        type=bind_endpoint,
         default=env("SHOPLIST_FRONTEND", layout.frontend(0)),
         metavar="ENDPOINT",
         help="bind for clients (SHOPLIST_FRONTEND; default %(default)s)",
     )
     parser.add_argument(
         "--backend",
+        type=bind_endpoint,
         default=env("SHOPLIST_BACKEND", layout.backend(0)),
         metavar="ENDPOINT",
         help="bind for servers (SHOPLIST_BACKEND; default %(default)s)",

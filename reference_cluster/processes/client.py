@@ -15,6 +15,16 @@ leave in the core an edit that is not on disk: a retry would send its dot, and a
 restart the device would issue that dot again), and when a list is forgotten or comes
 back.
 
+Failing fast. Each broker socket has a ZeroMQ monitor, and
+:class:`~reference_cluster.processes.reachability.Reachability` reads its events by
+three rules. Rule 1: a broker is *up* from a completed handshake until it
+disconnects. Rule 2: it is *down* while it is not up and one of its connection attempts
+failed (refused, timed out, host not found, handshake failed, link dropped) since the
+current wait began. Rule 3: a request or a sync stops waiting early, as *unreachable*,
+once every broker is down and the wait has lasted ``grace`` seconds (ZeroMQ redials a
+refused connection every 0.1 to 1 s, so a broker that comes up meanwhile is still used).
+A broker that is up but slow gets the whole timeout.
+
 The agent (``python -m reference_cluster.processes.agent``) keeps a client running and
 syncing in the background and takes JSON commands on standard input, for tests and the
 demo.
@@ -22,6 +32,8 @@ demo.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import errno
 import logging
 import random
@@ -30,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from reference_cluster.cores.backoff import backoff_delay
 from reference_cluster.cores.client import ClientConfig, ClientCore, SavedList
@@ -37,6 +50,7 @@ from reference_cluster.errors import (
     AccessDenied,
     ClusterError,
     ClusterUnavailable,
+    InvalidEndpoint,
     LoginFailed,
     MalformedMessage,
     NotLoggedIn,
@@ -46,8 +60,10 @@ from reference_cluster.errors import (
     UserExists,
 )
 from reference_cluster.processes.config import (
+    check_endpoint,
     tune_socket,
 )
+from reference_cluster.processes.reachability import MONITORED, Reachability
 from reference_cluster.protocol.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
 from reference_cluster.protocol.messages import (
     BrokerStatus,
@@ -70,7 +86,7 @@ __all__ = ["Asked", "Client", "Mutate", "SyncOutcome", "refusal_error"]
 log = logging.getLogger(__name__)
 
 _MAX_WAIT = 1.0
-
+_GRACE = 1.0
 Mutate = Callable[[ShoppingList, str], ShoppingList]
 Asked = SignUp | LogIn | ListsRequest | Status
 
@@ -115,6 +131,8 @@ class Client:
         offline: never open a socket; edits stay queued in the store.
         heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
         rng: the source of request ids and jitter.
+        grace: while every broker refuses connections (or cannot be reached), a request
+            or a sync gives up after this many seconds instead of its whole timeout.
     """
 
     def __init__(
@@ -126,6 +144,7 @@ class Client:
         offline: bool = False,
         heartbeat: float = 1.0,
         rng: random.Random | None = None,
+        grace: float = _GRACE,
     ) -> None:
         self.store = store
         self.brokers = tuple(brokers)
@@ -138,10 +157,18 @@ class Client:
         self.core: ClientCore[ShoppingList] = self._load_core()
         self._ctx: zmq.Context[Any] | None = None
         self._socks: dict[str, zmq.Socket[Any]] = {}
+        self._monitors: dict[str, zmq.Socket[Any]] = {}
+        # A connection attempt into a partition is given up after one heartbeat (see
+        # tune_socket); one given up in less than half of that was refused.
+        self._reach = Reachability(
+            self.brokers, grace=grace, refused_within=heartbeat / 2 if heartbeat > 0 else 5.0
+        )
         self._replies: dict[str, Message] = {}
         self._waiting: set[str] = set()
         self.outcome = SyncOutcome()
         self._requests = 0
+        self.signed_up = False
+        """Whether the last sign-up made the account (False: it existed, same password)."""
         self._nonce = f"{self._rng.getrandbits(64):016x}"
 
     # -- reading --------------------------------------------------------------------------
@@ -219,7 +246,9 @@ class Client:
 
         Returns:
             What was acknowledged and what was given up. Offline, everything is
-            "given up" with the reason ``offline``.
+            "given up" with the reason ``offline``; when no broker can be reached (see
+            the module notes), with ``unreachable`` after ``grace`` seconds; else,
+            what is not done in time, with ``timeout``.
         """
         self.outcome = SyncOutcome()
         now = time.monotonic()
@@ -227,11 +256,18 @@ class Client:
         if self.offline:
             self.outcome.failed.update(dict.fromkeys(targets, "offline"))
             return self.outcome
-        for list_id in targets:
-            self._carry_out(self.core.sync(list_id, now))
-        if not self.run(lambda: not self.core.busy, timeout):
+        self.connect_all()
+        self._reach.begin(now)
+        try:
             for list_id in targets:
-                self.outcome.failed.setdefault(list_id, "timeout")
+                self._carry_out(self.core.sync(list_id, now))
+            done = self.run(lambda: not self.core.busy or self._unreachable(), timeout)
+            if not done or self.core.busy:
+                reason = "unreachable" if done else "timeout"
+                for list_id in targets:
+                    self.outcome.failed.setdefault(list_id, reason)
+        finally:
+            self._reach.end()
         return self.outcome
 
     def run(self, until: Callable[[], bool], timeout: float) -> bool:
@@ -264,13 +300,16 @@ class Client:
         if core_deadline is not None:
             wait = min(wait, core_deadline - time.monotonic())
         poller = zmq.Poller()
-        for sock in self._socks.values():
+        for sock in [*self._socks.values(), *self._monitors.values()]:
             poller.register(sock, zmq.POLLIN)
         for fd in extra:
             poller.register(fd, zmq.POLLIN)
         ready: list[int] = []
         if poller.sockets:
             events = dict(poller.poll(max(0, int(min(wait, _MAX_WAIT) * 1000) + 1)))
+            for broker, monitor in self._monitors.items():
+                if monitor in events:
+                    self._watch(broker, monitor)
             for broker, sock in self._socks.items():
                 if sock in events:
                     self._drain(broker, sock)
@@ -319,6 +358,7 @@ class Client:
         session = ClientSession(reply.name, reply.user_id, reply.token, reply.expires)
         self.store.set_session(session)
         self.core.token = reply.token
+        self.signed_up = reply.created
         return session
 
     def owned_lists(self, *, timeout: float = 10.0) -> list[str]:
@@ -352,12 +392,22 @@ class Client:
         but a retryable error (lazy pirate: every attempt reuses the request id).
 
         Raises:
-            ClusterUnavailable: no answer within ``timeout`` (or only retryable errors).
+            ClusterUnavailable: no answer within ``timeout`` (or only retryable errors),
+                or no broker reachable for ``grace`` seconds (see the module notes).
+            InvalidEndpoint: a broker's endpoint is not a ZeroMQ endpoint.
         """
         if self.offline:
             raise ClusterUnavailable("offline: this command needs the cluster")
+        self.connect_all()
+        self._reach.begin(time.monotonic())
+        try:
+            return self._request(make, timeout)
+        finally:
+            self._reach.end()
+
+    def _request(self, make: Callable[[int], Asked], timeout: float) -> Message:
         deadline = time.monotonic() + timeout
-        last = "no broker answered"
+        last = "no broker was tried"
         cfg = self.config
         attempt = 0
         start = self._rng.randrange(len(self.brokers))
@@ -370,25 +420,35 @@ class Client:
             else:
                 if not (isinstance(reply, ErrorReply) and reply.retryable):
                     return reply
-                last = reply.detail or reply.code
+                last = f"{broker} answered {reply.detail or reply.code}"
+            if self._unreachable():
+                raise ClusterUnavailable(self._reach.describe())
             pause = backoff_delay(
                 attempt, base=cfg.backoff_base, cap=cfg.backoff_cap, jitter=self._rng.random()
             )
             attempt += 1
-            self.run(lambda: False, min(pause, max(0.0, deadline - time.monotonic())))
-        raise ClusterUnavailable(f"the cluster did not answer in {timeout:g}s ({last})")
+            self.run(self._unreachable, min(pause, max(0.0, deadline - time.monotonic())))
+        raise ClusterUnavailable(
+            f"the cluster did not answer within {timeout:g}s (last try: {last})"
+        )
 
     def _attempt(self, broker: str, msg: Asked, timeout: float) -> Message:
         rid = msg.request_id
         self._waiting.add(rid)
         try:
             self._send(Send(broker, msg))
-            if not self.run(lambda: rid in self._replies, timeout):
-                raise ClusterUnavailable(f"no answer from {broker} in {timeout:.1f}s")
+            self.run(lambda: rid in self._replies or self._unreachable(), timeout)
+            if rid not in self._replies:
+                if self._reach.down(broker):
+                    raise ClusterUnavailable(f"{broker}: {self._reach.why(broker)}")
+                raise ClusterUnavailable(f"{broker} gave no reply")
             return self._replies.pop(rid)
         finally:
             self._waiting.discard(rid)
             self._replies.pop(rid, None)
+
+    def _unreachable(self) -> bool:
+        return self._reach.unreachable(time.monotonic())
 
     def _request_id(self) -> str:
         self._requests += 1
@@ -477,19 +537,49 @@ class Client:
             self.outcome.failed[effect.list_id] = effect.reason
 
     def _socket(self, broker: str) -> zmq.Socket[Any]:
+        """The broker's socket, opened (with its monitor) and connecting on first use.
+
+        Raises:
+            InvalidEndpoint: ``broker`` is not a ZeroMQ endpoint; nothing is left open.
+        """
         sock = self._socks.get(broker)
-        if sock is None:
-            if self._ctx is None:
-                self._ctx = zmq.Context()
-            sock = self._ctx.socket(zmq.DEALER)
+        if sock is not None:
+            return sock
+        try:
+            check_endpoint(broker)
+        except argparse.ArgumentTypeError as exc:
+            raise InvalidEndpoint(f"bad broker endpoint: {exc}") from None
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.DEALER)
+        monitor: zmq.Socket[Any] | None = None
+        try:
             tune_socket(sock, heartbeat=self._heartbeat, linger=0)
             # Not IMMEDIATE: a request sent while the connection is still being made
             # waits for it; one queued for a broker that is down is retried elsewhere
             # by the core, and a late delivery is harmless (joins are idempotent).
             sock.setsockopt(zmq.SNDHWM, 100)
+            monitor = sock.get_monitor_socket(MONITORED)
+            monitor.setsockopt(zmq.LINGER, 0)
             sock.connect(broker)
-            self._socks[broker] = sock
+        except zmq.ZMQError as exc:
+            _close_monitored(sock, monitor)
+            raise InvalidEndpoint(f"bad broker endpoint {broker!r}: {exc.strerror}") from None
+        except BaseException:
+            _close_monitored(sock, monitor)
+            raise
+        self._socks[broker] = sock
+        self._monitors[broker] = monitor
         return sock
+
+    def _watch(self, broker: str, monitor: zmq.Socket[Any]) -> None:
+        """Hand the monitor's events about ``broker`` to the reachability rules."""
+        for _ in range(256):
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._reach.on_event(broker, int(event["event"]), time.monotonic())
 
     def _send(self, effect: Send) -> None:
         if self.offline:
@@ -514,10 +604,21 @@ class Client:
 
     def close(self) -> None:
         """Close the sockets and the store."""
-        for sock in self._socks.values():
-            sock.close(linger=0)
+        for broker, sock in self._socks.items():
+            _close_monitored(sock, self._monitors.get(broker))
         self._socks.clear()
+        self._monitors.clear()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
         self.store.close()
+
+
+def _close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None) -> None:
+    """Close a socket and its monitor at once (a socket left open blocks its context's
+    ``term()`` for ever)."""
+    if monitor is not None:
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        monitor.close(linger=0)
+    sock.close(linger=0)

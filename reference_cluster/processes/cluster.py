@@ -16,10 +16,12 @@ processes and are never cut.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import random
+import re
 import selectors
 import signal
 import socket
@@ -34,11 +36,13 @@ from typing import IO, Any, Self
 import attrs
 import zmq
 
-from reference_cluster.errors import MalformedMessage
+from reference_cluster.errors import InvalidEndpoint, MalformedMessage
 from reference_cluster.processes.config import (
     LocalLayout,
     Timing,
     broker_argv,
+    check_endpoint,
+    exit_text,
     read_ready,
     server_argv,
 )
@@ -64,6 +68,7 @@ __all__ = [
 ]
 
 _START_TIMEOUT = 30.0
+_ZMQ_ADDR = re.compile(r"\(addr='([^']*)'\)")  # pyzmq's "Address already in use (addr='...')"
 _STOP_TIMEOUT = 5.0
 
 
@@ -77,10 +82,7 @@ def free_base_port(host: str = "127.0.0.1", *, brokers: int = 2, servers: int = 
     rng = random.Random()
     for _ in range(50):
         base = rng.randrange(20000, 60000, 10)
-        layout = LocalLayout(host, base, brokers, servers)
-        ports = [base + 10 * i + k for i in range(brokers) for k in (0, 1)]
-        ports += [layout.base + 100 + j for j in range(1, servers + 1)]
-        if all(_port_free(host, p) for p in ports):
+        if all(_port_free(host, p) for p in LocalLayout(host, base, brokers, servers).ports):
             return base
     raise RuntimeError("no free range of ports found")
 
@@ -102,21 +104,60 @@ def probe(
     endpoint: str, message: Message, *, timeout: float = 2.0, ctx: zmq.Context[Any] | None = None
 ) -> Message | None:
     """Send one message to ``endpoint`` from a fresh DEALER and return the first reply,
-    or None if none came within ``timeout`` (or it did not decode)."""
+    or None if none came within ``timeout`` (or it did not decode), or at once if the
+    connection was refused (nobody listens there).
+
+    Raises:
+        ValueError: ``endpoint`` is not a ZeroMQ endpoint (nothing is left open).
+    """
+    try:
+        check_endpoint(endpoint)
+    except argparse.ArgumentTypeError as exc:
+        raise InvalidEndpoint(f"bad endpoint: {exc}") from None
     context = ctx or zmq.Context.instance()
     sock: zmq.Socket[Any] = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    refused: zmq.Socket[Any] | None = None
     try:
-        sock.connect(endpoint)
+        refused = sock.get_monitor_socket(zmq.EVENT_CONNECT_RETRIED)
+        refused.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise InvalidEndpoint(f"bad endpoint {endpoint!r}: {exc.strerror}") from None
         sock.send(encode(message))
-        if not sock.poll(int(timeout * 1000)):
-            return None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(refused, zmq.POLLIN)
+        if sock not in dict(poller.poll(int(timeout * 1000))):
+            return None  # no answer in time, or the connection attempt failed
         try:
             return decode(sock.recv())
         except MalformedMessage:
             return None
     finally:
+        if refused is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            refused.close()
         sock.close()
+
+
+def _make_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents).
+
+    Raises:
+        NotADirectoryError: it, or a folder above it, is a file (the message says which).
+    """
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "it" if path == folder else str(path)
+                raise NotADirectoryError(
+                    f"cannot keep the cluster's data in {folder}: {what} is a file"
+                )
+            break
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = _STOP_TIMEOUT) -> int:
@@ -261,12 +302,17 @@ class LocalCluster:
         live.
 
         Raises:
-            TimeoutError, RuntimeError: a process did not get ready (the message says
-            which); call :meth:`close` (``with`` does) to stop the others.
+            RuntimeError: a process exited first; the one line names it, how it ended
+                and the last line of its log (``broker b0 exited with status 1 before
+                it was ready: Address already in use ...``).
+            TimeoutError: a process was not ready, or the brokers did not see every
+                server, within ``timeout``.
+            NotADirectoryError: ``data_dir``, or a folder above it, is a file.
+            OSError: ``data_dir`` cannot be made.
+            Call :meth:`close` (``with`` does) to stop the others.
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.quiet:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.data_dir, *([self.log_dir] if self.quiet else [])):
+            _make_folder(folder)
         for i, name in enumerate(self.brokers):
             self.children[name] = _Child(name, self._broker_argv(i))
         for j, name in enumerate(self.servers):
@@ -276,7 +322,19 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         for child in self.children.values():
             self._await_ready(child, deadline)
-        self.wait_for_servers(self.servers, timeout=max(1.0, deadline - time.monotonic()))
+        self._settle(self.servers, self.brokers, max(1.0, deadline - time.monotonic()), watch=True)
+
+    def _role(self, name: str) -> str:
+        return "broker" if name in self.brokers else "server"
+
+    def _check_running(self, when: str) -> None:
+        """Raise RuntimeError naming the first child that has exited."""
+        for name, child in self.children.items():
+            if child.proc is not None and child.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self._role(name)} {name} {exit_text(child.proc.returncode)} {when}"
+                    f"{self._last_words(name)}"
+                )
 
     def _spawn(self, child: _Child) -> None:
         stderr: Any = None
@@ -298,15 +356,30 @@ class LocalCluster:
         assert child.proc is not None
         try:
             child.ready = read_ready(child.proc, max(0.1, deadline - time.monotonic()))
-        except (TimeoutError, RuntimeError) as exc:
-            raise type(exc)(f"{child.name}: {exc}{self._log_tail(child.name)}") from None
+        except RuntimeError:
+            if child.proc.poll() is None:
+                raise
+            raise RuntimeError(
+                f"{self._role(child.name)} {child.name} {exit_text(child.proc.returncode)} "
+                f"before it was ready{self._last_words(child.name)}"
+            ) from None
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"{self._role(child.name)} {child.name}: {exc}{self._last_words(child.name)}"
+            ) from None
 
-    def _log_tail(self, name: str, lines: int = 5) -> str:
+    def _last_words(self, name: str) -> str:
+        """``: `` and the last line of the child's log, without its ``error: broker b0:``
+        prefix; or, when its log is this process's standard error, a pointer to it."""
+        if not self.quiet:
+            return " (its log is above)"
         path = self.log_dir / f"{name}.log"
-        if not self.quiet or not path.exists():
+        lines = path.read_text("utf-8", "replace").splitlines() if path.exists() else []
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        if not last:
             return ""
-        tail = path.read_text("utf-8", "replace").splitlines()[-lines:]
-        return "".join(f"\n    {line}" for line in tail)
+        prefix = f"error: {self._role(name)} {name}: "
+        return ": " + _ZMQ_ADDR.sub(r"(\1)", last.removeprefix(prefix))
 
     def pid(self, name: str) -> int:
         """The pid of a running child."""
@@ -367,11 +440,20 @@ class LocalCluster:
         Raises:
             TimeoutError: not within ``timeout``; the message shows what each broker said.
         """
+        self._settle(expected, self.brokers if brokers is None else brokers, timeout, watch=False)
+
+    def _settle(
+        self, expected: Iterable[str], brokers: Iterable[str], timeout: float, *, watch: bool
+    ) -> None:
+        """:meth:`wait_for_servers`; with ``watch``, also raise RuntimeError as soon as a
+        child has exited (while starting, none should)."""
         want = tuple(sorted(expected))
-        names = list(self.brokers if brokers is None else brokers)
+        names = list(brokers)
         deadline = time.monotonic() + timeout
         seen: dict[str, tuple[str, ...] | None] = {}
         while time.monotonic() < deadline:
+            if watch:
+                self._check_running("after it was ready")
             for name in names:
                 status = self.broker_status(name, timeout=0.5)
                 seen[name] = None if status is None else status.servers

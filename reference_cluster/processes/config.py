@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import math
 import os
+import re
 import selectors
 import signal
 import socket
@@ -34,6 +36,7 @@ from typing import Any
 import attrs
 import zmq
 
+from reference_cluster.errors import InvalidEndpoint
 from reference_cluster.protocol.messages import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -44,12 +47,17 @@ __all__ = [
     "Timing",
     "add_common_flags",
     "add_seconds_flag",
+    "bind_endpoint",
     "broker_argv",
+    "check_endpoint",
     "common_argv",
     "env",
+    "env_endpoints",
     "env_float",
     "env_list",
+    "exit_text",
     "local_layout",
+    "parse_base_port",
     "parse_seconds",
     "print_ready",
     "read_ready",
@@ -61,6 +69,8 @@ __all__ = [
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 7100
 READY_PREFIX = "READY "
+_EXIT_WAIT = 5.0
+"""How long :func:`read_ready` waits for a process whose output ended to exit."""
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +153,157 @@ def env_list(name: str, default: Sequence[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+_EXAMPLE = "tcp://127.0.0.1:7100"
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
+_DOTTED = re.compile(r"[0-9.]+")
+_HOST_PORT = re.compile(r"(?:\[[^\]\s]+\]|[^\s/:;\[\]]+):[0-9]+")
+
+
+def _endpoint_error(text: str, expected: str, hint: str = "") -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"expected {expected}, got {text!r}{hint}")
+
+
+def _check_host(host: str, text: str, *, wildcard: bool) -> None:
+    if host == "*":
+        if not wildcard:
+            raise _endpoint_error(
+                text,
+                "a host to connect to",
+                " ('*' means every interface, which only a process that binds can use; "
+                f"try {text.replace('*', '127.0.0.1', 1)})",
+            )
+        return
+    try:
+        if host.startswith("[") and host.endswith("]"):
+            ipaddress.IPv6Address(host[1:-1])
+            return
+        if _DOTTED.fullmatch(host):
+            ipaddress.IPv4Address(host)
+            return
+    except ValueError:
+        pass
+    else:
+        if _HOST_NAME.fullmatch(host):
+            return
+    raise _endpoint_error(text, "a host name or address in a ZeroMQ endpoint")
+
+
+def _check_port(port: str, text: str, *, wildcard: bool) -> None:
+    if wildcard and port in ("*", "0"):
+        return
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        hint = " ('*' picks a free port, which only a process that binds can do)"
+        raise _endpoint_error(
+            text, "a port from 1 to 65535 in a ZeroMQ endpoint", hint if port == "*" else ""
+        )
+
+
+def check_endpoint(text: str, *, bind: bool = False) -> str:
+    """A ZeroMQ endpoint, checked before ZeroMQ sees it (ZeroMQ refuses some mistakes
+    with a bare "Invalid argument" and quietly misreads others, such as port 99999).
+
+    Accepted: ``tcp://HOST:PORT`` (PORT from 1 to 65535; HOST a name, an IPv4 address or
+    a bracketed IPv6 address), ``tcp://SRC:PORT;HOST:PORT`` (connect from a source
+    address; its port may be 0 or ``*``, any), ``ipc://PATH`` and ``inproc://NAME``.
+    With ``bind`` (an endpoint a process binds), HOST may be ``*`` (every interface) or
+    an interface name, and PORT ``*`` or 0 (a free port); a source address may not be
+    given.
+
+    Usable as an argparse ``type``.
+
+    Returns:
+        ``text`` without surrounding spaces.
+
+    Raises:
+        argparse.ArgumentTypeError: one line saying what was expected and what arrived
+            (for a missing ``tcp://``, the endpoint it probably meant).
+    """
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        hint = f" (did you mean tcp://{text}?)" if _HOST_PORT.fullmatch(text) else ""
+        raise _endpoint_error(text, f"a ZeroMQ endpoint such as {_EXAMPLE}", hint)
+    if scheme == "tcp":
+        source, semi, target = rest.rpartition(";")
+        if semi:
+            if bind:
+                hint = " (a source address, SRC;HOST:PORT, is for connecting)"
+                raise _endpoint_error(text, "an endpoint to bind", hint)
+            src_host, _, src_port = source.rpartition(":")
+            _check_host(src_host, text, wildcard=True)
+            _check_port(src_port, text, wildcard=True)
+        host, colon, port = target.rpartition(":")
+        _check_port(port if colon else "", text, wildcard=bind)
+        _check_host(host, text, wildcard=bind)
+    elif scheme == "ipc":
+        if not rest:
+            raise _endpoint_error(text, "ipc://PATH")
+        if rest == "*" and not bind:
+            raise _endpoint_error(text, "ipc://PATH", " ('*' is for binding)")
+    elif scheme == "inproc":
+        if not rest:
+            raise _endpoint_error(text, "inproc://NAME")
+    else:
+        raise _endpoint_error(
+            text, "a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)"
+        )
+    return text
+
+
+def bind_endpoint(text: str) -> str:
+    """:func:`check_endpoint` for an endpoint a process binds (an argparse ``type``)."""
+    return check_endpoint(text, bind=True)
+
+
+def env_endpoints(var: str, default: Sequence[str], *, bind: bool = False) -> list[str]:
+    """The comma-separated endpoints in the environment variable ``var`` (else
+    ``default``), each checked by :func:`check_endpoint`.
+
+    Raises:
+        InvalidEndpoint: one line naming the variable (``SHOPLIST_BROKERS: expected a ZeroMQ
+            endpoint such as tcp://127.0.0.1:7100, got '127.0.0.1:7100' ...``); the
+            commands print it as their one-line error, as they do for a bad duration
+            variable (:func:`add_seconds_flag`). Raised when the variable is read, which
+            is after the command line parsed.
+    """
+    raw = os.environ.get(var)
+    if not raw:
+        return list(default)
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise InvalidEndpoint(f"{var}: expected ZeroMQ endpoints separated by commas, got {raw!r}")
+    try:
+        return [check_endpoint(part, bind=bind) for part in parts]
+    except argparse.ArgumentTypeError as exc:
+        raise InvalidEndpoint(f"{var}: {exc}") from None
+
+
+def _layout_span(brokers: int, servers: int) -> int:
+    """How far above the base port a layout's highest port is."""
+    return max(10 * (brokers - 1) + 1, 100 + servers)
+
+
+def parse_base_port(text: str, *, brokers: int = 2, servers: int = 3) -> int:
+    """A base port for :class:`LocalLayout`: a whole number that keeps every port of the
+    layout (``PORT`` to ``PORT+103`` for 2 brokers and 3 servers) in 1 to 65535.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (the message gives the range).
+    """
+    span = _layout_span(brokers, servers)
+    top = 65535 - span
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= top:
+        raise argparse.ArgumentTypeError(
+            f"expected a base port from 1 to {top} (the cluster uses PORT to PORT+{span}; "
+            f"ports end at 65535), got {text!r}"
+        )
+    return value
+
+
 @attrs.frozen
 class LocalLayout:
     """The endpoints of a cluster on one host: brokers ``b0``, ``b1``, ... and servers
@@ -151,9 +312,18 @@ class LocalLayout:
     end point (replication and status)."""
 
     host: str
-    base: int
+    base: int = attrs.field()
     brokers: int = 2
     servers: int = 3
+
+    @base.validator
+    def _check_base(self, _attribute: object, base: int) -> None:
+        top = base + _layout_span(self.brokers, self.servers)
+        if base < 1 or top > 65535:
+            raise ValueError(
+                f"base port {base} puts the cluster's ports outside 1 to 65535 "
+                f"(it uses {base} to {top})"
+            )
 
     def frontend(self, i: int) -> str:
         """Broker ``i``'s front end."""
@@ -182,12 +352,24 @@ class LocalLayout:
         """``s1`` ... ``sN``."""
         return [f"s{j}" for j in range(1, self.servers + 1)]
 
+    @property
+    def ports(self) -> list[int]:
+        """Every port the layout uses, in increasing order."""
+        brokers = [self.base + 10 * i + k for i in range(self.brokers) for k in (0, 1)]
+        return sorted([*brokers, *(self.base + 100 + j for j in range(1, self.servers + 1))])
+
 
 def local_layout() -> LocalLayout:
-    """The default layout, from ``SHOPLIST_HOST`` and ``SHOPLIST_BASE_PORT``."""
-    return LocalLayout(
-        env("SHOPLIST_HOST", DEFAULT_HOST), int(env_float("SHOPLIST_BASE_PORT", DEFAULT_BASE_PORT))
-    )
+    """The default layout, from ``SHOPLIST_HOST`` and ``SHOPLIST_BASE_PORT``; a bad base
+    port exits with one line naming the variable (see :func:`parse_base_port`)."""
+    raw = os.environ.get("SHOPLIST_BASE_PORT")
+    base = DEFAULT_BASE_PORT
+    if raw:
+        try:
+            base = parse_base_port(raw)
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"error: SHOPLIST_BASE_PORT: {exc}") from None
+    return LocalLayout(env("SHOPLIST_HOST", DEFAULT_HOST), base)
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -295,16 +477,28 @@ def print_ready(**info: Any) -> None:
     print(READY_PREFIX + json.dumps(info, sort_keys=True), flush=True)
 
 
+def exit_text(returncode: int) -> str:
+    """How a process ended: ``exited with status 1``, ``was killed by SIGKILL``."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
 def read_ready(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     """Wait (at most ``timeout`` seconds) for ``proc`` to print its ready line.
 
     Raises:
-        TimeoutError: no ready line in time. RuntimeError: the process exited first.
+        TimeoutError: no ready line in time (``pid N was not ready within 30s``).
+        RuntimeError: the process ended first (``pid N exited with status 1 before it
+            was ready``); said as soon as its output ends, never after the timeout.
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
     deadline = time.monotonic() + timeout
+    ended = False
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
@@ -318,13 +512,20 @@ def read_ready(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
             if sel.select(timeout=min(left, 0.5)):
                 chunk = os.read(fd, 4096)
                 if not chunk:
+                    ended = True
                     break
                 buf += chunk
             elif proc.poll() is not None:
                 break
+    if ended:
+        # Its output ends as it exits, a moment before it can be reaped: wait for that.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, min(_EXIT_WAIT, deadline - time.monotonic())))
     if proc.poll() is not None:
-        raise RuntimeError(f"pid {proc.pid} exited with status {proc.returncode} before ready")
-    raise TimeoutError(f"pid {proc.pid} was not ready within {timeout:.0f}s")
+        raise RuntimeError(f"pid {proc.pid} {exit_text(proc.returncode)} before it was ready")
+    if ended:
+        raise RuntimeError(f"pid {proc.pid} closed its output before it was ready")
+    raise TimeoutError(f"pid {proc.pid} was not ready within {timeout:g}s")
 
 
 @attrs.frozen

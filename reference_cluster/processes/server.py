@@ -57,7 +57,10 @@ from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
     add_seconds_flag,
+    bind_endpoint,
+    check_endpoint,
     env,
+    env_endpoints,
     env_list,
     local_layout,
     print_ready,
@@ -94,12 +97,15 @@ def parse_peer(text: str) -> tuple[str, str]:
     """``ID=ENDPOINT`` -> ``(id, endpoint)``.
 
     Raises:
-        ValueError: no ``=`` or an empty side.
+        ValueError: no ``=``, an empty side, or not an endpoint (see ``check_endpoint``).
     """
     peer_id, sep, endpoint = text.partition("=")
     if not sep or not peer_id or not endpoint:
         raise ValueError(f"a peer is ID=ENDPOINT (s2=tcp://127.0.0.1:7202), got {text!r}")
-    return peer_id, endpoint
+    try:
+        return peer_id, check_endpoint(endpoint)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"peer {peer_id}: {exc}") from None
 
 
 @attrs.frozen
@@ -392,6 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bind",
+        type=bind_endpoint,
         default=os.environ.get("SHOPLIST_BIND"),
         metavar="ENDPOINT",
         help="peer end point to bind (SHOPLIST_BIND; default: this id's port in the local layout)",
@@ -399,6 +406,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--broker",
         action="append",
+        type=check_endpoint,
         metavar="ENDPOINT",
         help="a broker's back end, repeatable (SHOPLIST_BROKER_BACKENDS, comma-separated; "
         f"default {','.join(layout.backends)})",
@@ -442,7 +450,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         if server_id not in ids:
             raise ValueError(f"--bind is needed for a server id outside {ids}")
         bind = layout.peer(ids.index(server_id) + 1)
-    brokers = args.broker or env_list("SHOPLIST_BROKER_BACKENDS", layout.backends)
+    brokers = args.broker or env_endpoints("SHOPLIST_BROKER_BACKENDS", layout.backends)
     raw_peers = args.peer or env_list(
         "SHOPLIST_PEERS",
         [f"{p}={layout.peer(j + 1)}" for j, p in enumerate(ids) if p != server_id],

@@ -428,7 +428,9 @@ class LogIn(Message):
 @attrs.frozen
 class Welcome(Message):
     """Server to client: a session is open. ``token`` goes with every later request;
-    ``expires`` is when it stops working (seconds since the epoch)."""
+    ``expires`` is when it stops working (seconds since the epoch); ``created`` says that
+    this sign-up made the account (False for a login, and for a sign-up that found the
+    account already there with the same password)."""
 
     kind: ClassVar[str] = "welcome"
     request_id: str = attrs.field(validator=_valid(_check_id))
@@ -436,6 +438,7 @@ class Welcome(Message):
     name: str = attrs.field(validator=_valid(_check_id))
     token: str = attrs.field(validator=_valid(_check_secret), repr=False)
     expires: float = attrs.field(validator=_valid(_check_number))
+    created: bool = attrs.field(validator=_valid(_check_flag), default=False)
 
 
 @attrs.frozen

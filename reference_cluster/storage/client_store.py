@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic
 
 import attrs
@@ -80,7 +80,20 @@ CREATE TABLE IF NOT EXISTS forgotten (
 )
 """
 
-_CLIENT_SCHEMA += _FORGOTTEN_TABLE + ";"
+# Added the same way: what the device knows about who owns its lists (``mine``: lists
+# created here, or that the cluster said the user owns; ownership never changes), and the
+# lists the user left on this device (``left``: not opened again by itself, even if the
+# user owns them, until the user opens one by its id).
+_NOTE_TABLES = """
+CREATE TABLE IF NOT EXISTS mine (
+    list_id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS left_lists (
+    list_id TEXT PRIMARY KEY
+)
+"""
+
+_CLIENT_SCHEMA += _FORGOTTEN_TABLE + ";" + _NOTE_TABLES + ";"
 
 _LIVE = "list_id NOT IN (SELECT list_id FROM forgotten)"
 
@@ -144,6 +157,9 @@ class ClientStore(SqliteStore[S]):
 
     def _init_rows(self) -> None:
         self._conn.execute(_FORGOTTEN_TABLE)
+        for statement in _NOTE_TABLES.split(";"):
+            if statement.strip():
+                self._conn.execute(statement)
         if self._conn.execute("SELECT 1 FROM meta WHERE key = 'replica'").fetchone() is None:
             replica = self._new_replica_id()
             if not _valid_replica(replica):
@@ -334,6 +350,39 @@ class ClientStore(SqliteStore[S]):
         with self._transaction("restore", (list_id,)) as conn:
             cursor = conn.execute("DELETE FROM forgotten WHERE list_id = ?", (list_id,))
             return cursor.rowcount == 1
+
+    # -- what the device knows about its lists ------------------------------------------
+
+    def mark_mine(self, list_ids: Iterable[str]) -> None:
+        """Record that the user owns these lists (made here, or the cluster said so)."""
+        ids = [check_list_id(i) for i in list_ids]
+        with self._transaction("mark owned") as conn:
+            conn.executemany("INSERT OR IGNORE INTO mine (list_id) VALUES (?)", [(i,) for i in ids])
+
+    def mine(self) -> set[str]:
+        """The lists the user is known to own."""
+        return self._id_set("mine")
+
+    def mark_left(self, list_id: str, left: bool = True) -> None:
+        """Record that the user left the list on this device (or, ``left=False``, came
+        back to it)."""
+        check_list_id(list_id)
+        with self._transaction("mark left") as conn:
+            if left:
+                conn.execute("INSERT OR IGNORE INTO left_lists (list_id) VALUES (?)", (list_id,))
+            else:
+                conn.execute("DELETE FROM left_lists WHERE list_id = ?", (list_id,))
+
+    def left(self) -> set[str]:
+        """The lists the user left on this device."""
+        return self._id_set("left_lists")
+
+    def _id_set(self, table: str) -> set[str]:
+        with self._errors("read"):
+            rows = self._conn.execute(f"SELECT list_id FROM {table}").fetchall()
+        if not all(isinstance(r[0], str) for r in rows):
+            raise StoreCorrupt(f"{self.path}: table {table}: a list id is not text")
+        return {r[0] for r in rows}
 
     # -- the queue of unacknowledged deltas ---------------------------------------------
 

@@ -1,0 +1,37 @@
+"""Running ``shoplist`` as a person does: a fresh interpreter per command, with its own
+device folder and no ``SHOPLIST_`` setting from the caller's environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def cli_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment without any SHOPLIST_ setting, with ``home`` as the device."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLIST_")}
+    return {**env, "SHOPLIST_HOME": str(home), **(extra or {})}
+
+
+def run_cli(
+    *args: str,
+    home: Path,
+    timeout: float = 60.0,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``shoplist ARGS`` in a fresh interpreter (killed by subprocess on timeout, which
+    raises ``TimeoutExpired``: a hang fails the test)."""
+    return subprocess.run(
+        [sys.executable, "-m", "reference_cluster.cli.shoplist", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(home, env),
+        check=False,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )

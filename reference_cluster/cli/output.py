@@ -1,0 +1,116 @@
+"""What ``shoplist`` prints for a person: columns that line up in a terminal, plurals, the
+text of a list and of an edit's result.
+
+Widths are counted in terminal cells, not characters: an East Asian wide or full-width
+character (CJK, most emoji) takes two cells, a combining mark none. A name longer than
+its column is cut and ends in ``…``, so one long item never widens the whole table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from typing import Any
+
+from reference_cluster.shopping_list import ItemView, ShoppingList
+
+__all__ = [
+    "ITEM_WIDTH",
+    "NAME_WIDTH",
+    "Out",
+    "cells",
+    "fit",
+    "item_text",
+    "plural",
+    "show_text",
+]
+
+ITEM_WIDTH = 32
+"""The widest the item column of ``show`` grows, in cells."""
+NAME_WIDTH = 24
+"""The width of the name column of ``lists``, in cells."""
+
+
+class Out:
+    """Prints a command's answer: text for a person, or with ``as_json`` one JSON object."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: dict[str, Any], text: str) -> None:
+        """Print the answer (``data`` as JSON, or ``text``)."""
+        print(json.dumps(data, sort_keys=True) if self.as_json else text)
+
+    def note(self, text: str) -> None:
+        """A remark for a person, on standard error (nothing in JSON mode)."""
+        if not self.as_json:
+            print(text, file=sys.stderr)
+
+
+def _char_cells(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def cells(text: str) -> int:
+    """How many terminal cells ``text`` takes."""
+    return sum(_char_cells(ch) for ch in text)
+
+
+def fit(text: str, width: int, *, right: bool = False) -> str:
+    """``text`` in exactly ``width`` cells: cut with ``…`` if longer, padded if shorter
+    (on the left when ``right``)."""
+    if cells(text) > width:
+        out, used = [], 0
+        for ch in text:
+            need = _char_cells(ch)
+            if used + need > width - 1:
+                break
+            out.append(ch)
+            used += need
+        text = "".join(out) + "…"
+    pad = " " * max(0, width - cells(text))
+    return pad + text if right else text + pad
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 list``, ``2 lists`` (``many`` for an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def item_text(item: str, view: ItemView | None) -> str:
+    """One item as a sentence: ``milk: 3``, ``milk: 3, bought``, ``milk: not on the list``."""
+    if view is None:
+        return f"{item}: not on the list"
+    return f"{item}: {view.quantity}{', bought' if view.bought else ''}"
+
+
+def show_text(list_id: str, state: ShoppingList, queued: int) -> str:
+    """The text of ``shoplist show``: the name, the items in columns, a summary line."""
+    title = state.name or "(no name)"
+    if len(state.names) > 1:
+        title += f"  (also named: {', '.join(n for n in state.names if n != state.name)})"
+    lines = [f"{title}  [{list_id}]"]
+    items = {} if state.deleted else state.items
+    if state.deleted:
+        lines.append("  this list was deleted by its owner ('shoplist forget' removes it here)")
+    elif items:
+        width = min(ITEM_WIDTH, max(4, *(cells(i) for i in items)))
+        lines.append(f"  {fit('ITEM', width)}  {'QTY':>7}  BOUGHT")
+        for item, view in items.items():
+            row = f"  {fit(item, width)}  {view.quantity:>7}  {'yes' if view.bought else ''}"
+            lines.append(row.rstrip())
+    else:
+        lines.append("  (empty)")
+    if not state.deleted:
+        to_buy = sum(1 for v in items.values() if not v.bought and v.quantity > 0)
+        tail = f"  {plural(len(items), 'item')}, {to_buy} to buy"
+    else:
+        tail = ""
+    if queued:
+        tail += f"{',' if tail else ' '} {plural(queued, 'edit')} not yet synced"
+    if tail:
+        lines.append(tail)
+    return "\n".join(lines)
