@@ -172,7 +172,22 @@ def test_two_users_on_three_devices(brokers: str, tmp_path: Path) -> None:
         err="shoplist: error: give a list's id or the start of one (see 'shoplist lists')",
         status=1,
     )
-    ben.says("--offline", "lists", out=f"{HEADER}\n{row(list_id, 'Weekend', 4, 0, 'shared')}")
+    dead = f"tcp://127.0.0.1:{free_base_port()}"
+    ben.says(
+        "--broker",
+        dead,
+        "show",
+        typo,
+        err=f"shoplist: error: cannot open list {typo}: the cluster did not answer (unreachable)",
+        status=1,
+    )
+    ben.says(
+        "--broker",
+        dead,
+        "lists",
+        out=f"{HEADER}\n{row(list_id, 'Weekend', 4, 0, 'shared')}",
+        err=f"no broker is reachable at {dead} (connection refused): showing this device's lists",
+    )
 
     # Only the owner deletes; the list keeps its name and shows no items; each device
     # keeps it, marked deleted, until its person forgets it.
