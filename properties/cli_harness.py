@@ -22,15 +22,19 @@ def run_cli(
     timeout: float = 60.0,
     stdin: str | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``shoplist ARGS`` in a fresh interpreter (killed by subprocess on timeout, which
-    raises ``TimeoutExpired``: a hang fails the test)."""
+    raises ``TimeoutExpired``: a hang fails the test), with ``env`` added to
+    :func:`cli_env`, in ``cwd`` (default: the folder holding ``home``, never this
+    repository, so nothing a command makes lands in the source tree)."""
     return subprocess.run(
         [sys.executable, "-m", "reference_cluster.cli.shoplist", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=cli_env(home, env),
+        cwd=cwd or home.parent,
         check=False,
         input=stdin,
         stdin=None if stdin is not None else subprocess.DEVNULL,

@@ -8,7 +8,9 @@ examples for long runs on demand).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
 settings.register_profile(
@@ -31,3 +33,18 @@ settings.register_profile(
     verbosity=Verbosity.normal,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A running local cluster's broker front ends, one cluster per test module (every
+    process it started is stopped by pid after the module)."""
+    from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port
+    from reference_cluster.processes.config import LocalLayout
+
+    data = tmp_path_factory.mktemp("cluster")
+    timing = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
+    layout = LocalLayout("127.0.0.1", free_base_port())
+    with LocalCluster(data, layout=layout, timing=timing) as cluster:
+        cluster.start()
+        yield layout.frontends

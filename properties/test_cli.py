@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ import pytest
 from cli_harness import cli_env, run_cli
 
 from reference_cluster.cli.shoplist import main
-from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port, stop_process
-from reference_cluster.processes.config import LocalLayout
+from reference_cluster.processes.cluster import free_base_port, stop_process
 
 PASSWORD = "correct horse battery"
 
@@ -53,17 +51,6 @@ def test_errors_are_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
     ]
     assert [(1, 1, False, ""), (2, 1, False, ""), (1, 1, False, ""), (1, 1, False, "")] == shapes
     assert all(r.stderr.startswith("shoplist") for r in runs)
-
-
-@pytest.fixture(scope="module")
-def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A running cluster's broker front ends (the cluster is stopped by pid after)."""
-    data = tmp_path_factory.mktemp("cli-cluster")
-    timing = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
-    layout = LocalLayout("127.0.0.1", free_base_port())
-    with LocalCluster(data, layout=layout, timing=timing) as cluster:
-        cluster.start()
-        yield layout.frontends
 
 
 class Shell:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_harness import cli_env, run_cli
 
 from reference_cluster.cli import demo as demo_module
 from reference_cluster.cli.shoplist import main
@@ -28,33 +29,6 @@ from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_
 from reference_cluster.processes.config import LocalLayout
 
 TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
-
-
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    """This environment without any SHOPLIST_ setting, with ``home`` as the device."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLIST_")}
-    return {**env, "SHOPLIST_HOME": str(home), **extra}
-
-
-def shoplist(
-    *args: str,
-    home: Path,
-    cwd: Path | None = None,
-    timeout: float = 60.0,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """``shoplist ARGS`` in a fresh interpreter (killed by subprocess on timeout), in
-    ``cwd`` (default: the folder holding ``home``, never this repository)."""
-    return subprocess.run(
-        [sys.executable, "-m", "reference_cluster.cli.shoplist", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cli_env(home, **(env or {})),
-        cwd=cwd or home.parent,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> tuple[int, int, bool, str]:
@@ -88,7 +62,7 @@ def test_bad_endpoints_and_ports_are_one_line_errors(
 ) -> None:
     """A bad endpoint or port, given as a flag (status 2) or in a variable (status 1),
     is one line on standard error, without a traceback, and nothing starts."""
-    done = shoplist(*args, home=tmp_path, cwd=tmp_path, env=env)
+    done = run_cli(*args, home=tmp_path, cwd=tmp_path, env=env)
     assert (status, 1, False, "", True) == (*one_line_error(done), says in done.stderr), done.stderr
     assert not (tmp_path / "shoplist-data").exists()
 
@@ -132,7 +106,7 @@ def test_cluster_up_with_a_port_taken_names_the_process_and_why(tmp_path: Path) 
         taken.bind(("127.0.0.1", base))
         taken.listen()
         started = time.monotonic()
-        done = shoplist(
+        done = run_cli(
             "cluster",
             "up",
             "--quiet",
@@ -186,13 +160,13 @@ def test_cluster_up_keeps_its_data_in_the_home_folder_and_tells_clients_the_way(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
-        env=cli_env(home, SHOPLIST_BASE_PORT=str(base)),
+        env=cli_env(home, {"SHOPLIST_BASE_PORT": str(base)}),
         cwd=cwd,
     )
     try:
         text = _read_until(up, b"clients", timeout=60.0)
         text += _read_until(up, b"\n", timeout=10.0) if not text.endswith("\n") else ""
-        status = shoplist("cluster", "status", home=home, env={"SHOPLIST_BASE_PORT": str(base)})
+        status = run_cli("cluster", "status", home=home, env={"SHOPLIST_BASE_PORT": str(base)})
         up.send_signal(signal.SIGINT)
         assert 0 == up.wait(timeout=30)
     finally:
@@ -221,10 +195,10 @@ def test_cluster_up_refuses_a_data_dir_that_is_a_file(tmp_path: Path, via: str) 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder\n")
     if via == "--data-dir":
-        done = shoplist("cluster", "up", "--data-dir", str(a_file), home=tmp_path)
+        done = run_cli("cluster", "up", "--data-dir", str(a_file), home=tmp_path)
         expected_path = a_file
     else:
-        done = shoplist("cluster", "up", home=a_file)
+        done = run_cli("cluster", "up", home=a_file)
         expected_path = a_file / "cluster"
     assert (1, 1, False, "") == one_line_error(done), done.stderr
     expected = f"shoplist: error: cannot keep the cluster's data in {expected_path}: "
@@ -314,7 +288,7 @@ def test_demo_takes_json_before_or_after_its_name(
 
 def test_json_of_a_failed_cluster_command_is_parseable(tmp_path: Path) -> None:
     """With --json, a cluster command that fails still prints one JSON object."""
-    done = shoplist(
+    done = run_cli(
         "cluster",
         "status",
         "--json",

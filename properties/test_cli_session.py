@@ -15,51 +15,27 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from cli_harness import cli_env
+from cli_harness import run_cli
 
-from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port
-from reference_cluster.processes.config import LocalLayout
+from reference_cluster.processes.cluster import free_base_port
 
 PASSWORD = "correct horse battery"
 OFFLINE_NOTE = "saved on this device (offline); it syncs with the next command that syncs"
 HEADER = "ID        NAME                      ITEMS  UNSYNCED  OWNER"
 
 
-@pytest.fixture(scope="module")
-def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running cluster's broker front ends, comma-separated (stopped by pid after)."""
-    data = tmp_path_factory.mktemp("session-cluster")
-    timing = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
-    layout = LocalLayout("127.0.0.1", free_base_port())
-    with LocalCluster(data, layout=layout, timing=timing) as cluster:
-        cluster.start()
-        yield ",".join(layout.frontends)
-
-
 class Device:
     """One device of one person: a folder of its own; each command a fresh process."""
 
-    def __init__(self, home: Path, brokers: str) -> None:
+    def __init__(self, home: Path, brokers: list[str]) -> None:
         self.home = home
-        self.env = cli_env(home, {"SHOPLIST_BROKERS": brokers, "SHOPLIST_TIMEOUT": "10"})
+        self.env = {"SHOPLIST_BROKERS": ",".join(brokers), "SHOPLIST_TIMEOUT": "10"}
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reference_cluster.cli.shoplist", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self.env,
-            check=False,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-        )
+        return run_cli(*args, home=self.home, stdin=stdin, env=self.env)
 
     def says(self, *args: str, out: str = "", err: str = "", status: int = 0) -> None:
         """Run a command and check its exit status and every line it prints."""
@@ -72,7 +48,7 @@ def row(list_id: str, name: str, items: int, unsynced: int, owner: str) -> str:
     return f"{list_id[:8]}  {name:<24}  {items:>5}  {unsynced:>8}  {owner}"
 
 
-def test_two_users_on_three_devices(brokers: str, tmp_path: Path) -> None:
+def test_two_users_on_three_devices(brokers: list[str], tmp_path: Path) -> None:
     phone = Device(tmp_path / "ann-phone", brokers)
     laptop = Device(tmp_path / "ann-laptop", brokers)
     ben = Device(tmp_path / "ben-phone", brokers)

@@ -24,6 +24,7 @@ __all__ = [
     "item_text",
     "plural",
     "show_text",
+    "view_text",
 ]
 
 ITEM_WIDTH = 32
@@ -80,11 +81,16 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
+def view_text(view: ItemView | None) -> str:
+    """An item's state in words: ``3``, ``3, bought``, ``not on the list``."""
+    if view is None:
+        return "not on the list"
+    return f"{view.quantity}{', bought' if view.bought else ''}"
+
+
 def item_text(item: str, view: ItemView | None) -> str:
     """One item as a sentence: ``milk: 3``, ``milk: 3, bought``, ``milk: not on the list``."""
-    if view is None:
-        return f"{item}: not on the list"
-    return f"{item}: {view.quantity}{', bought' if view.bought else ''}"
+    return f"{item}: {view_text(view)}"
 
 
 def show_text(list_id: str, state: ShoppingList, queued: int) -> str:

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from crdts import DotContext
-from reference_cluster.cli.output import NAME_WIDTH, Out, fit, item_text, plural, show_text
+from reference_cluster.cli.output import (
+    NAME_WIDTH,
+    Out,
+    fit,
+    item_text,
+    plural,
+    show_text,
+    view_text,
+)
 from reference_cluster.cores.accounts import check_new_password, normalize_user_name
 from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import (
@@ -75,19 +83,14 @@ def _home(args: argparse.Namespace) -> Path:
     return home
 
 
-def _user_name(text: str) -> str:
-    """A user name as the cluster knows it; also safe as a file name on the device."""
-    return normalize_user_name(text)
-
-
 def _current_user(args: argparse.Namespace) -> str:
     if args.user:
-        return _user_name(str(args.user))
+        return normalize_user_name(str(args.user))
     pointer = _home(args) / "current-user"
     if pointer.exists():
         name = pointer.read_text("utf-8").strip()
         if name:
-            return _user_name(name)
+            return normalize_user_name(name)
     raise NotLoggedIn(
         "nobody is logged in here: run 'shoplist signup NAME' or 'shoplist login NAME'"
     )
@@ -211,7 +214,7 @@ def _password(args: argparse.Namespace, *, new: bool) -> str:
 
 
 def cmd_account(args: argparse.Namespace, out: Out) -> int:
-    name = _user_name(str(args.name))
+    name = normalize_user_name(str(args.name))
     signup = args.command == "signup"
     password = _password(args, new=signup)
     path = _store_path(args, name)
@@ -388,7 +391,7 @@ def _item_report(name: str) -> Report:
         before, after = mine.items.get(item), state.items.get(item)
         text = item_text(item, after)
         if before != after:
-            text += f" (your edit made it {item_text(item, before).split(': ', 1)[1]}; "
+            text += f" (your edit made it {view_text(before)}; "
             text += "concurrent edits from others made this)"
         return text
 

@@ -32,8 +32,6 @@ demo.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import errno
 import logging
 import random
@@ -60,10 +58,10 @@ from reference_cluster.errors import (
     UserExists,
 )
 from reference_cluster.processes.config import (
-    check_endpoint,
+    require_endpoint,
     tune_socket,
 )
-from reference_cluster.processes.reachability import MONITORED, Reachability
+from reference_cluster.processes.reachability import MONITORED, Reachability, close_monitored
 from reference_cluster.protocol.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
 from reference_cluster.protocol.messages import (
     BrokerStatus,
@@ -545,10 +543,7 @@ class Client:
         sock = self._socks.get(broker)
         if sock is not None:
             return sock
-        try:
-            check_endpoint(broker)
-        except argparse.ArgumentTypeError as exc:
-            raise InvalidEndpoint(f"bad broker endpoint: {exc}") from None
+        require_endpoint(broker, "bad broker endpoint")
         if self._ctx is None:
             self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.DEALER)
@@ -563,10 +558,10 @@ class Client:
             monitor.setsockopt(zmq.LINGER, 0)
             sock.connect(broker)
         except zmq.ZMQError as exc:
-            _close_monitored(sock, monitor)
+            close_monitored(sock, monitor)
             raise InvalidEndpoint(f"bad broker endpoint {broker!r}: {exc.strerror}") from None
         except BaseException:
-            _close_monitored(sock, monitor)
+            close_monitored(sock, monitor)
             raise
         self._socks[broker] = sock
         self._monitors[broker] = monitor
@@ -605,20 +600,10 @@ class Client:
     def close(self) -> None:
         """Close the sockets and the store."""
         for broker, sock in self._socks.items():
-            _close_monitored(sock, self._monitors.get(broker))
+            close_monitored(sock, self._monitors.get(broker))
         self._socks.clear()
         self._monitors.clear()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
         self.store.close()
-
-
-def _close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None) -> None:
-    """Close a socket and its monitor at once (a socket left open blocks its context's
-    ``term()`` for ever)."""
-    if monitor is not None:
-        with contextlib.suppress(zmq.ZMQError):
-            sock.disable_monitor()
-        monitor.close(linger=0)
-    sock.close(linger=0)

@@ -16,7 +16,6 @@ processes and are never cut.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -41,12 +40,13 @@ from reference_cluster.processes.config import (
     LocalLayout,
     Timing,
     broker_argv,
-    check_endpoint,
     exit_text,
     read_ready,
+    require_endpoint,
     server_argv,
 )
 from reference_cluster.processes.linkproxy import LinkProxy
+from reference_cluster.processes.reachability import close_monitored
 from reference_cluster.protocol.messages import (
     BrokerStatus,
     Message,
@@ -108,12 +108,9 @@ def probe(
     connection was refused (nobody listens there).
 
     Raises:
-        ValueError: ``endpoint`` is not a ZeroMQ endpoint (nothing is left open).
+        InvalidEndpoint: ``endpoint`` is not a ZeroMQ endpoint (nothing is left open).
     """
-    try:
-        check_endpoint(endpoint)
-    except argparse.ArgumentTypeError as exc:
-        raise InvalidEndpoint(f"bad endpoint: {exc}") from None
+    require_endpoint(endpoint, "bad endpoint")
     context = ctx or zmq.Context.instance()
     sock: zmq.Socket[Any] = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -136,11 +133,7 @@ def probe(
         except MalformedMessage:
             return None
     finally:
-        if refused is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                sock.disable_monitor()
-            refused.close()
-        sock.close()
+        close_monitored(sock, refused)
 
 
 def _make_folder(folder: Path) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "parse_seconds",
     "print_ready",
     "read_ready",
+    "require_endpoint",
     "server_argv",
     "setup_logging",
     "tune_socket",
@@ -255,27 +256,35 @@ def bind_endpoint(text: str) -> str:
     return check_endpoint(text, bind=True)
 
 
-def env_endpoints(var: str, default: Sequence[str], *, bind: bool = False) -> list[str]:
-    """The comma-separated endpoints in the environment variable ``var`` (else
-    ``default``), each checked by :func:`check_endpoint`.
+def require_endpoint(text: str, what: str = "endpoint", *, bind: bool = False) -> str:
+    """``text`` if it is a ZeroMQ endpoint (see :func:`check_endpoint`), for code that
+    gets endpoints from elsewhere than a command line.
 
     Raises:
-        InvalidEndpoint: one line naming the variable (``SHOPLIST_BROKERS: expected a ZeroMQ
-            endpoint such as tcp://127.0.0.1:7100, got '127.0.0.1:7100' ...``); the
-            commands print it as their one-line error, as they do for a bad duration
-            variable (:func:`add_seconds_flag`). Raised when the variable is read, which
-            is after the command line parsed.
+        InvalidEndpoint: one line starting with ``what`` (``SHOPLIST_BROKERS: expected a
+            ZeroMQ endpoint such as tcp://127.0.0.1:7100, got '127.0.0.1:7100' ...``).
     """
-    raw = os.environ.get(var)
-    if not raw:
-        return list(default)
-    parts = [part.strip() for part in raw.split(",") if part.strip()]
-    if not parts:
-        raise InvalidEndpoint(f"{var}: expected ZeroMQ endpoints separated by commas, got {raw!r}")
     try:
-        return [check_endpoint(part, bind=bind) for part in parts]
+        return check_endpoint(text, bind=bind)
     except argparse.ArgumentTypeError as exc:
-        raise InvalidEndpoint(f"{var}: {exc}") from None
+        raise InvalidEndpoint(f"{what}: {exc}") from None
+
+
+def env_endpoints(var: str, default: Sequence[str], *, bind: bool = False) -> list[str]:
+    """The comma-separated endpoints in the environment variable ``var`` (else
+    ``default``), each checked by :func:`require_endpoint`.
+
+    Raises:
+        InvalidEndpoint: one line naming the variable; the commands print it as their
+            one-line error, as they do for a bad duration variable
+            (:func:`add_seconds_flag`). Raised when the variable is read, which is after
+            the command line parsed.
+    """
+    parts = env_list(var, default)
+    if not parts:
+        raw = os.environ.get(var, "")
+        raise InvalidEndpoint(f"{var}: expected ZeroMQ endpoints separated by commas, got {raw!r}")
+    return [require_endpoint(part, var, bind=bind) for part in parts]
 
 
 def _layout_span(brokers: int, servers: int) -> int:

@@ -6,11 +6,13 @@ no socket and takes time as an argument, so it is tested with made-up events.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import zmq
 
-__all__ = ["MONITORED", "Reachability"]
+__all__ = ["MONITORED", "Reachability", "close_monitored"]
 
 MONITORED = (
     zmq.EVENT_CONNECT_DELAYED
@@ -121,3 +123,13 @@ class Reachability:
             )
         each = "; ".join(f"{b}: {why}" for b, why in reasons.items())
         return f"no broker is reachable ({each})"
+
+
+def close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None) -> None:
+    """Close a socket and its monitor at once (a socket left open blocks its context's
+    ``term()`` for ever)."""
+    if monitor is not None:
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        monitor.close(linger=0)
+    sock.close(linger=0)

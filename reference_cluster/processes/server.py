@@ -64,6 +64,7 @@ from reference_cluster.processes.config import (
     env_list,
     local_layout,
     print_ready,
+    require_endpoint,
     setup_logging,
     tune_socket,
 )
@@ -102,10 +103,7 @@ def parse_peer(text: str) -> tuple[str, str]:
     peer_id, sep, endpoint = text.partition("=")
     if not sep or not peer_id or not endpoint:
         raise ValueError(f"a peer is ID=ENDPOINT (s2=tcp://127.0.0.1:7202), got {text!r}")
-    try:
-        return peer_id, check_endpoint(endpoint)
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(f"peer {peer_id}: {exc}") from None
+    return peer_id, require_endpoint(endpoint, f"peer {peer_id}")
 
 
 @attrs.frozen
