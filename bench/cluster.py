@@ -212,11 +212,16 @@ def local_cluster(
 
 
 def signed_up_client(
-    data_dir: Path, name: str, brokers: Sequence[str], *, connect: bool = True
+    data_dir: Path,
+    name: str,
+    brokers: Sequence[str],
+    *,
+    broker_key: bytes | None,
+    connect: bool = True,
 ) -> Client:
     """An in-process client with a fresh account (closed by the caller)."""
     store: ClientStore[ShoppingList] = ClientStore(data_dir / f"{name}.sqlite", ShoppingList)
-    client = Client(store, brokers)
+    client = Client(store, brokers, broker_key=broker_key)
     if connect:
         client.sign_up(f"{name}-{secrets.token_hex(3)}", PASSWORD)
     return client
@@ -268,7 +273,9 @@ def _cluster_round_trips(
     """1-client and 8-client round trips through a cluster of ``servers`` servers (and
     the whole client path if asked)."""
     with local_cluster(data_dir, servers=servers) as cluster:
-        client = signed_up_client(data_dir, "bench", cluster.layout.frontends)
+        client = signed_up_client(
+            data_dir, "bench", cluster.layout.frontends, broker_key=cluster.broker_key
+        )
         try:
             token = client.core.token
             assert token is not None
@@ -422,7 +429,9 @@ def measure_wire_bytes(
     timing = Timing(heartbeat=1.0, anti_entropy=3600.0, liveness=3.0, zmq_heartbeat=1.0)
     rows = []
     with local_cluster(data_dir, timing=timing, proxies=True) as cluster:
-        client = signed_up_client(data_dir, "wire", cluster.client_brokers("wire"))
+        client = signed_up_client(
+            data_dir, "wire", cluster.client_brokers("wire"), broker_key=cluster.broker_key
+        )
         try:
             for size in sizes:
                 list_id = client.create(f"{size} items")

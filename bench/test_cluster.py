@@ -27,7 +27,9 @@ def test_driven_edits_are_acknowledged_and_reach_every_server(tmp_path: Path) ->
     """Two REQ clients' edits each get their own acknowledgement, and every server ends
     with exactly the state the edits build."""
     with local_cluster(tmp_path / "cluster") as cluster:
-        client = signed_up_client(tmp_path, "bench", cluster.layout.frontends)
+        client = signed_up_client(
+            tmp_path, "bench", cluster.layout.frontends, broker_key=cluster.broker_key
+        )
         try:
             token = client.core.token
             assert token is not None

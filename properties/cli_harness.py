@@ -9,6 +9,26 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
+
+
+@attrs.frozen
+class Brokers:
+    """How a client reaches a running cluster: the front ends and their public key."""
+
+    endpoints: list[str]
+    key: str
+
+    @property
+    def flags(self) -> list[str]:
+        """``--broker E ... --broker-key KEY`` for the command line."""
+        return [*(a for b in self.endpoints for a in ("--broker", b)), "--broker-key", self.key]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The same as environment variables."""
+        return {"SHOPLIST_BROKERS": ",".join(self.endpoints), "SHOPLIST_BROKER_KEY": self.key}
+
 
 def cli_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without any SHOPLIST_ setting, with ``home`` as the device."""

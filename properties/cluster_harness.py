@@ -63,6 +63,7 @@ from reference_cluster.processes.config import (
     read_ready,
     server_argv,
 )
+from reference_cluster.processes.security import ADMIN, Operator, ensure_keys
 from reference_cluster.protocol.messages import (
     BrokerStatus,
     Message,
@@ -76,6 +77,7 @@ from reference_cluster.sim.checkers import FinalCheck, check_final
 from reference_cluster.sim.workload import EditRecord, Op, ShoppingListModel
 
 __all__ = [
+    "PASSWORD",
     "Agent",
     "AgentGone",
     "Prober",
@@ -84,6 +86,8 @@ __all__ = [
     "check_cluster",
     "poll",
     "server_digests",
+    "signed_up",
+    "user_name",
     "wait_quiescent",
 ]
 
@@ -95,6 +99,21 @@ _STOP_TIMEOUT = 5.0
 
 AgentGone = AgentError
 """A child driven by JSON lines did not answer in time, or exited."""
+
+
+def signed_up(make: Callable[[str], Any], name: str) -> Any:
+    """A client from ``make(name)`` signed up as a fresh user whose name starts with
+    ``name`` (the user name is ``client.session.user_name``)."""
+    client = make(name)
+    client.sign_up(f"{name}-{random.randbytes(3).hex()}", PASSWORD)
+    return client
+
+
+def user_name(client: Any) -> str:
+    """The user name a client is logged in as."""
+    session = client.session
+    assert session is not None
+    return str(session.user_name)
 
 
 def poll(check: Callable[[], Any], what: str, *, timeout: float, every: float = 0.05) -> Any:
@@ -154,10 +173,18 @@ class Prober(_Lines):
     """A process inside the namespace that sends status requests for the test (from
     ``127.0.0.1``, never cut) and prints the replies: this module run as a script."""
 
-    def ask(self, endpoint: str, message: Message, timeout: float) -> Message | None:
-        """Send ``message`` to ``endpoint``; the first reply, or None."""
+    def ask(
+        self, endpoint: str, message: Message, timeout: float, *, name: str, broker: bool
+    ) -> Message | None:
+        """Send ``message`` to ``endpoint`` (process ``name``, a broker or a server, dialled
+        with the operator's keys); the first reply, or None."""
         answer = self.call(
-            "probe", endpoint=endpoint, message=encode(message).decode(), seconds=timeout
+            "probe",
+            endpoint=endpoint,
+            message=encode(message).decode(),
+            seconds=timeout,
+            name=name,
+            broker=broker,
         )
         reply = answer.get("reply")
         if not isinstance(reply, str):
@@ -171,6 +198,7 @@ class Prober(_Lines):
 def _prober_main() -> int:
     """The prober's loop: one probe per input line, one answer line each."""
     ctx: zmq.Context[Any] = zmq.Context()
+    operator = Operator.from_keys(Path(sys.argv[2]))
     print("READY {}", flush=True)
     try:
         for line in sys.stdin:
@@ -180,6 +208,7 @@ def _prober_main() -> int:
                 decode(str(cmd["message"]).encode()),
                 timeout=float(cmd["seconds"]),
                 ctx=ctx,
+                secure=operator.dialer(str(cmd["name"]), broker=bool(cmd["broker"])),
             )
             text = None if reply is None else encode(reply).decode()
             print(json.dumps({"id": cmd["id"], "ok": True, "reply": text}), flush=True)
@@ -236,6 +265,9 @@ class RealCluster:
         self.servers = self.layout.server_ids
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.keys = workdir / "keys"
+        ensure_keys(self.keys, [*self.brokers, *self.servers, ADMIN])
+        self.operator = Operator.from_keys(self.keys)
         self.children: dict[str, _Child] = {}
         self.agents: dict[str, Agent] = {}
         self._started: list[subprocess.Popen[bytes]] = []
@@ -290,6 +322,7 @@ class RealCluster:
             backend=self.bind(name, self.backend_port(name)),
             timing=self.timing,
             log_level=self.log_level,
+            keys=self.keys,
         )
 
     def _server_argv(self, name: str) -> list[str]:
@@ -297,7 +330,7 @@ class RealCluster:
             name,
             store=self.store_path(name),
             bind=self.bind(name, self.peer_port(name)),
-            brokers=[self.dial(name, b, self.backend_port(b)) for b in self.brokers],
+            brokers={b: self.dial(name, b, self.backend_port(b)) for b in self.brokers},
             peers={
                 other: self.dial(name, other, self.peer_port(other))
                 for other in self.servers
@@ -305,6 +338,7 @@ class RealCluster:
             },
             timing=self.timing,
             log_level=self.log_level,
+            keys=self.keys,
         )
 
     def store_path(self, server: str) -> Path:
@@ -354,7 +388,8 @@ class RealCluster:
             self._spawn(child)
         if self.ns is not None:
             me = str(Path(__file__).resolve())
-            proc = self._popen("prober", [sys.executable, me, "probe"], (), stdin=True)
+            argv = [sys.executable, me, "probe", str(self.keys)]
+            proc = self._popen("prober", argv, (), stdin=True)
             self._prober = Prober("prober", proc)
             read_ready(proc, timeout)
         deadline = time.monotonic() + timeout
@@ -404,6 +439,8 @@ class RealCluster:
         ]
         for b in self.brokers:
             argv += ["--broker", self.dial(name, b, self.frontend_port(b))]
+        assert self.operator.client.frontend_public is not None
+        argv += ["--broker-key", self.operator.client.frontend_public.decode()]
         proc = self._popen(name, argv, (), stdin=True)
         agent = Agent(name, proc)
         self.agents[name] = agent
@@ -445,9 +482,11 @@ class RealCluster:
     def ask(self, name: str, message: Message, timeout: float = 1.0) -> Message | None:
         """Send ``message`` to ``name``'s status end point; the reply or None."""
         endpoint = self.probe_endpoint(name)
+        broker = name in self.brokers
         if self._prober is not None:
-            return self._prober.ask(endpoint, message, timeout)
-        return probe(endpoint, message, timeout=timeout, ctx=self._ctx)
+            return self._prober.ask(endpoint, message, timeout, name=name, broker=broker)
+        secure = self.operator.dialer(name, broker=broker)
+        return probe(endpoint, message, timeout=timeout, ctx=self._ctx, secure=secure)
 
     def server_status(
         self, name: str, *, states: bool = False, timeout: float = 1.0
@@ -586,6 +625,9 @@ class Workload:
             self.begin_edit(client, index, op)
         self.finish_edits()
         self.sync_all(timeout)
+        others = [f"{n}-user" for n in self.names[1:]]
+        for list_id in self.list_ids:
+            owner.call("share", list=list_id, users=others)
         for n in self.names[1:]:
             for list_id in self.list_ids:
                 self.agents[n].call("open", list=list_id)
@@ -734,6 +776,6 @@ def decoded_client_states(answers: Mapping[str, Any]) -> dict[str, dict[str, Sho
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["probe"]:
+    if sys.argv[1:2] == ["probe"]:
         sys.exit(_prober_main())
     sys.exit(f"usage: {sys.argv[0]} probe")

@@ -10,15 +10,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference_cluster.cores.broker import BrokerConfig, BrokerCore
+from reference_cluster.cores.limits import Rate
 from reference_cluster.protocol.effects import Send
 from reference_cluster.protocol.messages import (
     Announce,
+    ChangePassword,
+    DeleteAccount,
     Deliver,
     ErrorReply,
     Forward,
     Goodbye,
     Heartbeat,
+    LogIn,
+    LogOut,
     Propagate,
+    Relay,
+    SignUp,
     SyncReply,
     SyncRequest,
     decode,
@@ -234,3 +241,58 @@ def test_forwarded_requests_keep_every_field() -> None:
     req = SyncRequest("n.9", LIST, "c1", 0, {"vv": {"c1": 2}, "cloud": []}, None, "tok")
     (out,) = b.receive("c-addr", encode(req), 1.0)
     assert Forward("c-addr", req) == decode(encode(out.message))  # type: ignore[union-attr]
+
+
+# -- accounts: new kinds are routed, password attempts are limited per source ------------
+
+
+def test_logout_password_change_and_deletion_are_relayed_with_the_source() -> None:
+    """The account requests reach a live server as a Relay carrying the client's source
+    address."""
+    b = broker_with(*SERVERS)
+    requests = [
+        LogOut("o.1", "t" * 43),
+        ChangePassword("p.1", "t" * 43, "old password", "new password"),
+        DeleteAccount("d.1", "t" * 43, "the password"),
+        LogIn("l.1", "alice", "the password", replica="dev1"),
+    ]
+    relayed = []
+    for msg in requests:
+        (send,) = b.receive("f:01", encode(msg), 1.0, "192.0.2.7")
+        assert isinstance(send, Send)
+        relayed.append(send.message)
+    assert [Relay("f:01", m, "192.0.2.7") for m in requests] == relayed
+
+
+def test_password_attempts_are_limited_per_source_with_the_wait() -> None:
+    """Past the per-source limit a login gets rate_limited at once (with "retry after"),
+    while another source still gets through; tokens come back with time."""
+    b = BrokerCore("b1", config=BrokerConfig(logins=Rate(3, 60.0)))
+    assert [] == b.receive("peer-s1", encode(Announce("s1", 0)), 0.0)
+
+    def codes(source: str, at: float, n: int) -> list[str]:
+        out = []
+        for i in range(n):
+            (send,) = b.receive("f:01", encode(LogIn(f"r{i}", "alice", "guess")), at, source)
+            msg = send.message  # type: ignore[union-attr]
+            out.append(msg.code if isinstance(msg, ErrorReply) else msg.kind)
+        return out
+
+    assert ["relay"] * 3 + ["rate_limited"] == codes("10.0.0.1", 1.0, 4)
+    assert ["relay"] == codes("10.0.0.2", 1.0, 1)
+    assert [] == b.receive("peer-s1", encode(Heartbeat("s1")), 20.0)
+    assert ["relay"] == codes("10.0.0.1", 21.0, 1)
+    (send,) = b.receive("f:01", encode(LogIn("x", "alice", "guess")), 21.0, "10.0.0.1")
+    assert isinstance(send, Send) and "retry after 20 s" in getattr(send.message, "detail", "")
+
+
+def test_sign_ups_have_their_own_tighter_limit_per_source() -> None:
+    """Sign-ups past their per-source limit are refused; logins from there still pass."""
+    b = BrokerCore("b1", config=BrokerConfig(signups=Rate(2, 3600.0)))
+    assert [] == b.receive("peer-s1", encode(Announce("s1", 0)), 0.0)
+    kinds = []
+    for msg in [SignUp(f"s{i}", f"user{i}", "a password") for i in range(3)]:
+        (send,) = b.receive("f:01", encode(msg), 1.0, "10.0.0.1")
+        kinds.append(getattr(send.message, "code", send.message.kind))  # type: ignore[union-attr]
+    (send,) = b.receive("f:01", encode(LogIn("l", "user0", "a password")), 1.0, "10.0.0.1")
+    assert ["relay", "relay", "rate_limited", "relay"] == [*kinds, send.message.kind]  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_harness import cli_env, run_cli
+from cli_harness import Brokers, cli_env, run_cli
 
 from reference_cluster.cli.shoplist import main
 from reference_cluster.processes.cluster import free_base_port, stop_process
@@ -56,8 +56,8 @@ def test_errors_are_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
 class Shell:
     """Runs ``shoplist`` commands in this process, as one device of one person."""
 
-    def __init__(self, home: Path, brokers: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-        self.base = ["--home", str(home), *(a for b in brokers for a in ("--broker", b))]
+    def __init__(self, home: Path, brokers: Brokers, capsys: pytest.CaptureFixture[str]) -> None:
+        self.base = ["--home", str(home), *brokers.flags]
         self.capsys = capsys
 
     def __call__(self, *args: str, stdin: str = "") -> tuple[int, Any, str]:
@@ -72,9 +72,10 @@ class Shell:
 
 
 def test_a_session_of_commands_against_the_cluster(
-    brokers: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    brokers: Brokers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Sign up, create, edit (also offline), share by id, and delete as the owner only."""
+    """Sign up, create, edit (also offline), share with a user, and delete as the owner
+    only."""
     ann = Shell(tmp_path / "ann", brokers, capsys)
     ben = Shell(tmp_path / "ben", brokers, capsys)
     assert 0 == ann("signup", "ann", "--password-stdin", stdin=PASSWORD + "\n")[0]
@@ -92,6 +93,7 @@ def test_a_session_of_commands_against_the_cluster(
     ):
         assert 0 == ann(*args)[0], args
     assert 0 == ann("sync")[0]
+    assert 0 == ann("share", short, "ben")[0]
     status, shown, _ = ben("show", list_id)
     items = {k: (v["quantity"], v["bought"]) for k, v in shown["items"].items()}
     assert (0, "Weekend") == (status, shown["name"])
@@ -106,7 +108,7 @@ def test_a_session_of_commands_against_the_cluster(
 
 
 def test_the_shell_runs_one_command_a_line_with_its_flags(
-    brokers: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    brokers: Brokers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``shoplist shell`` runs each line as a command with the shell's flags, reports a bad
     line in one line and goes on, refuses ``cluster``, stops at ``quit``, and exits 1
@@ -209,7 +211,16 @@ def test_cluster_up_serves_until_ctrl_c_and_then_stops_every_process(tmp_path: P
     try:
         started = json.loads(first_line(up, timeout=30))  # once every broker sees 3 servers
         pids = sorted(started["pids"].values())
-        status = run_cli("cluster", "status", "--base-port", base, "--json", home=tmp_path)
+        status = run_cli(
+            "cluster",
+            "status",
+            "--base-port",
+            base,
+            "--json",
+            "--data-dir",
+            str(tmp_path / "data"),
+            home=tmp_path,
+        )
         live = json.loads(status.stdout)["brokers"]
         up.send_signal(signal.SIGINT)
         assert 0 == up.wait(timeout=30)

@@ -227,7 +227,8 @@ def test_cluster_status_counts_restarts_in_words(
     running.restart("s1")
     running.wait_for_servers(running.servers, timeout=30.0)
     base = str(running.layout.base)
-    assert 0 == main(["cluster", "status", "--base-port", base, "--home", str(tmp_path)])
+    data = str(tmp_path / "data")
+    assert 0 == main(["cluster", "status", "--base-port", base, "--data-dir", data])
     lines = capsys.readouterr().out.splitlines()
     ends = {line.split()[1]: line.rsplit(",", 1)[1].strip() for line in lines if "lists" in line}
     assert {"s1": "restarted once", "s2": "never restarted", "s3": "never restarted"} == ends
@@ -296,6 +297,16 @@ def test_json_of_a_failed_cluster_command_is_parseable(tmp_path: Path) -> None:
         f"tcp://127.0.0.1:{free_base_port()}",
         "--timeout",
         "0.3",
+        "--insecure",
         home=tmp_path,
     )
     assert (1, "ClusterUnavailable") == (done.returncode, json.loads(done.stdout)["type"])
+
+
+def test_a_client_without_the_brokers_key_says_where_to_find_it(tmp_path: Path) -> None:
+    """Online, without --broker-key, SHOPLIST_BROKER_KEY or a cluster made in --home,
+    a command fails in one line that names the key file to use (nothing is sent in clear)."""
+    done = run_cli("--json", "cluster", "status", "--timeout", "0.3", home=tmp_path)
+    error = json.loads(done.stdout)
+    assert (1, "KeysMissing") == (done.returncode, error["type"])
+    assert "--broker-key" in error["error"] and "frontend.key" in error["error"]

@@ -18,7 +18,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from cli_harness import run_cli
+from cli_harness import Brokers, run_cli
 
 from reference_cluster.processes.cluster import free_base_port
 
@@ -30,9 +30,9 @@ HEADER = "ID        NAME                      ITEMS  UNSYNCED  OWNER"
 class Device:
     """One device of one person: a folder of its own; each command a fresh process."""
 
-    def __init__(self, home: Path, brokers: list[str]) -> None:
+    def __init__(self, home: Path, brokers: Brokers) -> None:
         self.home = home
-        self.env = {"SHOPLIST_BROKERS": ",".join(brokers), "SHOPLIST_TIMEOUT": "10"}
+        self.env = {**brokers.env, "SHOPLIST_TIMEOUT": "10"}
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, home=self.home, stdin=stdin, env=self.env)
@@ -48,7 +48,7 @@ def row(list_id: str, name: str, items: int, unsynced: int, owner: str) -> str:
     return f"{list_id[:8]}  {name:<24}  {items:>5}  {unsynced:>8}  {owner}"
 
 
-def test_two_users_on_three_devices(brokers: list[str], tmp_path: Path) -> None:
+def test_two_users_on_three_devices(brokers: Brokers, tmp_path: Path) -> None:
     phone = Device(tmp_path / "ann-phone", brokers)
     laptop = Device(tmp_path / "ann-laptop", brokers)
     ben = Device(tmp_path / "ben-phone", brokers)
@@ -81,7 +81,23 @@ def test_two_users_on_three_devices(brokers: list[str], tmp_path: Path) -> None:
     phone.says("add", short, " Milk ", out="milk: 3")  # one item, whatever the spelling
     phone.says("add", short, "eggs", "6", out="eggs: 6")
 
-    # ben opens it by its id (a shared list); ann's laptop gets it because she owns it.
+    # Its id alone does not open it for ben: ann shares it with him by name first.
+    ben.says(
+        "show",
+        list_id,
+        err=f"shoplist: error: you are not a member of list {list_id}: its owner can add "
+        "you (shoplist share ID YOUR-NAME)",
+        status=1,
+    )
+    phone.says(
+        "share",
+        short,
+        "ben",
+        out=f"shared with ben\n{list_id}\nowner ann; members: ben\n"
+        "(they see it in 'shoplist lists', or open it with: shoplist show ID)",
+    )
+
+    # ben opens it by its id (shared with him); ann's laptop gets it because she owns it.
     ben.says(
         "show",
         list_id,

@@ -26,7 +26,12 @@ FAST = ClientConfig(
 
 def open_client(path: Path, *, offline: bool = False) -> Client:
     return Client(
-        ClientStore(path, ShoppingList), BROKERS, config=FAST, offline=offline, rng=random.Random(7)
+        ClientStore(path, ShoppingList),
+        BROKERS,
+        broker_key=None,
+        config=FAST,
+        offline=offline,
+        rng=random.Random(7),
     )
 
 

@@ -49,7 +49,7 @@ def make_client(tmp_path: Path) -> Iterator[Any]:
         store: ClientStore[ShoppingList] = ClientStore(
             tmp_path / f"c{len(made)}.sqlite", ShoppingList
         )
-        client = Client(store, brokers, config=FAST)
+        client = Client(store, brokers, broker_key=None, config=FAST)
         made.append(client)
         return client
 
@@ -109,7 +109,7 @@ _BAD_ENDPOINT_SCRIPT = textwrap.dedent(
     from reference_cluster.shopping_list import ShoppingList
     from reference_cluster.storage.client_store import ClientStore
 
-    client = Client(ClientStore(sys.argv[1], ShoppingList), [sys.argv[2]])
+    client = Client(ClientStore(sys.argv[1], ShoppingList), [sys.argv[2]], broker_key=None)
     try:
         try:
             client.request(lambda _a: Status("x1"), timeout=2.0)

@@ -9,19 +9,17 @@ and lists. Every process is started and stopped by the tests, by pid, also on fa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
-from cluster_harness import poll
+from cluster_harness import PASSWORD, poll, signed_up, user_name
 
-from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import LoginFailed, UserExists
 from reference_cluster.processes.client import Client
-from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port, probe
-from reference_cluster.processes.config import LocalLayout
+from reference_cluster.processes.cluster import LocalCluster, probe
 from reference_cluster.protocol.messages import (
     Announce,
     BrokerStatus,
@@ -37,37 +35,7 @@ from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.storage.client_store import ClientSession, ClientStore
 from reference_cluster.storage.server_store import ServerStore
 
-TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
-PASSWORD = "correct horse battery"
 DEADLINE = 15.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Two brokers and three servers, started once for the module and stopped by pid."""
-    data = tmp_path_factory.mktemp("cluster")
-    with LocalCluster(
-        data, layout=LocalLayout("127.0.0.1", free_base_port()), timing=TIMING
-    ) as running:
-        running.start()
-        yield running
-
-
-@pytest.fixture
-def clients(cluster: LocalCluster, tmp_path: Path) -> Iterator[Callable[[str], Client]]:
-    """Makes clients (one store per name) and closes them after the test."""
-    made: list[Client] = []
-
-    def make(name: str) -> Client:
-        store: ClientStore[ShoppingList] = ClientStore(tmp_path / f"{name}.sqlite", ShoppingList)
-        config = ClientConfig(request_timeout=2.0)  # patient on a loaded machine
-        client = Client(store, cluster.layout.frontends, config=config)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
@@ -81,12 +49,6 @@ def server_digests(cluster: LocalCluster, list_id: str) -> dict[str, str | None]
         status = cluster.server_status(s)
         out[s] = None if status is None else status.digests.get(list_id)
     return out
-
-
-def signed_up(make: Callable[[str], Client], name: str) -> Client:
-    client = make(name)
-    client.sign_up(f"{name}-{uuid.uuid4().hex[:6]}", PASSWORD)
-    return client
 
 
 def test_every_process_reports_ready_and_answers_status(cluster: LocalCluster) -> None:
@@ -125,11 +87,16 @@ def test_offline_edits_survive_a_restart_and_sync_later(
     bob.edit(list_id, lambda s, r: s.add_item(r, "chips", 3))
     assert ({list_id: "offline"}, 2) == (bob.sync().failed, bob.queued(list_id))
     bob.close()
-    restarted = Client(ClientStore(tmp_path / "bob.sqlite", ShoppingList), cluster.layout.frontends)
+    restarted = Client(
+        ClientStore(bob.store.path, ShoppingList),
+        cluster.layout.frontends,
+        broker_key=cluster.broker_key,
+    )
     try:
         assert 2 == restarted.queued(list_id)
         assert (True, 0) == (restarted.sync().ok, restarted.queued(list_id))
         carol = signed_up(clients, "carol")
+        restarted.members(list_id, add=[user_name(carol)])
         carol.open_list(list_id)
         assert carol.sync([list_id]).ok
         state = carol.state(list_id)
@@ -164,10 +131,11 @@ def test_sign_up_log_in_and_rejected_tokens(clients: Callable[[str], Client]) ->
 def test_only_the_owner_can_delete_a_shared_list(
     clients: Callable[[str], Client], cluster: LocalCluster
 ) -> None:
-    """A list is shared by its id: anyone with it may edit, only its owner may delete."""
+    """A list shared with a member: the member may edit, only its owner may delete."""
     owner, friend = signed_up(clients, "frank"), signed_up(clients, "grace")
     list_id = owner.create("Shared")
     assert owner.sync([list_id]).ok
+    owner.members(list_id, add=[user_name(friend)])
     friend.open_list(list_id)
     friend.edit(list_id, lambda s, r: s.add_item(r, "cake"))
     assert friend.sync([list_id]).ok
@@ -195,10 +163,12 @@ def test_a_malformed_frame_gets_an_error_reply_and_the_process_keeps_serving(
     """Garbage, a wrong version and an unknown kind are each answered with an error;
     the process then still answers a status request."""
     endpoint = cluster.layout.frontend(0) if role == "broker" else cluster.layout.peer(1)
+    secure = cluster.dialer("b0" if role == "broker" else "s1")
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        secure(sock)
         sock.connect(endpoint)
         codes = []
         for frame in (b"\xff not json", b'{"kind":"sync","v":99}', b'{"kind":"launch","v":1}'):
@@ -207,7 +177,7 @@ def test_a_malformed_frame_gets_an_error_reply_and_the_process_keeps_serving(
             reply = decode(sock.recv())
             codes.append(reply.code if isinstance(reply, ErrorReply) else reply.kind)
         sock.close()
-        status = probe(endpoint, Status("after"), timeout=5.0, ctx=ctx)
+        status = probe(endpoint, Status("after"), timeout=5.0, ctx=ctx, secure=secure)
     finally:
         ctx.destroy(linger=0)  # closes a socket left open by a failed assertion
     assert ["malformed", "unsupported_version", "unknown_kind"] == codes
@@ -243,9 +213,15 @@ def test_a_client_cannot_pose_as_a_server_at_the_front_end(cluster: LocalCluster
     """An announcement or a delivery sent to a broker's front end is refused, and the
     broker's live servers stay the real ones."""
     endpoint = cluster.layout.frontend(1)
+    secure = cluster.dialer("b1")
     fake = [
-        probe(endpoint, Announce("s1", 9), timeout=5.0),
-        probe(endpoint, Deliver("f:00", SyncReply("x.1", str(uuid.uuid4()), None)), timeout=5.0),
+        probe(endpoint, Announce("s1", 9), timeout=5.0, secure=secure),
+        probe(
+            endpoint,
+            Deliver("f:00", SyncReply("x.1", str(uuid.uuid4()), None)),
+            timeout=5.0,
+            secure=secure,
+        ),
     ]
     status = cluster.broker_status("b1")
     assert ["unexpected_kind"] * 2 == [r.code if isinstance(r, ErrorReply) else r for r in fake]

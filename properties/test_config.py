@@ -108,10 +108,11 @@ def test_child_command_lines_parse_back() -> None:
         "s2",
         store=Path("/data/s2.sqlite"),
         bind="tcp://127.0.0.1:7202",
-        brokers=["tcp://127.0.0.1:7101", "tcp://127.0.0.1:7111"],
+        brokers={"b0": "tcp://127.0.0.1:7101", "b1": "tcp://127.0.0.1:7111"},
         peers={"s1": "tcp://127.0.0.1:7201", "s3": "tcp://127.0.0.1:7203"},
         timing=timing,
         log_level="WARNING",
+        keys=Path("/data/keys"),
     )
     assert [sys.executable, "-m", "reference_cluster.processes.server"] == argv[:3]
     settings = server.settings_from_args(server._parser().parse_args(argv[3:]))
@@ -119,8 +120,9 @@ def test_child_command_lines_parse_back() -> None:
         "s2",
         Path("/data/s2.sqlite"),
         "tcp://127.0.0.1:7202",
-        ("tcp://127.0.0.1:7101", "tcp://127.0.0.1:7111"),
+        (("b0", "tcp://127.0.0.1:7101"), ("b1", "tcp://127.0.0.1:7111")),
         (("s1", "tcp://127.0.0.1:7201"), ("s3", "tcp://127.0.0.1:7203")),
+        Path("/data/keys"),
         (0.2, 0.7, 0.0),
     ) == (
         settings.server_id,
@@ -128,6 +130,7 @@ def test_child_command_lines_parse_back() -> None:
         settings.bind,
         settings.brokers,
         settings.peers,
+        settings.keys,
         (
             settings.config.heartbeat_interval,
             settings.config.anti_entropy_interval,
@@ -141,17 +144,36 @@ def test_child_command_lines_parse_back() -> None:
             backend="tcp://127.0.0.1:7111",
             timing=timing,
             log_level="ERROR",
+            keys=None,
             python="py",
         )[3:]
     )
-    assert ("b1", "tcp://127.0.0.1:7110", "tcp://127.0.0.1:7111", 1.5, "ERROR", True) == (
+    assert ("b1", "tcp://127.0.0.1:7110", "tcp://127.0.0.1:7111", 1.5, "ERROR", True, True) == (
         args.id,
         args.frontend,
         args.backend,
         args.liveness,
         args.log_level,
         args.watch_parent,
+        args.insecure,
     )
+
+
+def test_a_server_without_peers_dials_none() -> None:
+    """A server built with no peers (a one-server cluster) does not fall back to the
+    local layout's other servers."""
+    argv = server_argv(
+        "s1",
+        store=Path("/data/s1.sqlite"),
+        bind="tcp://127.0.0.1:7201",
+        brokers={"b0": "tcp://127.0.0.1:7101"},
+        peers={},
+        timing=Timing(),
+        log_level="WARNING",
+        keys=None,
+    )
+    settings = server.settings_from_args(server._parser().parse_args(argv[3:]))
+    assert () == settings.peers
 
 
 def test_tuned_sockets_refuse_frames_larger_than_a_message() -> None:

@@ -17,11 +17,14 @@ from reference_cluster.protocol.messages import (
     KINDS,
     MAX_MESSAGE_BYTES,
     WIRE_VERSION,
+    AccountDone,
     AeContexts,
     AeDeltas,
     AeDigests,
     Announce,
     BrokerStatus,
+    ChangePassword,
+    DeleteAccount,
     Deliver,
     DirectoryDigest,
     DirectoryPush,
@@ -32,6 +35,9 @@ from reference_cluster.protocol.messages import (
     ListsReply,
     ListsRequest,
     LogIn,
+    LogOut,
+    Members,
+    MembersReply,
     Message,
     Propagate,
     Relay,
@@ -104,6 +110,15 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
     ),
 }
 
+
+def _member_set(users: list[str]) -> dict[str, Any]:
+    """An encoded AWORSet of user ids, as a directory push carries a list's members."""
+    members = AWORSet()
+    for user in users:
+        members.add("s1", user)
+    return members.to_dict()
+
+
 # Accounts, status and the servers' directory (reference_cluster.cores.directory).
 numbers = st.integers(0, 2**40) | st.floats(0, 2e9, allow_nan=False)
 secrets_ = st.text(min_size=1, max_size=30)
@@ -145,7 +160,82 @@ MESSAGES.update(
         DirectoryDigest: st.builds(DirectoryDigest, ids, digests),
     }
 )
-MESSAGES[Deliver] = st.builds(Deliver, ids, sync_replies | error_replies | welcomes | lists_replies)
+# Accounts: logout, password change, account deletion (reference_cluster.cores.directory).
+account_dones = st.builds(
+    AccountDone, ids, st.sampled_from(["logged_out", "password_changed", "account_deleted"]), nats
+)
+account_requests = (
+    st.builds(SignUp, ids, ids, secrets_, nats, st.none() | ids)
+    | st.builds(LogIn, ids, ids, secrets_, nats, st.none() | ids)
+    | st.builds(LogOut, ids, secrets_, nats)
+    | st.builds(ChangePassword, ids, secrets_, secrets_, secrets_, nats)
+    | st.builds(DeleteAccount, ids, secrets_, secrets_, nats)
+)
+MESSAGES.update(
+    {
+        LogOut: st.builds(LogOut, ids, secrets_, nats),
+        ChangePassword: st.builds(ChangePassword, ids, secrets_, secrets_, secrets_, nats),
+        DeleteAccount: st.builds(DeleteAccount, ids, secrets_, secrets_, nats),
+        AccountDone: account_dones,
+        Relay: st.builds(Relay, ids, account_requests, st.none() | ids),
+        DirectoryPush: st.builds(
+            DirectoryPush,
+            ids,
+            st.lists(accounts | accounts.map(lambda a: {**a, "version": 3}), max_size=2).map(tuple),
+            st.lists(
+                sessions | sessions.map(lambda r: {**r, "replica": "dev1", "version": 1}),
+                max_size=2,
+            ).map(tuple),
+            st.dictionaries(list_ids, ids, max_size=2),
+            st.booleans(),
+            st.lists(
+                st.fixed_dictionaries({"token_hash": digests, "expires": numbers}), max_size=2
+            ).map(tuple),
+            st.lists(
+                st.fixed_dictionaries(
+                    {"user_id": ids, "name": ids, "created": numbers, "deleted": numbers}
+                ),
+                max_size=2,
+            ).map(tuple),
+        ),
+    }
+)
+# Access lists (reference_cluster.cores.membership).
+user_names = st.lists(ids, max_size=3).map(tuple)
+members_requests = st.builds(Members, ids, secrets_, list_ids, user_names, user_names, nats)
+members_replies = st.builds(MembersReply, ids, list_ids, st.none() | ids, user_names)
+member_sets = st.builds(_member_set, st.lists(ids, max_size=3))
+MESSAGES.update(
+    {
+        Members: members_requests,
+        MembersReply: members_replies,
+        ListsReply: st.builds(
+            ListsReply,
+            ids,
+            ids,
+            st.lists(list_ids, max_size=3).map(tuple),
+            st.lists(list_ids, max_size=3).map(tuple),
+        ),
+        Relay: st.builds(Relay, ids, account_requests | members_requests, st.none() | ids),
+        DirectoryPush: st.builds(
+            DirectoryPush,
+            ids,
+            st.just(()),
+            st.just(()),
+            st.dictionaries(list_ids, ids, max_size=2),
+            st.booleans(),
+            st.just(()),
+            st.just(()),
+            st.dictionaries(list_ids, member_sets, max_size=2),
+        )
+        | MESSAGES[DirectoryPush],
+    }
+)
+MESSAGES[Deliver] = st.builds(
+    Deliver,
+    ids,
+    sync_replies | error_replies | welcomes | lists_replies | account_dones | members_replies,
+)
 messages = st.one_of(*MESSAGES.values())
 
 LIST = str(uuid.UUID(int=7, version=4))

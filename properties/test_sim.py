@@ -248,3 +248,45 @@ def test_hypothesis_shrinks_a_failing_schedule_to_a_minimal_one() -> None:
         settings=settings(max_examples=200, database=None, derandomize=True),
     )
     assert (True, True) == (len(minimal.faults) <= 2, diverges(minimal))
+
+
+# -- a Byzantine collaborator (issue 12: authorship) ------------------------------------------
+
+
+def test_the_default_runs_include_a_byzantine_client_whose_forgeries_all_fail() -> None:
+    """Every seeded run has a collaborator forging every kind of push; each kind is tried
+    and refused, and no forged dot or claim reaches any server."""
+    from reference_cluster.sim.byzantine import FORGERIES
+
+    results = [run(seed) for seed in range(6)]
+    stats: dict[str, int] = {}
+    for r in results:
+        for k, v in r.stats:
+            stats[k] = stats.get(k, 0) + v
+    tried = {k.split(": ")[1] for k in stats if k.startswith("byzantine forgeries: ")}
+    refused = {k.split(": ")[1] for k in stats if k.startswith("byzantine refusals: ")}
+    expected_tried = set(FORGERIES) - {"honest"}
+    assert (expected_tried, True) == (tried, {"forbidden", "behind", "quota", "invalid"} <= refused)
+    assert ([], [0] * 6) == (
+        [r.problems for r in results if r.problems],
+        [r.forged for r in results],
+    )
+
+
+def test_the_sweep_catches_a_server_without_the_authorship_check() -> None:
+    """With the check removed, the forgeries get through in every seed: forged dots on the
+    servers, and a victim that can no longer edit (its counter claimed to 2**63 - 1)."""
+    from reference_cluster.sim.mutants import NoAuthorshipServer
+
+    broken = [run(s, server_factory=NoAuthorshipServer) for s in range(4)]
+    assert [True] * 4 == [r.forged > 0 and not r.ok(2) for r in broken]
+    assert any("has issued its last dot" in p for r in broken for p in r.problems)
+
+
+def test_the_byzantine_client_can_be_left_out() -> None:
+    """``SimConfig(byzantine=False)`` runs the honest cluster alone (no forgery sent)."""
+    result = run(3, config=SimConfig(byzantine=False))
+    assert ((), False) == (
+        result.problems,
+        any(k.startswith("byzantine") for k, _ in result.stats),
+    )

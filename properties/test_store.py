@@ -276,17 +276,19 @@ def test_accounts_from_peers_are_imported_idempotently(tmp_path: Path) -> None:
     ],
 )
 def test_a_garbage_state_row_is_a_clear_error(tmp_path: Path, stored: object, message: str) -> None:
-    """A state column that is not a valid encoding raises StoreCorrupt naming the row."""
+    """A state column that is not a valid encoding raises StoreCorrupt naming the row on
+    load; a write to the list quarantines the row and starts the list from its delta."""
     with ServerStore(tmp_path / "s.db", AWORSet) as store:
         store.apply_delta(LIST_A, AWORSet().add("r", 1))
     with sqlite3.connect(tmp_path / "s.db") as raw:
         raw.execute("UPDATE lists SET state = ?", (stored,))
+    later = AWORSet().add("r", 2)
     with ServerStore(tmp_path / "s.db", AWORSet) as store:
         with pytest.raises(StoreCorrupt, match=message) as info:
             store.load(LIST_A)
         assert LIST_A in str(info.value)
-        with pytest.raises(StoreCorrupt):
-            store.apply_delta(LIST_A, AWORSet().add("r", 2))
+        store.apply_delta(LIST_A, later)
+        assert (later, [LIST_A]) == (store.load(LIST_A), [q.list_id for q in store.quarantined()])
 
 
 @on_disk

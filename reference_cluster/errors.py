@@ -123,6 +123,12 @@ class InvalidEndpoint(ClusterError, ValueError):
     a port outside 1..65535, a host that cannot be connected to."""
 
 
+class KeysMissing(ClusterError, FileNotFoundError):
+    """A CURVE key file a process needs is missing or unreadable (the message names it
+    and says how to make the keys: ``shoplist cluster keys``). Also: no broker key is
+    configured for a client (``--broker-key``, ``SHOPLIST_BROKER_KEY``)."""
+
+
 class UnsyncedEdits(ClusterError, ValueError):
     """Forgetting a list on this device would leave edits that no server has yet (the
     command says how to sync first, or to insist)."""

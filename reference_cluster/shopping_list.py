@@ -48,9 +48,15 @@ per change until a set, remove or delete clears them.
 
 Rule 7 (names). Every mutator normalises the list and item names it is given
 (:func:`normalize_name`: Unicode NFC, outer whitespace stripped, inner runs of whitespace
-collapsed to one space, then 1 to MAX_NAME_LENGTH characters). An edit that names an item
-resolves it case-insensitively (by the casefold of the normalised name) to an item on the
-list: the exact spelling first, else the first match in sorted order
+collapsed to one space, then 1 to MAX_NAME_LENGTH characters). A name an edit writes (a
+new item, a rename) must not hold a control character or an invisible format character
+that can disguise text (:func:`name_problem`): escapes that would drive another user's
+terminal, bidirectional overrides and isolates that reorder what is shown, zero-width
+spaces; the zero-width joiner and non-joiner (emoji sequences, Indic and Persian
+scripts) and emoji tag characters stay allowed. Names that only look an item up accept
+anything, so an item a hostile replica wrote can still be edited or removed. An edit that
+names an item resolves it case-insensitively (by the casefold of the normalised name) to
+an item on the list: the exact spelling first, else the first match in sorted order
 (:meth:`ShoppingList.find_item`). So with milk on the list, adding "Milk" raises milk's
 quantity; a brand-new item keeps the spelling it was given. ``rename_item`` is a remove
 and an add in one delta: the new name gets the quantity and bought mark shown, and a
@@ -69,7 +75,7 @@ from typing import Any, ClassVar, Self
 
 import attrs
 
-from crdts import CCounter, Crdt, DotContext, EWFlag, MVRegister, ORMap, Record, Stats
+from crdts import Causal, CCounter, Crdt, DotContext, EWFlag, MVRegister, ORMap, Record, Stats
 from crdts._codec import describe
 from crdts._dots import check_replica
 from crdts.errors import DecodeError
@@ -80,6 +86,7 @@ __all__ = [
     "MAX_QUANTITY",
     "ItemView",
     "ShoppingList",
+    "name_problem",
     "new_list_id",
     "normalize_name",
 ]
@@ -108,10 +115,35 @@ def normalize_name(text: str) -> str:
         The normalised name: 1 to MAX_NAME_LENGTH characters.
 
     Raises:
-        InvalidEdit: ``text`` is not a str, is blank (empty or only whitespace), or is
-            longer than MAX_NAME_LENGTH characters once normalised.
+        InvalidEdit: ``text`` is not a str, is blank (empty or only whitespace), is
+            longer than MAX_NAME_LENGTH characters once normalised, or holds a character
+            :func:`name_problem` refuses.
     """
-    return _normalize(text, "a name")
+    return _new_name(text, "a name")
+
+
+# Format characters (category Cf) that are kept: they join, or select emoji, and
+# disguise nothing on their own.
+_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"}) | frozenset(map(chr, range(0xE0020, 0xE0080)))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` may not be written as a list or item name, or None if it may.
+
+    Refused: control characters (Unicode category Cc: C0, DEL, C1, such as ESC, which
+    starts terminal escape sequences), surrogates (Cs), and format characters (Cf)
+    except the zero-width joiner and non-joiner (U+200C, U+200D) and emoji tag
+    characters (U+E0020 to U+E007F). So bidirectional overrides, embeddings, marks and
+    isolates (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F, U+061C), zero-width
+    spaces (U+200B, U+2060, U+FEFF), the soft hyphen and the like are refused.
+    Whitespace (tab, newline, U+2028 ...) never gets here: normalising collapses it.
+    """
+    for i, ch in enumerate(name):
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs") or (category == "Cf" and ch not in _ALLOWED_FORMAT):
+            kind = "an invisible format" if category == "Cf" else "a control"
+            return f"U+{ord(ch):04X} ({kind} character) at position {i}"
+    return None
 
 
 def _tidy(text: str) -> str:
@@ -138,6 +170,18 @@ def _normalize(value: object, what: str) -> str:
         raise InvalidEdit(
             f"{what} must be at most {MAX_NAME_LENGTH} characters once normalised, got "
             f"{len(name)}: {describe(name)}"
+        )
+    return name
+
+
+def _new_name(value: object, what: str) -> str:
+    """A normalised name that an edit is about to write (Rule 7)."""
+    name = _normalize(value, what)
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidEdit(
+            f"{what} must not hold control characters or invisible format characters; "
+            f"{name!r:.80} holds {problem}"
         )
     return name
 
@@ -333,7 +377,7 @@ class ShoppingList(Crdt):
             Nothing changed in any case.
         """
         check_replica(replica)
-        name = _normalize(item, "an item name")
+        name = _new_name(item, "an item name")
         _check_int(quantity, "quantity", 1, MAX_QUANTITY)
         self._check_live()
         key = self._resolve(name)
@@ -446,7 +490,7 @@ class ShoppingList(Crdt):
         """
         check_replica(replica)
         name = _normalize(item, "an item name")
-        new = _normalize(new_name, "the new item name")
+        new = _new_name(new_name, "the new item name")
         self._check_live()
         key = self._key(name)
         if new == key:
@@ -476,7 +520,7 @@ class ShoppingList(Crdt):
             ListDeleted: the list was deleted. Nothing changed in any case.
         """
         check_replica(replica)
-        new = _normalize(name, "a list name")
+        new = _new_name(name, "a list name")
         self._check_live()
         return self._wrap(self._s.apply(replica, "name", "write", new))
 
@@ -599,6 +643,11 @@ class ShoppingList(Crdt):
 
     def stats(self) -> Stats:
         return self._s.stats()
+
+    def dot_kernel(self) -> Causal:
+        """The dot kernel that holds the whole list, read in place by the server's
+        authorship check (:mod:`reference_cluster.cores.authorship`); never change it."""
+        return self._s
 
     def __repr__(self) -> str:
         shown = ", ".join(

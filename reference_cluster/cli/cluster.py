@@ -1,8 +1,9 @@
-"""``shoplist cluster up``, ``shoplist cluster status`` and ``shoplist demo``."""
+"""``shoplist cluster up``, ``cluster status``, ``cluster keys`` and ``shoplist demo``."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,21 @@ from reference_cluster.processes.config import (
     LocalLayout,
     StopSignal,
     add_seconds_flag,
+    broker_key_from_args,
     check_endpoint,
     env,
     env_endpoints,
-    exit_text,
     local_layout,
     parse_base_port,
+)
+from reference_cluster.processes.security import (
+    ADMIN,
+    FRONTEND,
+    INSECURE_WARNING,
+    Operator,
+    client_keys,
+    ensure_keys,
+    load_public,
 )
 from reference_cluster.protocol.messages import BrokerStatus, ServerStatus, Status
 
@@ -58,13 +68,7 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
     up = verbs.add_parser("up", help=text, description=text, parents=common)
     up.set_defaults(func=cmd_up)
     _layout_flags(up, host_help="the address to listen on")
-    up.add_argument(
-        "--data-dir",
-        default=env("SHOPLIST_DATA_DIR", "") or None,
-        metavar="DIR",
-        help="the servers' stores (SHOPLIST_DATA_DIR; default: the folder 'cluster' in "
-        f"--home, {Path(env('SHOPLIST_HOME', '~/.shoplist')) / 'cluster'})",
-    )
+    _data_dir_flag(up, "the servers' stores and the keys")
     add_seconds_flag(
         up, "--anti-entropy", "SHOPLIST_ANTI_ENTROPY", 2.0, "servers' anti-entropy interval"
     )
@@ -82,6 +86,18 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
     status = verbs.add_parser("status", help=text, description=text, parents=common)
     status.set_defaults(func=cmd_status)
     _layout_flags(status, host_help="the host the cluster runs on")
+    _data_dir_flag(
+        status,
+        "where the cluster's keys are, as DATA_DIR/keys (servers answer "
+        "only members: the admin key)",
+    )
+    text = (
+        "make the CURVE keys of 2 brokers and 3 servers (kept if they exist): DATA_DIR/keys; "
+        "clients need DATA_DIR/keys/frontend.key"
+    )
+    keys = verbs.add_parser("keys", help=text, description=text, parents=common)
+    keys.set_defaults(func=cmd_keys)
+    _data_dir_flag(keys, "the cluster's data folder")
 
     demo = sub.add_parser(
         "demo",
@@ -99,6 +115,16 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         "--keep",
         action="store_true",
         help="keep the data and logs folder (deleted at exit otherwise, unless the demo fails)",
+    )
+
+
+def _data_dir_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--data-dir",
+        default=env("SHOPLIST_DATA_DIR", "") or None,
+        metavar="DIR",
+        help=f"{what} (SHOPLIST_DATA_DIR; default: the folder 'cluster' in "
+        f"--home, {Path(env('SHOPLIST_HOME', '~/.shoplist')) / 'cluster'})",
     )
 
 
@@ -138,18 +164,30 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.home).expanduser() / "cluster"
 
 
-def _reach(layout: LocalLayout) -> str:
+def _reach(layout: LocalLayout, args: argparse.Namespace, data_dir: Path) -> str:
     """How a client on this machine reaches the cluster."""
-    if (layout.host, layout.base) == (DEFAULT_HOST, DEFAULT_BASE_PORT):
+    default_keys = data_dir == Path(args.home).expanduser() / "cluster"
+    if args.insecure:
+        key = "; INSECURE: clients need --insecure"
+    elif default_keys:
+        key = ""
+    else:
+        key = f"; clients need --broker-key {data_dir / 'keys' / 'frontend.key'}"
+    if (layout.host, layout.base) == (DEFAULT_HOST, DEFAULT_BASE_PORT) and not key:
         brokers = " and ".join(layout.frontends)
-        return f"clients need no flags: {brokers} are their default brokers"
+        return (
+            f"clients need no flags: {brokers} are their default brokers, and they find "
+            "the brokers' key in --home"
+        )
+    if (layout.host, layout.base) == (DEFAULT_HOST, DEFAULT_BASE_PORT):
+        return f"clients use {' and '.join(layout.frontends)}{key}"
     settings = []
     if layout.host != DEFAULT_HOST:
         settings.append(f"SHOPLIST_HOST={layout.host}")
     if layout.base != DEFAULT_BASE_PORT:
         settings.append(f"SHOPLIST_BASE_PORT={layout.base}")
     flags = " ".join(f"--broker {endpoint}" for endpoint in layout.frontends)
-    return f"clients: export {' '.join(settings)}, or {flags}"
+    return f"clients: export {' '.join(settings)}, or {flags}{key}"
 
 
 def cmd_up(args: argparse.Namespace, out: Any) -> int:
@@ -158,7 +196,12 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
     data_dir = _data_dir(args)
     timing = Timing(anti_entropy=args.anti_entropy)
     cluster = LocalCluster(
-        data_dir, layout=layout, timing=timing, quiet=args.quiet, log_level=args.log_level
+        data_dir,
+        layout=layout,
+        timing=timing,
+        quiet=args.quiet,
+        log_level=args.log_level,
+        insecure=args.insecure,
     )
     stop = StopSignal()
     try:
@@ -183,31 +226,58 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
                 "servers": {s: layout.peer(j + 1) for j, s in enumerate(cluster.servers)},
                 "pids": {n: cluster.pid(n) for n in cluster.children},
                 "data_dir": str(data_dir),
+                "broker_key": None if cluster.broker_key is None else cluster.broker_key.decode(),
             },
             "\n".join(
                 [
                     f"cluster up, data in {data_dir} (Ctrl-C stops it):",
                     *rows,
                     f"ready: both brokers hold {' '.join(cluster.servers)} live",
-                    _reach(layout),
+                    _security_line(cluster),
+                    _reach(layout, args, data_dir),
                 ]
             ),
         )
-        reported: set[str] = set()
         while not stop.check():
-            _wait_fd(stop.fd, 1.0)
+            _wait_fd(stop.fd, _SUPERVISE_EVERY)
             stop.drain()
-            for name, child in cluster.children.items():
-                if name not in reported and child.proc is not None and not cluster.alive(name):
-                    reported.add(name)
-                    how = exit_text(child.proc.returncode)
-                    out.note(f"{name} {how}; the others keep serving")
+            for line in cluster.supervise():  # a child that died is restarted, with back-off
+                out.note(line)
         out.note(f"stopping ({stop.reason})")
     finally:
         cluster.close()
         stop.close()
     out.note("stopped every process")
     return 0
+
+
+def _security_line(cluster: LocalCluster) -> str:
+    if cluster.keys is None:
+        return f"INSECURE: {INSECURE_WARNING}"
+    return (
+        f"every link encrypted (CURVE); keys in {cluster.keys}, brokers' public key "
+        f"{cluster.keys / 'frontend.key'}"
+    )
+
+
+def cmd_keys(args: argparse.Namespace, out: Any) -> int:
+    """Make the keys of the local layout's members (keeping those that exist)."""
+    keys = _data_dir(args) / "keys"
+    layout = local_layout()
+    names = [*(f"b{i}" for i in range(layout.brokers)), *layout.server_ids, ADMIN]
+    made = ensure_keys(keys, names)
+    public = load_public(keys / f"{FRONTEND}.key").decode()
+    text = f"made {', '.join(made)}" if made else "every key was there already"
+    out.emit(
+        {"keys": str(keys), "made": made, "broker_key": public},
+        f"{text}: {keys}\nclients pin the brokers' public key {public} "
+        f"({keys / (FRONTEND + '.key')}; --broker-key or SHOPLIST_BROKER_KEY)",
+    )
+    return 0
+
+
+_SUPERVISE_EVERY = 0.25
+"""How often ``cluster up`` looks for children that died (seconds)."""
 
 
 def _wait_fd(fd: int, timeout: float) -> None:
@@ -232,12 +302,19 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
     layout = LocalLayout(args.host, args.base_port)
     brokers = args.broker or env_endpoints("SHOPLIST_BROKERS", layout.frontends)
     wait = min(1.0, args.timeout)
+    keys = _data_dir(args) / "keys"
+    client = client_keys(broker_key_from_args(args, keys / f"{FRONTEND}.key"))
+    admin = Operator.from_keys(None).admin
+    if client.secure and (keys / "private" / f"{ADMIN}.key_secret").exists():
+        admin = Operator.from_keys(keys).admin
     ctx: zmq.Context[Any] = zmq.Context()
     data: dict[str, Any] = {"brokers": {}, "servers": {}}
     lines = []
     try:
         for endpoint in brokers:
-            reply = probe(endpoint, Status("status"), timeout=wait, ctx=ctx)
+            reply = probe(
+                endpoint, Status("status"), timeout=wait, ctx=ctx, secure=client.dial_broker
+            )
             if isinstance(reply, BrokerStatus):
                 data["brokers"][endpoint] = {"id": reply.broker, "servers": list(reply.servers)}
                 live = " ".join(reply.servers) or "none"
@@ -247,7 +324,13 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
                 lines.append(f"broker {'?':<4} {endpoint:<24} no answer")
         for j, name in enumerate(layout.server_ids):
             endpoint = layout.peer(j + 1)
-            reply = probe(endpoint, Status("status"), timeout=wait, ctx=ctx)
+            reply = probe(
+                endpoint,
+                Status("status"),
+                timeout=wait,
+                ctx=ctx,
+                secure=functools.partial(admin.dial_member, name=name),
+            )
             if isinstance(reply, ServerStatus):
                 data["servers"][name] = {
                     "incarnation": reply.incarnation,

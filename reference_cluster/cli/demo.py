@@ -110,7 +110,7 @@ class _Demo:
         self.timings["cluster_start_s"] = time.monotonic() - self.t0
         self.say(
             "cluster up: brokers b0 b1, servers s1 s2 s3 (own processes; every link "
-            "through a proxy the demo can cut)"
+            "encrypted (CURVE) and through a proxy the demo can cut)"
         )
         fate = (
             "kept at exit"
@@ -123,6 +123,7 @@ class _Demo:
                 name,
                 self.data_dir / f"{name}.sqlite",
                 self.cluster.client_brokers(name),
+                broker_key=self.cluster.broker_key,
                 log=self.data_dir / "logs" / f"{name}.log",
                 sync_interval=SYNC_INTERVAL,
                 zmq_heartbeat=TIMING.zmq_heartbeat,
@@ -156,10 +157,11 @@ class _Demo:
             for item, qty in (("milk", 2), ("eggs", 12), ("bread", 1))
         }
         self.finish(started)
+        self.agents["alice"].call("share", list=self.list_id, users=["bob", "carol"])
         self.all("open", lambda _n: {"list": self.list_id}, ["bob", "carol"])
         self.all("sync", lambda _n: {"timeout": 10.0}, ["bob", "carol"])
         self.say(f"alice created 'Weekend' [{self.list_id[:8]}]: milk 2, eggs 12, bread 1")
-        self.detail("she shared its id; bob and carol opened it")
+        self.detail("she shared it with bob and carol (its members now); they opened it")
 
     def concurrent(self) -> None:
         started = {

@@ -33,6 +33,7 @@ from reference_cluster.cli.output import (
     item_text,
     plural,
     show_text,
+    shown,
     view_text,
 )
 from reference_cluster.cores.accounts import check_new_password, normalize_user_name
@@ -44,14 +45,18 @@ from reference_cluster.errors import (
     InvalidListId,
     InvalidPassword,
     NotLoggedIn,
+    RequestRefused,
     SessionExpired,
     SessionInvalid,
+    StoreCorrupt,
     UnknownList,
     UnsyncedEdits,
 )
 from reference_cluster.processes.client import Client, Mutate
 from reference_cluster.processes.config import (
+    add_broker_key_flags,
     add_seconds_flag,
+    broker_key_from_args,
     check_endpoint,
     env,
     env_endpoints,
@@ -60,6 +65,7 @@ from reference_cluster.processes.config import (
 from reference_cluster.shopping_list import MAX_QUANTITY, ShoppingList
 from reference_cluster.storage.client_store import ClientStore
 from reference_cluster.storage.server_store import check_list_id
+from reference_cluster.storage.sqlite import make_private_folder
 
 __all__ = ["main"]
 
@@ -104,10 +110,18 @@ def _client(args: argparse.Namespace, user: str | None = None) -> Client:
     name = user or _current_user(args)
     brokers = _brokers(args)  # a bad SHOPLIST_BROKERS stops here, before any file is made
     path = _store_path(args, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)  # 0700: the store holds the session token
     store: ClientStore[ShoppingList] = ClientStore(path, ShoppingList)
     config = ClientConfig(request_timeout=min(0.5, args.timeout / 4))
-    return Client(store, brokers, config=config, offline=args.offline)
+    return Client(store, brokers, broker_key=_broker_key(args), config=config, offline=args.offline)
+
+
+def _broker_key(args: argparse.Namespace) -> bytes | None:
+    """The brokers' public key: --broker-key, SHOPLIST_BROKER_KEY, or the one that
+    ``shoplist cluster up`` made in --home; none is needed offline."""
+    if args.offline:
+        return None
+    return broker_key_from_args(args, Path(args.home).expanduser() / "cluster/keys/frontend.key")
 
 
 def _brokers(args: argparse.Namespace) -> list[str]:
@@ -136,6 +150,8 @@ def _resolve(client: Client, ref: str, args: argparse.Namespace) -> str:
     if ref in ids:
         return ref
     matches = [i for i in ids if i.startswith(ref)]
+    if not matches:
+        _refuse_damaged(client, ref, ids)
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -161,6 +177,11 @@ def _resolve(client: Client, ref: str, args: argparse.Namespace) -> str:
         if outcome.ok:
             raise UnknownList(f"the cluster has no list {list_id}")
         reason = outcome.failed.get(list_id, "timeout")
+        if reason == "forbidden":
+            raise AccessDenied(
+                f"you are not a member of list {list_id}: its owner can add you "
+                "(shoplist share ID YOUR-NAME)"
+            )
         raise ClusterUnavailable(
             f"cannot open list {list_id}: the cluster did not answer ({reason})"
         )
@@ -168,6 +189,15 @@ def _resolve(client: Client, ref: str, args: argparse.Namespace) -> str:
     with contextlib.suppress(ClusterUnavailable):
         client.store.mark_mine(set(client.owned_lists(timeout=args.timeout)) & {list_id})
     return list_id
+
+
+def _refuse_damaged(client: Client, ref: str, ids: Sequence[str]) -> None:
+    """Raise StoreCorrupt naming the list ``ref`` names if it is on this device but its
+    store rows cannot be read (the client left it out; storage.client_store, Rule 5)."""
+    left_out = [i for i in client.store.list_ids() if i not in ids and i.startswith(ref)]
+    if len(left_out) == 1:
+        reason = client.store.damaged().get(left_out[0], "it cannot be read")
+        raise StoreCorrupt(f"list {left_out[0]} is damaged on this device and left out: {reason}")
 
 
 def _check_session(failed: dict[str, str]) -> None:
@@ -185,7 +215,13 @@ def _sync_after(client: Client, list_id: str, args: argparse.Namespace, out: Out
     if outcome.ok:
         return True
     reason = outcome.failed.get(list_id, "timeout")
-    out.note(f"not synced ({reason}): saved on this device, it syncs later")
+    if reason == "forbidden":
+        out.note(
+            "refused by the cluster (forbidden): you are not a member of this list (any "
+            "more), or only its owner may do this; kept on this device only"
+        )
+        return False
+    out.note(f"not synced ({shown(reason)}): saved on this device, it syncs later")
     return False
 
 
@@ -199,13 +235,13 @@ def _list_view(list_id: str, state: ShoppingList) -> dict[str, Any]:
 # -- commands -----------------------------------------------------------------------------
 
 
-def _password(args: argparse.Namespace, *, new: bool) -> str:
+def _password(args: argparse.Namespace, *, new: bool, prompt: str = "password: ") -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif not sys.stdin.isatty():
         raise NotLoggedIn("no terminal to ask for the password: use --password-stdin")
     else:
-        password = getpass.getpass("password: ")
+        password = getpass.getpass(prompt)
     if new:
         check_new_password(password)  # the server's own rule, checked before sending
     elif not password:
@@ -245,19 +281,100 @@ def cmd_account(args: argparse.Namespace, out: Out) -> int:
             "expires": session.expires,
             "created": signup and created,
         },
-        f"{verb} as {session.user_name}",
+        f"{verb} as {shown(session.user_name)}",
     )
     return 0
 
 
 def cmd_logout(args: argparse.Namespace, out: Out) -> int:
+    """End the session on the servers, then forget it here (also when the servers cannot
+    be told: the line says which happened)."""
     client = _client(args)
+    why = ""
     try:
-        client.store.clear_session()
+        if client.session is None:
+            why = "there was no session on this device"
+        elif client.offline:
+            client.store.clear_session()
+            why = "offline"
+        else:
+            try:
+                client.log_out(timeout=args.timeout)
+            except (ClusterUnavailable, SessionInvalid, RequestRefused) as exc:
+                why = str(exc)  # log_out forgot the session here all the same
     finally:
         client.close()
     (_home(args) / "current-user").unlink(missing_ok=True)
-    out.emit({"logged_out": True}, "logged out on this device (its lists stay here)")
+    if not why:
+        text = "logged out: the session is ended on the servers and forgotten on this device"
+    else:
+        text = (
+            f"logged out on this device only ({why}); the servers were not told, so the "
+            "session stays valid there until it expires"
+        )
+    out.emit({"logged_out": True, "revoked": not why}, text)
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace, out: Out) -> int:
+    """Change the password; every other session of the user ends."""
+    if args.offline:
+        raise ClusterUnavailable("passwd needs the cluster (drop --offline)")
+    client = _client(args)
+    try:
+        _logged_in(client, args)
+        old = _password(args, new=False, prompt="current password: ")
+        new = _password(args, new=True, prompt="new password: ")
+        if not args.password_stdin and getpass.getpass("new password again: ") != new:
+            raise InvalidPassword("the two new passwords differ; nothing changed")
+        ended = client.change_password(old, new, timeout=args.timeout)
+    finally:
+        client.close()
+    out.emit(
+        {"password_changed": True, "sessions_ended": ended},
+        f"password changed; {plural(ended, 'other session')} ended (this device stays logged in)",
+    )
+    return 0
+
+
+def cmd_delete_account(args: argparse.Namespace, out: Out) -> int:
+    """Delete the account: the lists it owns are deleted for everyone, then the account;
+    its sessions end everywhere and its name stays taken."""
+    if args.offline:
+        raise ClusterUnavailable("delete-account needs the cluster (drop --offline)")
+    client = _client(args)
+    try:
+        _logged_in(client, args)
+        session = client.session
+        assert session is not None
+        password = _password(args, new=False)
+        # A login checks the password before anything is deleted.
+        client.log_in(session.user_name, password, timeout=args.timeout)
+        owned = client.owned_lists(timeout=args.timeout)
+        for list_id in owned:
+            if list_id not in client.list_ids():
+                client.open_list(list_id)
+            outcome = client.sync([list_id], timeout=args.timeout)
+            _check_session(outcome.failed)
+            client.edit(list_id, lambda s, r: s.delete(r))
+            outcome = client.sync([list_id], timeout=args.timeout)
+            _check_session(outcome.failed)
+            if not outcome.ok:
+                raise ClusterUnavailable(
+                    f"list {list_id} was not deleted ({outcome.failed[list_id]}); "
+                    "the account is kept: try again"
+                )
+            client.store.mark_left(list_id)
+            client.forget(list_id)
+        client.delete_account(password, timeout=args.timeout)
+    finally:
+        client.close()
+    (_home(args) / "current-user").unlink(missing_ok=True)
+    out.emit(
+        {"account_deleted": True, "user": session.user_name, "lists_deleted": len(owned)},
+        f"deleted the account {session.user_name} and {plural(len(owned), 'list')} it owned; "
+        "the name stays taken",
+    )
     return 0
 
 
@@ -268,20 +385,21 @@ def cmd_lists(args: argparse.Namespace, out: Out) -> int:
         synced = False
         if not client.offline:
             try:
-                owned = client.owned_lists(timeout=args.timeout)
+                theirs = client.cluster_lists(timeout=args.timeout)
             except ClusterUnavailable as exc:
-                out.note(f"{exc}: showing this device's lists")
+                out.note(f"{shown(str(exc))}: showing this device's lists")
                 client.offline = True
             else:
-                client.store.mark_mine(owned)
+                client.store.mark_mine(theirs.owned)
                 skip = set(client.list_ids()) | client.store.left()
-                for list_id in sorted(set(owned) - skip):
+                for list_id in sorted(set(theirs.owned + theirs.shared) - skip):
                     client.open_list(list_id)
         if not client.offline:
             outcome = client.sync(timeout=args.timeout)
             _check_session(outcome.failed)
             synced = outcome.ok
         mine = client.store.mine()
+        damaged = client.store.damaged()
         rows = []
         for list_id in client.list_ids():
             state = client.state(list_id)
@@ -298,7 +416,7 @@ def cmd_lists(args: argparse.Namespace, out: Out) -> int:
         client.close()
     lines = [f"{'ID':<8}  {fit('NAME', NAME_WIDTH)}  {'ITEMS':>5}  {'UNSYNCED':>8}  OWNER"]
     for r in rows:
-        name = r["name"] or "(no name)"
+        name = shown(r["name"]) or "(no name)"
         if r["deleted"]:
             name += " (deleted)"
         lines.append(
@@ -309,7 +427,9 @@ def cmd_lists(args: argparse.Namespace, out: Out) -> int:
         lines.append("(no lists yet: shoplist create NAME)")
     if not synced and not client.offline:
         lines.append("(some lists did not sync; showing this device's copy)")
-    out.emit({"lists": rows, "synced": synced}, "\n".join(lines))
+    for list_id, reason in sorted(damaged.items()):
+        out.note(f"list {list_id} is damaged on this device and left out: {shown(reason)}")
+    out.emit({"lists": rows, "synced": synced, "damaged": damaged}, "\n".join(lines))
     return 0
 
 
@@ -435,9 +555,9 @@ def cmd_remove(args: argparse.Namespace, out: Out) -> int:
     def report(mine: ShoppingList, state: ShoppingList) -> str:
         kept = state.find_item(item)
         if kept is None:
-            return f"removed {item}"
+            return f"removed {shown(item)}"
         return (
-            f"removed {item}, but changes others made meanwhile keep it on the list: "
+            f"removed {shown(item)}, but changes others made meanwhile keep it on the list: "
             f"{item_text(kept, state.items[kept])}"
         )
 
@@ -449,7 +569,7 @@ def cmd_rename_item(args: argparse.Namespace, out: Out) -> int:
 
     def report(mine: ShoppingList, state: ShoppingList) -> str:
         key = state.find_item(new) or new
-        return f"renamed {item} to {item_text(key, state.items.get(key))}"
+        return f"renamed {shown(item)} to {item_text(key, state.items.get(key))}"
 
     return _edit(args, out, lambda s, r: s.rename_item(r, item, new), report)
 
@@ -521,17 +641,67 @@ def cmd_forget(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_share(args: argparse.Namespace, out: Out) -> int:
+    """Print a list's id and who may use it; with user names, the owner adds them."""
+    return _members_command(args, out, add=args.users, remove=[])
+
+
+def cmd_unshare(args: argparse.Namespace, out: Out) -> int:
+    """The owner removes members (they keep what is on their devices, but can no longer
+    sync it)."""
+    return _members_command(args, out, add=[], remove=args.users)
+
+
+def cmd_leave(args: argparse.Namespace, out: Out) -> int:
+    """Stop being a member of a list someone shared, and forget it on this device."""
+    if args.offline:
+        raise ClusterUnavailable("leave needs the cluster (drop --offline)")
     client = _client(args)
     try:
+        _logged_in(client, args)
+        session = client.session
+        assert session is not None
         list_id = _resolve(client, args.list, args)
-        state = client.state(list_id)
-        assert state is not None
+        reply = client.members(list_id, remove=[session.user_name], timeout=args.timeout)
+        client.store.mark_left(list_id)
+        client.forget(list_id)
     finally:
         client.close()
     out.emit(
-        {"list_id": list_id, "name": state.name},
-        f"{list_id}\n(others open it with: shoplist show {list_id})",
+        {"list_id": list_id, "left": True, "owner": reply.owner},
+        f"left list {list_id} (owner {shown(reply.owner or '?')}); forgotten on this device",
     )
+    return 0
+
+
+def _members_command(
+    args: argparse.Namespace, out: Out, *, add: Sequence[str], remove: Sequence[str]
+) -> int:
+    if args.offline:
+        raise ClusterUnavailable("sharing needs the cluster (drop --offline)")
+    client = _client(args)
+    try:
+        _logged_in(client, args)
+        list_id = _resolve(client, args.list, args)
+        if list_id not in client.store.mine() or add or remove:
+            client.sync([list_id], timeout=args.timeout)  # the cluster learns its owner
+        reply = client.members(list_id, add=add, remove=remove, timeout=args.timeout)
+    finally:
+        client.close()
+    members = list(reply.members)
+    done = []
+    if add:
+        done.append(f"shared with {', '.join(shown(n) for n in add)}")
+    if remove:
+        done.append(f"no longer shared with {', '.join(shown(n) for n in remove)}")
+    who = ", ".join(shown(n) for n in members) or "nobody else"
+    text = [
+        *done,
+        list_id,
+        f"owner {shown(reply.owner or '?')}; members: {who}",
+    ]
+    if members and add:
+        text.append("(they see it in 'shoplist lists', or open it with: shoplist show ID)")
+    out.emit({"list_id": list_id, "owner": reply.owner, "members": members}, "\n".join(text))
     return 0
 
 
@@ -570,8 +740,10 @@ def _flags_of(args: argparse.Namespace) -> list[str]:
         flags += ["--user", str(args.user)]
     for endpoint in args.broker or ():
         flags += ["--broker", endpoint]
+    if args.broker_key:
+        flags += ["--broker-key", str(args.broker_key)]
     flags += ["--json"] * bool(args.json) + ["--offline"] * bool(args.offline)
-    return flags
+    return flags + ["--insecure"] * bool(args.insecure)
 
 
 def _run_line(line: str, flags: list[str]) -> int | None:
@@ -645,6 +817,7 @@ def _common(sub: bool) -> _Parser:
         metavar="ENDPOINT",
         help="a broker's front end, repeatable (SHOPLIST_BROKERS, comma-separated)",
     )
+    add_broker_key_flags(p, default=d(None), insecure_default=d(False))
     add_seconds_flag(
         p,
         "--timeout",
@@ -654,6 +827,18 @@ def _common(sub: bool) -> _Parser:
         suppress=sub,
     )
     return p
+
+
+def _member_commands(command: Callable[..., argparse.ArgumentParser], list_help: str) -> None:
+    """``share``, ``unshare`` and ``leave``: a list's access list."""
+    p = command("share", cmd_share, "show a list's id and members; the owner adds USERs")
+    p.add_argument("list", help=list_help)
+    p.add_argument("users", nargs="*", metavar="USER", help="user names to add (owner only)")
+    p = command("unshare", cmd_unshare, "the owner removes members from a list")
+    p.add_argument("list", help=list_help)
+    p.add_argument("users", nargs="+", metavar="USER", help="user names to remove")
+    p = command("leave", cmd_leave, "stop being a member of a list shared with you")
+    p.add_argument("list", help=list_help)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -687,7 +872,16 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--password-stdin", action="store_true", help="read the password from standard input"
         )
-    command("logout", cmd_logout, "forget the session on this device")
+    command("logout", cmd_logout, "end the session on the servers and on this device")
+    for name, fn, text in (
+        ("passwd", cmd_passwd, "change the password (other sessions end)"),
+        ("delete-account", cmd_delete_account, "delete the account and the lists it owns"),
+    ):
+        command(name, fn, text).add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password(s) from standard input, one a line",
+        )
     command("lists", cmd_lists, "the lists on this device (and those you own)")
     command("create", cmd_create, "create a list").add_argument("name", help="the list's name")
     command("show", cmd_show, "show a list (a full id opens a shared list)").add_argument(
@@ -721,9 +915,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("forget", cmd_forget, "leave a list on this device (others keep it)")
     p.add_argument("list", help=list_help)
     p.add_argument("--force", action="store_true", help="even if edits are not yet synced")
-    command("share", cmd_share, "print a list's id for others to open").add_argument(
-        "list", help=list_help
-    )
+    _member_commands(command, list_help)
     command("sync", cmd_sync, "push and pull every list")
     command("shell", cmd_shell, "run commands one a line, with these flags (quit to end)")
     cli_cluster.add_commands(sub, common)
@@ -763,7 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if args.json:
             print(json.dumps({"error": message, "type": type(exc).__name__}))
-        print(f"shoplist: error: {message}", file=sys.stderr)
+        print(f"shoplist: error: {shown(message)}", file=sys.stderr)
         return 1
 
 

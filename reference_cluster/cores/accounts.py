@@ -12,7 +12,13 @@ Rules this module keeps:
   normalised (NFKC), then hashed with scrypt and a fresh 16-byte salt per hash; the stored
   form describes itself, ``scrypt$n$r$p$salt$hash`` (salt and hash in unpadded base64url),
   so the cost can be raised later without breaking old hashes. Hashes are compared with
-  :func:`hmac.compare_digest`.
+  :func:`hmac.compare_digest`. New hashes use :data:`DEFAULT_SCRYPT`, the current OWASP
+  guidance (N=2**17, r=8, p=1: 128 MiB and about half a second per hash).
+* Hashing is slow on purpose, so a server never hashes on its event loop: the directory
+  describes the work as a :class:`HashJob` (verify a password against a stored hash, or
+  hash a new one), the server's shell runs it in a bounded worker pool, and hands the
+  :class:`HashResult` back. :meth:`HashJob.run` is the only place that calls scrypt for a
+  request.
 * Unknown user and wrong password fail the same way (:class:`LoginFailed`) and take about
   the same time: an unknown name is checked against a dummy hash.
 * A session token is 32 random bytes (base64url). The server keeps only its SHA-256, so a
@@ -51,6 +57,9 @@ __all__ = [
     "Account",
     "AccountStore",
     "Accounts",
+    "DeletedAccount",
+    "HashJob",
+    "HashResult",
     "LoginResult",
     "ScryptParams",
     "Session",
@@ -59,6 +68,7 @@ __all__ = [
     "hash_token",
     "new_token",
     "normalize_user_name",
+    "unmatchable_hash",
     "verify_password",
 ]
 
@@ -92,9 +102,10 @@ def _small_positive(limit: int) -> Callable[[object, attrs.Attribute[int], int],
 @attrs.frozen
 class ScryptParams:
     """The scrypt cost: ``n`` (CPU/memory, a power of two), ``r`` (block size) and ``p``
-    (parallelism). The defaults take about 16 MiB and tens of milliseconds per hash."""
+    (parallelism). The defaults are the OWASP guidance: 128 MiB and about half a second
+    per hash on one core."""
 
-    n: int = attrs.field(default=2**14, validator=_power_of_two)
+    n: int = attrs.field(default=2**17, validator=_power_of_two)
     r: int = attrs.field(default=8, validator=_small_positive(32))
     p: int = attrs.field(default=1, validator=_small_positive(16))
 
@@ -109,22 +120,39 @@ DEFAULT_SCRYPT = ScryptParams()
 
 @attrs.frozen
 class Account:
-    """One user: a random id, a unique normalised name, the password hash, and when the
-    account was created (seconds since the epoch)."""
+    """One user: a random id, a unique normalised name, the password hash, when the
+    account was created (seconds since the epoch), and ``version``, how many times its
+    password was changed (the newest change wins between servers)."""
 
     user_id: str
     name: str
     password_hash: str = attrs.field(repr=False)
     created: float
+    version: int = 0
+
+
+@attrs.frozen
+class DeletedAccount:
+    """What is left of a deleted account: enough to refuse its sessions and stale copies
+    for ever, and to keep its name reserved."""
+
+    user_id: str
+    name: str
+    created: float
+    deleted: float
 
 
 @attrs.frozen
 class Session:
-    """A login: the SHA-256 (hex) of its token, whose it is, and when it stops working."""
+    """A login: the SHA-256 (hex) of its token, whose it is, when it stops working, the
+    device (replica id) it is bound to (None: opened by a client that named none), and
+    the account version it belongs to (a password change ends older sessions)."""
 
     token_hash: str = attrs.field(repr=False)
     user_id: str
     expires: float
+    replica: str | None = None
+    version: int = 0
 
     def expired(self, now: float) -> bool:
         """Whether the session is over at time ``now``."""
@@ -320,6 +348,66 @@ def verify_password(password: object, encoded: str) -> bool:
     return hmac.compare_digest(_scrypt(normal, salt, params, len(digest)), digest)
 
 
+def unmatchable_hash(
+    params: ScryptParams = DEFAULT_SCRYPT,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> str:
+    """A well-formed hash that no password matches (a random digest), without running
+    scrypt: checking a password against it costs what checking a real one costs, so an
+    unknown user name takes as long as a wrong password."""
+    return (
+        f"scrypt${params.n}${params.r}${params.p}$"
+        f"{_b64(random_bytes(_SALT_BYTES))}${_b64(random_bytes(_HASH_BYTES))}"
+    )
+
+
+@attrs.frozen
+class HashResult:
+    """What a :class:`HashJob` found: ``verified`` (the password matched), ``encoded``
+    (the new hash, for a job that made one), or ``error`` (the stored hash is damaged)."""
+
+    verified: bool = False
+    encoded: str | None = attrs.field(default=None, repr=False)
+    error: str | None = None
+
+
+@attrs.frozen
+class HashJob:
+    """One slow password computation, described so that a shell can run it off its event
+    loop: verify ``password`` against ``encoded``, or (``encoded`` None) hash it with
+    ``params`` and ``salt``. Immutable, so a worker thread may run it safely."""
+
+    password: str = attrs.field(repr=False)
+    encoded: str | None = attrs.field(repr=False)
+    params: ScryptParams = DEFAULT_SCRYPT
+    salt: bytes = attrs.field(default=b"", repr=False)
+
+    @classmethod
+    def verify(cls, password: str, encoded: str) -> HashJob:
+        """A job that checks ``password`` against a stored hash."""
+        return cls(password, encoded)
+
+    @classmethod
+    def new_hash(cls, password: str, params: ScryptParams, salt: bytes) -> HashJob:
+        """A job that hashes a new password (already checked by
+        :func:`check_new_password`)."""
+        return cls(password, None, params, salt)
+
+    def run(self) -> HashResult:
+        """Do the work (slow: this is what runs in a worker). Never raises."""
+        if self.encoded is None:
+            try:
+                return HashResult(
+                    encoded=hash_password(self.password, salt=self.salt, params=self.params)
+                )
+            except (InvalidPassword, ValueError) as exc:
+                return HashResult(error=str(exc))
+        try:
+            return HashResult(verified=verify_password(self.password, self.encoded))
+        except StoreCorrupt as exc:
+            return HashResult(error=str(exc))
+
+
 def new_token(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """A fresh session token: 32 random bytes in unpadded base64url (43 characters)."""
     return _b64(random_bytes(_TOKEN_BYTES))
@@ -428,7 +516,5 @@ class Accounts:
 
     def _dummy_hash(self) -> str:
         if self._dummy is None:
-            self._dummy = hash_password(
-                "x" * MIN_PASSWORD_LENGTH, params=self._params, random_bytes=self._random
-            )
+            self._dummy = unmatchable_hash(self._params, self._random)
         return self._dummy

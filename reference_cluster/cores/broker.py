@@ -27,6 +27,13 @@ name (or the session token) instead of a list id, so the sign-ups of one name me
 server while it lives. A :class:`~reference_cluster.protocol.messages.Status` request is answered
 by the broker itself with the servers it holds live.
 
+Rule 4b (limits per source). The shell passes each client frame's source address (the
+peer's IP). Password attempts (login, sign-up, password change, account deletion) from one
+source are limited to ``logins`` (a token bucket), and sign-ups to ``signups`` besides;
+over the limit the client gets ``rate_limited`` at once, with the wait, and nothing
+reaches a server (:mod:`reference_cluster.cores.limits`; in memory only). The server's
+:class:`~reference_cluster.protocol.messages.Relay` carries the source on, for its logs.
+
 Rule 5 (no request state). The broker never retries and keeps nothing per request: the
 client retries (joins are idempotent, so a duplicate does no harm), and a server's reply
 names the client address it goes back to.
@@ -44,11 +51,15 @@ import logging
 
 import attrs
 
+from reference_cluster.cores.limits import Rate, RateLimiter, retry_text
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.protocol.effects import Effect, Send
 from reference_cluster.protocol.messages import (
+    AccountRequest,
     Announce,
     BrokerStatus,
+    ChangePassword,
+    DeleteAccount,
     Deliver,
     ErrorReply,
     Forward,
@@ -56,6 +67,8 @@ from reference_cluster.protocol.messages import (
     Heartbeat,
     ListsRequest,
     LogIn,
+    LogOut,
+    Members,
     Message,
     Relay,
     SignUp,
@@ -79,6 +92,10 @@ class BrokerConfig:
     """
 
     liveness: float = attrs.field(default=3.0, validator=attrs.validators.gt(0))
+    logins: Rate = attrs.field(factory=lambda: Rate(30, 60.0))
+    """Password attempts per source (Rule 4b): 30 a minute, a burst of 30."""
+    signups: Rate = attrs.field(factory=lambda: Rate(10, 3600.0))
+    """Sign-ups per source, besides: 10 an hour, a burst of 10."""
 
 
 @attrs.define
@@ -100,10 +117,14 @@ class BrokerCore:
         self.config = config or BrokerConfig()
         self._servers: dict[str, _Server] = {}
         self._by_peer: dict[str, str] = {}
+        self._logins = RateLimiter(self.config.logins)
+        self._signups = RateLimiter(self.config.signups)
         self.routed = 0
         """Requests forwarded to a server so far."""
         self.refused = 0
         """Requests answered ``unavailable`` so far."""
+        self.limited = 0
+        """Requests answered ``rate_limited`` so far."""
 
     # -- the core API ---------------------------------------------------------------------
 
@@ -111,21 +132,26 @@ class BrokerCore:
         """Nothing to do at start: servers make themselves known (Rule 6)."""
         return []
 
-    def receive(self, peer: str, data: bytes, now: float) -> list[Effect]:
-        """Handle one frame from ``peer`` (a client's or a server's address)."""
+    def receive(
+        self, peer: str, data: bytes, now: float, source: str | None = None
+    ) -> list[Effect]:
+        """Handle one frame from ``peer`` (a client's or a server's address); ``source``
+        is the network address it came from, if the shell knows it (Rule 4b)."""
         try:
             msg = decode(data)
         except MalformedMessage as exc:
             log.warning("broker %s: malformed message from %s: %s", self.broker_id, peer, exc)
             return [Send(peer, ErrorReply.about(None, exc.code, exc))]
-        return self.receive_message(peer, msg, now)
+        return self.receive_message(peer, msg, now, source)
 
-    def receive_message(self, peer: str, msg: Message, now: float) -> list[Effect]:
+    def receive_message(
+        self, peer: str, msg: Message, now: float, source: str | None = None
+    ) -> list[Effect]:
         """Handle one message already decoded by the shell (as :meth:`receive` does)."""
         server = self._by_peer.get(peer)
         if server is not None:
             self._servers[server].expires = now + self.config.liveness
-        return self._handle(peer, msg, now)
+        return self._handle(peer, msg, now, source)
 
     def peer_unreachable(self, peer: str, now: float) -> list[Effect]:
         """The shell could not send to ``peer``: purge the server there, if any (Rule 2)."""
@@ -155,13 +181,17 @@ class BrokerCore:
 
     # -- handlers -------------------------------------------------------------------------
 
-    def _handle(self, peer: str, msg: Message, now: float) -> list[Effect]:
+    def _handle(self, peer: str, msg: Message, now: float, source: str | None) -> list[Effect]:
         if isinstance(msg, SyncRequest):
             return self._route(peer, msg, msg.list_id, now)
+        if isinstance(msg, SignUp | LogIn | ChangePassword | DeleteAccount):
+            refusal = self._limit(msg, source, now)
+            if refusal is not None:
+                return [Send(peer, refusal)]
         if isinstance(msg, SignUp | LogIn):
-            return self._route(peer, msg, f"user\x00{msg.name.lower()}", now)
-        if isinstance(msg, ListsRequest):
-            return self._route(peer, msg, f"session\x00{msg.token}", now)
+            return self._route(peer, msg, f"user\x00{msg.name.lower()}", now, source)
+        if isinstance(msg, ListsRequest | LogOut | ChangePassword | DeleteAccount | Members):
+            return self._route(peer, msg, f"session\x00{msg.token}", now, source)
         if isinstance(msg, Status):
             status = BrokerStatus(msg.request_id, self.broker_id, self.live_servers(now))
             return [Send(peer, status)]
@@ -184,6 +214,25 @@ class BrokerCore:
         log.warning("broker %s: unexpected %s from %s", self.broker_id, msg.kind, peer)
         return [Send(peer, ErrorReply(None, "unexpected_kind", f"a broker takes no {msg.kind}"))]
 
+    def _limit(
+        self, msg: SignUp | LogIn | ChangePassword | DeleteAccount, source: str | None, now: float
+    ) -> ErrorReply | None:
+        """The ``rate_limited`` answer for a password attempt over its source's limit
+        (Rule 4b), or None."""
+        if source is None:
+            return None
+        wait = self._logins.take(source, now)
+        what = "password attempts"
+        if wait is None and isinstance(msg, SignUp):
+            wait = self._signups.take(source, now)
+            what = "sign-ups"
+        if wait is None:
+            return None
+        self.limited += 1
+        log.warning("broker %s: too many %s from %s", self.broker_id, what, source)
+        detail = f"too many {what} from {source}; {retry_text(wait)}"
+        return ErrorReply(msg.request_id, "rate_limited", detail)
+
     def _register(self, server: str, peer: str, now: float) -> None:
         entry = self._servers.get(server)
         if entry is None:
@@ -201,7 +250,12 @@ class BrokerCore:
         self._by_peer.pop(entry.peer, None)
 
     def _route(
-        self, peer: str, request: SyncRequest | SignUp | LogIn | ListsRequest, key: str, now: float
+        self,
+        peer: str,
+        request: SyncRequest | AccountRequest,
+        key: str,
+        now: float,
+        source: str | None = None,
     ) -> list[Effect]:
         live = [s for s, e in self._servers.items() if e.expires > now]
         candidates = holders(key, live)
@@ -215,5 +269,5 @@ class BrokerCore:
         if isinstance(request, SyncRequest):
             wrapped = Forward(peer, request)
         else:
-            wrapped = Relay(peer, request)
+            wrapped = Relay(peer, request, source)
         return [Send(self._servers[server].peer, wrapped)]

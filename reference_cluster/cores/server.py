@@ -32,6 +32,14 @@ Rule 6 (admission). A shell may pass ``admit``: it sees every client request wit
 decoded delta before anything is applied, and may refuse it with an error reply (the
 real server checks the session token and that only a list's owner deletes it). Requests
 from peers (propagation, anti-entropy) are not admitted again: peers admitted them.
+
+Rule 7 (authorship). An admitted push is checked against the list's state before it is
+applied (:func:`reference_cluster.cores.authorship.check_push`): it may create dots only of
+the pushing replica (``SyncRequest.replica``), never change the payload of a dot already
+held, claim no dot of another replica that this server has not seen (``behind``, which
+clients retry), move its own counter by at most ``push_limits.max_new_dots``, and stay
+within the quotas of :class:`~reference_cluster.cores.authorship.PushLimits`. A refused
+push changes nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from typing import Any, Generic
 import attrs
 
 from crdts import DotContext
+from reference_cluster.cores.authorship import DEFAULT_LIMITS, PushLimits, check_push
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.protocol.effects import Effect, Persist, Send
 from reference_cluster.protocol.messages import (
@@ -116,6 +125,7 @@ class ServerCore(Generic[S]):
         rng: the source of the timers' jitter.
         admit: ``admit(request, delta, now)`` returns an error reply to refuse a client's
             request (Rule 6), or None to go on; ``delta`` is the decoded delta or None.
+        push_limits: the bounds of a client's push (Rule 7).
     """
 
     def __init__(
@@ -130,6 +140,7 @@ class ServerCore(Generic[S]):
         config: ServerConfig | None = None,
         rng: random.Random,
         admit: Callable[[SyncRequest, S | None, float], ErrorReply | None] | None = None,
+        push_limits: PushLimits = DEFAULT_LIMITS,
     ) -> None:
         self.server_id = server_id
         self.doc_type = doc_type
@@ -139,6 +150,7 @@ class ServerCore(Generic[S]):
         self.config = config or ServerConfig()
         self._rng = rng
         self._admit = admit
+        self.push_limits = push_limits
         self._lists: dict[str, S] = {k: v.copy() for k, v in sorted((lists or {}).items())}
         self._digests: dict[str, str] = {}
         self._pending: dict[int, _PendingAck] = {}
@@ -335,7 +347,25 @@ class ServerCore(Generic[S]):
             encoded = None if state is None else missing_for(state, ctx).to_dict()
             reply = SyncReply(req.request_id, req.list_id, encoded)
             return [Send(broker, Deliver(fwd.client, reply))]
+        refusal = self._check_push(req, delta)
+        if refusal is not None:
+            return [Send(broker, Deliver(fwd.client, refusal))]
         return self._on_push(broker, fwd, delta, ctx, now)
+
+    def _check_push(self, req: SyncRequest, delta: S) -> ErrorReply | None:
+        """Rule 7: an error reply refusing the push, or None to apply it."""
+        refusal = check_push(self._lists.get(req.list_id), delta, req.replica, self.push_limits)
+        if refusal is None:
+            return None
+        log.warning(
+            "server %s: refused a push of %s from %s: %s %s",
+            self.server_id,
+            req.list_id,
+            req.replica,
+            refusal.code,
+            refusal.detail,
+        )
+        return ErrorReply.about(req.request_id, refusal.code, refusal.detail)
 
     def _on_push(
         self, broker: str, fwd: Forward, delta: S, ctx: DotContext | None, now: float

@@ -8,6 +8,7 @@ command per line on standard input, answering each with one JSON line on standar
     {"op": "signup" | "login", "name": N, "password": P}
     {"op": "create", "name": N}                -> {"list_id": ...}
     {"op": "open", "list": ID}
+    {"op": "share", "list": ID, "users": [N, ...]}  -> {"owner": N, "members": [...]}
     {"op": "edit", "list": ID, "action": A, ...}   A: add (item, qty), change (item, by),
                                                    set (item, qty), buy, unbuy, remove
                                                    (item), rename (name), delete;
@@ -43,8 +44,10 @@ from reference_cluster.errors import ClusterError
 from reference_cluster.processes.client import Client, Mutate
 from reference_cluster.processes.config import (
     StopSignal,
+    add_broker_key_flags,
     add_common_flags,
     add_seconds_flag,
+    broker_key_from_args,
     check_endpoint,
     env,
     env_endpoints,
@@ -122,6 +125,12 @@ class Agent:
         if op == "open":
             c.open_list(str(cmd.get("list")))
             return {}
+        if op == "share":
+            users = cmd.get("users")
+            if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+                raise ValueError("share: 'users' is a list of user names")
+            reply = c.members(str(cmd.get("list")), add=users)
+            return {"owner": reply.owner, "members": list(reply.members)}
         if op == "edit":
             list_id = str(cmd.get("list"))
             start = time.monotonic()
@@ -214,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
         "--name", default=env("SHOPLIST_CLIENT_NAME", "client"), help="name in the logs"
     )
     add_common_flags(parser)
+    add_broker_key_flags(parser)
     return parser
 
 
@@ -224,11 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ClientConfig(request_timeout=args.request_timeout, sync_interval=args.sync_interval)
     try:
         brokers = args.broker or env_endpoints("SHOPLIST_BROKERS", local_layout().frontends)
+        broker_key = broker_key_from_args(args, None)
         store: ClientStore[ShoppingList] = ClientStore(args.store, ShoppingList)
-    except (ClusterError, OSError) as exc:
+    except (ClusterError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    client = Client(store, brokers, config=config, heartbeat=args.zmq_heartbeat)
+    client = Client(
+        store, brokers, broker_key=broker_key, config=config, heartbeat=args.zmq_heartbeat
+    )
     agent = Agent(client)
     stop = StopSignal(watch_parent=args.watch_parent)
     stdin = sys.stdin.fileno()

@@ -34,18 +34,24 @@ from typing import Any
 import zmq
 
 from reference_cluster.cores.broker import BrokerConfig, BrokerCore
-from reference_cluster.errors import MalformedMessage
+from reference_cluster.cores.limits import Rate
+from reference_cluster.errors import ClusterError, MalformedMessage
 from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
     add_seconds_flag,
+    add_security_flags,
     bind_endpoint,
+    bound_client_port,
+    bound_member_port,
     env,
     local_layout,
     print_ready,
+    security_from_args,
     setup_logging,
     tune_socket,
 )
+from reference_cluster.processes.security import Security
 from reference_cluster.protocol.effects import Effect, Send
 from reference_cluster.protocol.messages import ErrorReply, decode, encode
 
@@ -53,7 +59,12 @@ __all__ = ["Broker", "main"]
 
 log = logging.getLogger(__name__)
 
-_FRONT_KINDS = frozenset({"sync", "signup", "login", "lists", "status", "error"})
+_FRONT_KINDS = frozenset({"sync", "signup", "login", "lists", "status", "error"}) | {
+    "members",  # access lists
+    "logout",  # accounts: end a session, change a password, delete an account
+    "passwd",
+    "delete_account",
+}
 _BACK_KINDS = frozenset({"announce", "heartbeat", "goodbye", "deliver", "status", "error"})
 _DRAIN = 500  # frames read from one socket before looking at the other and the timers
 _MAX_WAIT = 1.0  # the loop looks at the stop signal at least this often
@@ -67,6 +78,9 @@ class Broker:
         frontend: the end point to bind for clients (``tcp://127.0.0.1:7100``; port
             ``*`` or ``0`` picks a free one, see :attr:`frontend`).
         backend: the end point to bind for servers.
+        security: the broker's keys: its front end serves clients with the front-end
+            pair, its back end admits only members (see
+            :mod:`reference_cluster.processes.security`).
         config: liveness timing.
         heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
     """
@@ -77,18 +91,27 @@ class Broker:
         frontend: str,
         backend: str,
         *,
+        security: Security,
         config: BrokerConfig | None = None,
         heartbeat: float = 1.0,
     ) -> None:
         self.core = BrokerCore(broker_id, config=config)
+        self.security = security
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._front = self._ctx.socket(zmq.ROUTER)
         self._back = self._ctx.socket(zmq.ROUTER)
         try:
+            security.start(self._ctx)
+            security.serve_clients(self._front)
+            security.serve_members(self._back)
             for sock in (self._front, self._back):
                 tune_socket(sock, heartbeat=heartbeat, linger=0.2)
                 sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A restarted server takes its routing id back at once; without this, ZeroMQ
+            # ignores its new connection for as long as the old one seems alive.
             self._back.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            bound_client_port(self._front)  # frame size and queue bounds per client
+            bound_member_port(self._back)
             self._front.bind(frontend)
             self._back.bind(backend)
         except BaseException:
@@ -125,15 +148,17 @@ class Broker:
     def _drain(self, sock: zmq.Socket[Any], *, front: bool) -> None:
         for _ in range(_DRAIN):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             try:
-                self._on_frames(frames, front=front)
+                # The client's IP, for the per-source limits (cores.broker Rule 4b).
+                source = str(parts[-1].get("Peer-Address")) if front else None
+                self._on_frames([p.bytes for p in parts], front=front, source=source)
             except Exception:  # a bug must not stop the broker; the frame is dropped
                 log.exception("broker %s: failed to handle a frame", self.core.broker_id)
 
-    def _on_frames(self, frames: list[bytes], *, front: bool) -> None:
+    def _on_frames(self, frames: list[bytes], *, front: bool, source: str | None = None) -> None:
         ident, data = frames[0], frames[-1]
         if front and len(frames) == 3 and frames[1] == b"":
             peer = "q:" + ident.hex()  # a REQ socket: its envelope has an empty delimiter
@@ -161,7 +186,7 @@ class Broker:
                 Send(peer, ErrorReply(getattr(msg, "request_id", None), "unexpected_kind", detail))
             )
             return
-        self._carry_out(self.core.receive_message(peer, msg, time.monotonic()))
+        self._carry_out(self.core.receive_message(peer, msg, time.monotonic(), source))
 
     # -- effects --------------------------------------------------------------------------
 
@@ -198,7 +223,18 @@ class Broker:
         """Close the sockets (pending replies get the linger time) and the context."""
         for sock in (self._front, self._back):
             sock.close()
+        self.security.stop()
         self._ctx.term()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -232,6 +268,18 @@ def _parser() -> argparse.ArgumentParser:
         "purge a server silent this long",
     )
     add_common_flags(parser)
+    for flag, var, default, text in (
+        ("--logins-per-minute", "SHOPLIST_LOGINS_PER_MINUTE", 30, "password attempts"),
+        ("--signups-per-hour", "SHOPLIST_SIGNUPS_PER_HOUR", 10, "sign-ups"),
+    ):
+        parser.add_argument(
+            flag,
+            type=_positive_int,
+            default=env(var, str(default)),  # argparse applies ``type``
+            metavar="N",
+            help=f"{text} one client address may make ({var}; default {default})",
+        )
+    add_security_flags(parser, default_keys=env("SHOPLIST_KEYS", "shoplist-data/keys"))
     return parser
 
 
@@ -245,10 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.id,
             args.frontend,
             args.backend,
-            config=BrokerConfig(liveness=args.liveness),
+            security=security_from_args(args, args.id, frontend=True),
+            config=BrokerConfig(
+                liveness=args.liveness,
+                logins=Rate(args.logins_per_minute, 60.0),
+                signups=Rate(args.signups_per_hour, 3600.0),
+            ),
             heartbeat=args.zmq_heartbeat,
         )
-    except (zmq.ZMQError, ValueError) as exc:
+    except (zmq.ZMQError, ValueError, ClusterError) as exc:
         print(f"error: broker {args.id}: {exc}", file=sys.stderr)
         return 1
     try:
@@ -258,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pid=os.getpid(),
             frontend=broker.frontend,
             backend=broker.backend,
+            secure=broker.security.secure,
         )
         log.info("broker %s: front end %s, back end %s", args.id, broker.frontend, broker.backend)
         broker.run(stop)

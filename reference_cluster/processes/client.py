@@ -62,13 +62,21 @@ from reference_cluster.processes.config import (
     tune_socket,
 )
 from reference_cluster.processes.reachability import MONITORED, Reachability, close_monitored
+from reference_cluster.processes.security import client_keys
 from reference_cluster.protocol.effects import Acked, Effect, SaveEdit, SaveMerge, Send, SyncFailed
 from reference_cluster.protocol.messages import (
+    AccountDone,
+    AccountRequest,
     BrokerStatus,
+    ChangePassword,
+    DeleteAccount,
     ErrorReply,
     ListsReply,
     ListsRequest,
     LogIn,
+    LogOut,
+    Members,
+    MembersReply,
     Message,
     SignUp,
     Status,
@@ -85,8 +93,9 @@ log = logging.getLogger(__name__)
 
 _MAX_WAIT = 1.0
 _GRACE = 1.0
+_HASH_ATTEMPT = 5.0  # one attempt of a request that hashes a password (about 0.5 s each)
 Mutate = Callable[[ShoppingList, str], ShoppingList]
-Asked = SignUp | LogIn | ListsRequest | Status
+Asked = AccountRequest | Status
 
 
 def refusal_error(reply: ErrorReply) -> ClusterError:
@@ -100,6 +109,8 @@ def refusal_error(reply: ErrorReply) -> ClusterError:
         return SessionInvalid(f"the cluster refused the session ({detail}); log in again")
     if reply.code == "forbidden":
         return AccessDenied(detail)
+    if reply.code == "rate_limited":
+        return RequestRefused(f"the cluster refused: {detail}", code=reply.code)
     if reply.retryable:
         return ClusterUnavailable(f"the cluster could not answer: {detail}")
     return RequestRefused(f"the cluster refused the request: {detail}", code=reply.code)
@@ -125,6 +136,10 @@ class Client:
     Args:
         store: the device's store (its session, if any, gives the token).
         brokers: the brokers' front ends (ZeroMQ end points, used unchanged).
+        broker_key: the front ends' CURVE public key (Z85; the cluster's
+            ``keys/frontend.key``): every link is encrypted and a broker that cannot prove
+            it holds the matching secret key is never talked to. None is insecure mode
+            (experiments only; a warning is logged).
         config: request timing (timeouts, attempts, back-off).
         offline: never open a socket; edits stay queued in the store.
         heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
@@ -138,6 +153,7 @@ class Client:
         store: ClientStore[ShoppingList],
         brokers: Sequence[str],
         *,
+        broker_key: bytes | None,
         config: ClientConfig | None = None,
         offline: bool = False,
         heartbeat: float = 1.0,
@@ -146,6 +162,7 @@ class Client:
     ) -> None:
         self.store = store
         self.brokers = tuple(brokers)
+        self.security = client_keys(broker_key)
         self.config = config or ClientConfig()
         self.offline = offline
         self._heartbeat = heartbeat
@@ -335,7 +352,12 @@ class Client:
             UserExists, RequestRefused (a bad name or password), ClusterUnavailable.
         """
         rid = self._request_id()
-        reply = self.request(lambda k: SignUp(rid, name, password, k), timeout=timeout)
+        replica = self.replica
+        reply = self.request(
+            lambda k: SignUp(rid, name, password, k, replica),
+            timeout=timeout,
+            attempt_timeout=_HASH_ATTEMPT,
+        )
         return self._welcome(reply)
 
     def log_in(self, name: str, password: str, *, timeout: float = 10.0) -> ClientSession:
@@ -345,7 +367,12 @@ class Client:
             LoginFailed, ClusterUnavailable.
         """
         rid = self._request_id()
-        reply = self.request(lambda k: LogIn(rid, name, password, k), timeout=timeout)
+        replica = self.replica
+        reply = self.request(
+            lambda k: LogIn(rid, name, password, k, replica),
+            timeout=timeout,
+            attempt_timeout=_HASH_ATTEMPT,
+        )
         return self._welcome(reply)
 
     def _welcome(self, reply: Message) -> ClientSession:
@@ -359,22 +386,128 @@ class Client:
         self.signed_up = reply.created
         return session
 
+    def log_out(self, *, timeout: float = 10.0) -> int:
+        """End this device's session on the servers (every server refuses its token from
+        then on), then forget it here. Offline, or if the cluster does not answer, the
+        session is still forgotten here and the error raised.
+
+        Returns:
+            How many sessions the server ended (1, or 0 if it was over already).
+
+        Raises:
+            NotLoggedIn: no session here. ClusterUnavailable: the servers were not told.
+        """
+        token = self.core.token
+        if token is None:
+            raise NotLoggedIn("not logged in on this device")
+        rid = self._request_id()
+        try:
+            reply = self.request(lambda k: LogOut(rid, token, k), timeout=timeout)
+        finally:
+            self.store.clear_session()
+            self.core.token = None
+        return self._done(reply).sessions_ended
+
+    def change_password(self, old: str, new: str, *, timeout: float = 10.0) -> int:
+        """Change the logged-in user's password; every other session of the user ends
+        (this device's stays).
+
+        Returns:
+            How many other sessions the server ended.
+
+        Raises:
+            NotLoggedIn, LoginFailed (``old`` is wrong), RequestRefused (``new`` breaks
+            the rules, or too many attempts), SessionInvalid, ClusterUnavailable.
+        """
+        token = self._token()
+        rid = self._request_id()
+        reply = self.request(
+            lambda k: ChangePassword(rid, token, old, new, k),
+            timeout=timeout,
+            attempt_timeout=_HASH_ATTEMPT,
+        )
+        return self._done(reply).sessions_ended
+
+    def delete_account(self, password: str, *, timeout: float = 10.0) -> None:
+        """Delete the logged-in user's account (confirmed by its password): its sessions
+        end everywhere and its lists become unreachable. The session is forgotten here.
+
+        Raises:
+            NotLoggedIn, LoginFailed (wrong password), SessionInvalid, ClusterUnavailable.
+        """
+        token = self._token()
+        rid = self._request_id()
+        reply = self.request(
+            lambda k: DeleteAccount(rid, token, password, k),
+            timeout=timeout,
+            attempt_timeout=_HASH_ATTEMPT,
+        )
+        self._done(reply)
+        self.store.clear_session()
+        self.core.token = None
+
+    def _token(self) -> str:
+        token = self.core.token
+        if token is None:
+            raise NotLoggedIn("log in first (shoplist login NAME)")
+        return token
+
+    def _done(self, reply: Message) -> AccountDone:
+        if isinstance(reply, ErrorReply):
+            raise refusal_error(reply)
+        if not isinstance(reply, AccountDone):
+            raise ClusterUnavailable(f"unexpected answer {reply.kind!r}")
+        return reply
+
     def owned_lists(self, *, timeout: float = 10.0) -> list[str]:
         """The ids of the lists the logged-in user owns, as the cluster knows them.
 
         Raises:
             NotLoggedIn, SessionInvalid, ClusterUnavailable.
         """
-        token = self.core.token
-        if token is None:
-            raise NotLoggedIn("log in first (shoplist login NAME)")
+        return list(self.cluster_lists(timeout=timeout).owned)
+
+    def cluster_lists(self, *, timeout: float = 10.0) -> ListsReply:
+        """The lists the logged-in user owns and those others shared with them, as the
+        cluster knows them.
+
+        Raises:
+            NotLoggedIn, SessionInvalid, ClusterUnavailable.
+        """
+        token = self._token()
         rid = self._request_id()
         reply = self.request(lambda k: ListsRequest(rid, token, k), timeout=timeout)
         if isinstance(reply, ErrorReply):
             raise refusal_error(reply)
         if not isinstance(reply, ListsReply):
             raise ClusterUnavailable(f"unexpected answer {reply.kind!r}")
-        return list(reply.owned)
+        return reply
+
+    def members(
+        self,
+        list_id: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        timeout: float = 10.0,
+    ) -> MembersReply:
+        """A list's owner and members (user names), after adding and removing the given
+        user names: the owner may change anyone, a member may only remove themself.
+
+        Raises:
+            NotLoggedIn, SessionInvalid, AccessDenied (not the owner, or not a member),
+            RequestRefused (no such user, or too many members), ClusterUnavailable.
+        """
+        token = self._token()
+        rid = self._request_id()
+        reply = self.request(
+            lambda k: Members(rid, token, list_id, tuple(add), tuple(remove), k), timeout=timeout
+        )
+        if isinstance(reply, ErrorReply):
+            raise refusal_error(reply)
+        if not isinstance(reply, MembersReply):
+            raise ClusterUnavailable(f"unexpected answer {reply.kind!r}")
+        return reply
 
     def broker_status(self, broker: str, *, timeout: float = 2.0) -> BrokerStatus | None:
         """Ask one broker for its status; None if it does not answer in time."""
@@ -385,9 +518,19 @@ class Client:
             return None
         return reply if isinstance(reply, BrokerStatus) else None
 
-    def request(self, make: Callable[[int], Asked], *, timeout: float = 10.0) -> Message:
+    def request(
+        self,
+        make: Callable[[int], Asked],
+        *,
+        timeout: float = 10.0,
+        attempt_timeout: float | None = None,
+    ) -> Message:
         """Send ``make(attempt)`` to the brokers in turn until one answers with anything
         but a retryable error (lazy pirate: every attempt reuses the request id).
+
+        Args:
+            attempt_timeout: how long one attempt waits (default: twice the configured
+                request timeout; requests that hash a password wait longer).
 
         Raises:
             ClusterUnavailable: no answer within ``timeout`` (or only retryable errors),
@@ -399,20 +542,23 @@ class Client:
         self.connect_all()
         self._reach.begin(time.monotonic())
         try:
-            return self._request(make, timeout)
+            return self._request(make, timeout, attempt_timeout)
         finally:
             self._reach.end()
 
-    def _request(self, make: Callable[[int], Asked], timeout: float) -> Message:
+    def _request(
+        self, make: Callable[[int], Asked], timeout: float, attempt_timeout: float | None
+    ) -> Message:
         deadline = time.monotonic() + timeout
         last = "no broker was tried"
         cfg = self.config
+        per_attempt = max(cfg.request_timeout * 2, attempt_timeout or 0.0)
         attempt = 0
         start = self._rng.randrange(len(self.brokers))
         while (left := deadline - time.monotonic()) > 0:
             broker = self.brokers[(start + attempt) % len(self.brokers)]
             try:
-                reply = self._attempt(broker, make(attempt), min(left, cfg.request_timeout * 2))
+                reply = self._attempt(broker, make(attempt), min(left, per_attempt))
             except ClusterUnavailable as exc:
                 last = str(exc)
             else:
@@ -546,6 +692,7 @@ class Client:
         require_endpoint(broker, "bad broker endpoint")
         if self._ctx is None:
             self._ctx = zmq.Context()
+            self.security.start(self._ctx)  # warns in insecure mode
         sock = self._ctx.socket(zmq.DEALER)
         monitor: zmq.Socket[Any] | None = None
         try:
@@ -554,6 +701,7 @@ class Client:
             # waits for it; one queued for a broker that is down is retried elsewhere
             # by the core, and a late delivery is harmless (joins are idempotent).
             sock.setsockopt(zmq.SNDHWM, 100)
+            self.security.dial_broker(sock)
             monitor = sock.get_monitor_socket(MONITORED)
             monitor.setsockopt(zmq.LINGER, 0)
             sock.connect(broker)

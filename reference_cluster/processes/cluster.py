@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -35,6 +35,7 @@ from typing import IO, Any, Self
 import attrs
 import zmq
 
+from reference_cluster.cores.backoff import backoff_delay
 from reference_cluster.errors import InvalidEndpoint, MalformedMessage
 from reference_cluster.processes.config import (
     LocalLayout,
@@ -47,6 +48,13 @@ from reference_cluster.processes.config import (
 )
 from reference_cluster.processes.linkproxy import LinkProxy
 from reference_cluster.processes.reachability import close_monitored
+from reference_cluster.processes.security import (
+    ADMIN,
+    Operator,
+    Security,
+    client_keys,
+    ensure_keys,
+)
 from reference_cluster.protocol.messages import (
     BrokerStatus,
     Message,
@@ -55,6 +63,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
+from reference_cluster.storage.sqlite import make_private_folder
 
 __all__ = [
     "AgentError",
@@ -70,6 +79,10 @@ __all__ = [
 _START_TIMEOUT = 30.0
 _ZMQ_ADDR = re.compile(r"\(addr='([^']*)'\)")  # pyzmq's "Address already in use (addr='...')"
 _STOP_TIMEOUT = 5.0
+_RESTART_BASE = 0.5  # seconds before the first restart of a child that died
+_RESTART_CAP = 30.0  # the longest wait between restarts of a child that keeps dying
+_RESTART_STABLE = 60.0  # a child that served this long starts its back-off afresh
+_RESTART_TIMEOUT = 15.0  # how long a restarted child may take to print its ready line
 
 
 def free_base_port(host: str = "127.0.0.1", *, brokers: int = 2, servers: int = 3) -> int:
@@ -101,11 +114,18 @@ def _port(endpoint: str) -> int:
 
 
 def probe(
-    endpoint: str, message: Message, *, timeout: float = 2.0, ctx: zmq.Context[Any] | None = None
+    endpoint: str,
+    message: Message,
+    *,
+    timeout: float = 2.0,
+    ctx: zmq.Context[Any] | None = None,
+    secure: Callable[[zmq.Socket[Any]], None] | None = None,
 ) -> Message | None:
     """Send one message to ``endpoint`` from a fresh DEALER and return the first reply,
     or None if none came within ``timeout`` (or it did not decode), or at once if the
-    connection was refused (nobody listens there).
+    connection was refused (nobody listens there). ``secure(socket)`` sets its CURVE keys
+    before it connects (for example ``Security.dial_broker``); without it the link is
+    in clear, and a secure process does not answer.
 
     Raises:
         InvalidEndpoint: ``endpoint`` is not a ZeroMQ endpoint (nothing is left open).
@@ -118,6 +138,8 @@ def probe(
     try:
         refused = sock.get_monitor_socket(zmq.EVENT_CONNECT_RETRIED)
         refused.setsockopt(zmq.LINGER, 0)
+        if secure is not None:
+            secure(sock)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -137,7 +159,7 @@ def probe(
 
 
 def _make_folder(folder: Path) -> None:
-    """Make ``folder`` (and its parents).
+    """Make ``folder`` (and its parents), each new one with mode 0700.
 
     Raises:
         NotADirectoryError: it, or a folder above it, is a file (the message says which).
@@ -150,7 +172,7 @@ def _make_folder(folder: Path) -> None:
                     f"cannot keep the cluster's data in {folder}: {what} is a file"
                 )
             break
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_folder(folder)  # 0700: it holds stores, keys and logs
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = _STOP_TIMEOUT) -> int:
@@ -180,6 +202,17 @@ class _Child:
     ready: dict[str, Any] = attrs.field(factory=dict)
 
 
+@attrs.define
+class _Supervision:
+    """What :meth:`LocalCluster.supervise` remembers: per child, how many restarts in a
+    row (its back-off attempt), when the next one is due, and when it last started."""
+
+    rng: random.Random = attrs.field(factory=random.Random)
+    attempts: dict[str, int] = attrs.field(factory=dict)
+    due: dict[str, float] = attrs.field(factory=dict)
+    since: dict[str, float] = attrs.field(factory=dict)
+
+
 class LocalCluster:
     """Brokers ``b0..`` and servers ``s1..`` as child processes on one host.
 
@@ -189,6 +222,10 @@ class LocalCluster:
         layout: host, ports and counts.
         timing: the processes' timing.
         proxies: route every link through a :class:`LinkProxy` (see the module notes).
+        insecure: run without CURVE keys (experiments only; each child warns). By
+            default :meth:`start` makes the key folder ``DATA_DIR/keys`` (keeping keys
+            that exist; see :mod:`reference_cluster.processes.security`), and clients need
+            :attr:`broker_key`.
         quiet: send the children's logs to ``LOG_DIR/NAME.log`` instead of this
             process's standard error.
         log_level: the children's ``--log-level``.
@@ -202,6 +239,7 @@ class LocalCluster:
         layout: LocalLayout,
         timing: Timing | None = None,
         proxies: bool = False,
+        insecure: bool = False,
         quiet: bool = True,
         log_dir: Path | None = None,
         log_level: str = "INFO",
@@ -221,6 +259,10 @@ class LocalCluster:
         self._closed = False
         self.brokers = [f"b{i}" for i in range(layout.brokers)]
         self.servers = layout.server_ids
+        self.keys: Path | None = None if insecure else self.data_dir / "keys"
+        self.broker_key: bytes | None = None
+        """The brokers' front-end public key, which clients pin (None: insecure)."""
+        self._operator = Operator.from_keys(None)
 
     # -- links ----------------------------------------------------------------------------
 
@@ -268,6 +310,7 @@ class LocalCluster:
             backend=self.layout.backend(i),
             timing=self.timing,
             log_level=self.log_level,
+            keys=self.keys,
             python=self.python,
         )
 
@@ -277,9 +320,9 @@ class LocalCluster:
             sid,
             store=self.data_dir / f"{sid}.sqlite",
             bind=self.layout.peer(j + 1),
-            brokers=[
-                self._link(sid, b, self.layout.backend(i)) for i, b in enumerate(self.brokers)
-            ],
+            brokers={
+                b: self._link(sid, b, self.layout.backend(i)) for i, b in enumerate(self.brokers)
+            },
             peers={
                 other: self._link(sid, other, self.layout.peer(k + 1))
                 for k, other in enumerate(self.servers)
@@ -287,8 +330,26 @@ class LocalCluster:
             },
             timing=self.timing,
             log_level=self.log_level,
+            keys=self.keys,
             python=self.python,
         )
+
+    @property
+    def client_security(self) -> Security:
+        """What a client of this cluster pins (insecure if the cluster is)."""
+        return client_keys(self.broker_key)
+
+    def dialer(self, name: str) -> Callable[[zmq.Socket[Any]], None]:
+        """What secures a socket (before it connects) to talk to ``name``: a broker's front
+        end as a client does, or a server's peer end point with the admin member key."""
+        return self._operator.dialer(name, broker=name in self.brokers)
+
+    def _make_keys(self) -> None:
+        if self.keys is None:
+            return
+        ensure_keys(self.keys, [*self.brokers, *self.servers, ADMIN])
+        self._operator = Operator.from_keys(self.keys)
+        self.broker_key = self._operator.client.frontend_public
 
     def start(self, timeout: float = _START_TIMEOUT) -> None:
         """Start every broker and server, and wait until every broker holds every server
@@ -306,6 +367,7 @@ class LocalCluster:
         """
         for folder in (self.data_dir, *([self.log_dir] if self.quiet else [])):
             _make_folder(folder)
+        self._make_keys()
         for i, name in enumerate(self.brokers):
             self.children[name] = _Child(name, self._broker_argv(i))
         for j, name in enumerate(self.servers):
@@ -403,12 +465,75 @@ class LocalCluster:
         proc = self.children[name].proc
         return proc is not None and proc.poll() is None
 
+    # -- supervision ----------------------------------------------------------------------
+
+    _supervision: _Supervision | None = None
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart every child that has died, each after its own exponential back-off, and
+        say so: call it every fraction of a second while the cluster runs (``shoplist
+        cluster up`` does).
+
+        A child found dead is restarted ``backoff_delay(n)`` seconds later
+        (:func:`~reference_cluster.cores.backoff.backoff_delay`: 0.5 s for the first
+        restart, doubling up to 30 s while it keeps dying, with jitter); one that then
+        serves for a minute starts afresh. A restart that fails (the child exits before it
+        is ready, or is not ready within 15 s, and is then stopped by pid) counts as
+        another death.
+
+        Returns:
+            One line per event: ``server s2 (pid 4242) was killed by SIGKILL; restarting
+            it in 0.5 s``, then ``server s2 restarted (pid 4300)``.
+        """
+        sup = self._supervision = self._supervision or _Supervision()
+        lines: list[str] = []
+        for name, child in self.children.items():
+            proc = child.proc
+            if proc is None or self._closed:
+                continue
+            clock = time.monotonic() if now is None else now
+            role = self._role(name)
+            due = sup.due.get(name)
+            if due is None:
+                if proc.poll() is None:
+                    if clock - sup.since.get(name, clock) >= _RESTART_STABLE:
+                        sup.attempts.pop(name, None)
+                    continue
+                attempt = sup.attempts.get(name, 0)
+                delay = backoff_delay(
+                    attempt, base=_RESTART_BASE, cap=_RESTART_CAP, jitter=sup.rng.random()
+                )
+                sup.attempts[name] = attempt + 1
+                sup.due[name] = clock + delay
+                stop_process(proc)  # reaped: its pipes are closed
+                lines.append(
+                    f"{role} {name} (pid {proc.pid}) {exit_text(proc.returncode)}; "
+                    f"restarting it in {delay:.1f} s"
+                )
+            elif clock >= due:
+                del sup.due[name]
+                try:
+                    self.restart(name, timeout=_RESTART_TIMEOUT)
+                except (RuntimeError, TimeoutError) as exc:
+                    self.stop(name)  # by pid, if it hangs; the next call schedules a retry
+                    lines.append(str(exc).splitlines()[0])
+                else:
+                    sup.since[name] = time.monotonic()
+                    lines.append(f"{role} {name} restarted (pid {self.pid(name)})")
+        return lines
+
     # -- status ---------------------------------------------------------------------------
 
     def broker_status(self, name: str, timeout: float = 1.0) -> BrokerStatus | None:
         """What broker ``name`` answers to a status request (None: no answer)."""
         i = self.brokers.index(name)
-        reply = probe(self.layout.frontend(i), Status("probe"), timeout=timeout, ctx=self._ctx)
+        reply = probe(
+            self.layout.frontend(i),
+            Status("probe"),
+            timeout=timeout,
+            ctx=self._ctx,
+            secure=self.dialer(name),
+        )
         return reply if isinstance(reply, BrokerStatus) else None
 
     def server_status(
@@ -417,7 +542,11 @@ class LocalCluster:
         """What server ``name`` answers on its peer end point (None: no answer)."""
         j = self.servers.index(name)
         reply = probe(
-            self.layout.peer(j + 1), Status("probe", states), timeout=timeout, ctx=self._ctx
+            self.layout.peer(j + 1),
+            Status("probe", states),
+            timeout=timeout,
+            ctx=self._ctx,
+            secure=self.dialer(name),
         )
         return reply if isinstance(reply, ServerStatus) else None
 
@@ -575,6 +704,7 @@ class ClientAgent:
         name: the agent's name (logs).
         store: its client store file.
         brokers: the front ends it dials.
+        broker_key: their public key (:attr:`LocalCluster.broker_key`); None: insecure.
         log: where its standard error goes (None: inherit).
         sync_interval, request_timeout: its client timing.
     """
@@ -585,6 +715,7 @@ class ClientAgent:
         store: Path,
         brokers: Sequence[str],
         *,
+        broker_key: bytes | None,
         log: Path | None = None,
         sync_interval: float = 1.0,
         request_timeout: float = 0.5,
@@ -614,6 +745,7 @@ class ClientAgent:
         ]
         for b in brokers:
             argv += ["--broker", b]
+        argv += ["--insecure"] if broker_key is None else ["--broker-key", broker_key.decode()]
         self._log = open(log, "ab") if log is not None else None  # noqa: SIM115 - the child's
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(
             argv,

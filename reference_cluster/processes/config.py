@@ -36,19 +36,28 @@ from typing import Any
 import attrs
 import zmq
 
-from reference_cluster.errors import InvalidEndpoint
+from reference_cluster.errors import InvalidEndpoint, KeysMissing
+from reference_cluster.processes.security import Security, load_public, parse_public
 from reference_cluster.protocol.messages import MAX_MESSAGE_BYTES
 
 __all__ = [
+    "CLIENT_HWM",
+    "CLIENT_MAX_MESSAGE_BYTES",
     "DEFAULT_BASE_PORT",
     "DEFAULT_HOST",
+    "MEMBER_HWM",
     "LocalLayout",
     "StopSignal",
     "Timing",
+    "add_broker_key_flags",
     "add_common_flags",
     "add_seconds_flag",
+    "add_security_flags",
     "bind_endpoint",
+    "bound_client_port",
+    "bound_member_port",
     "broker_argv",
+    "broker_key_from_args",
     "check_endpoint",
     "common_argv",
     "env",
@@ -62,6 +71,8 @@ __all__ = [
     "print_ready",
     "read_ready",
     "require_endpoint",
+    "security_argv",
+    "security_from_args",
     "server_argv",
     "setup_logging",
     "tune_socket",
@@ -395,8 +406,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         "--zmq-heartbeat",
         "SHOPLIST_ZMQ_HEARTBEAT",
         1.0,
-        "ZeroMQ connection heartbeat, 0 for none; a link silent 3 times as long is dropped "
-        "and redialled, so silent partitions are noticed",
+        "connection check (TCP keepalive), 0 for none; a link whose data goes unacknowledged "
+        "3 times as long is dropped and redialled, so silent partitions are noticed",
         zero_ok=True,
     )
     parser.add_argument(
@@ -404,6 +415,92 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit when the process that started this one exits",
     )
+
+
+def add_security_flags(parser: argparse.ArgumentParser, *, default_keys: str | None) -> None:
+    """``--keys DIR`` and ``--insecure`` (see :mod:`reference_cluster.processes.security`)."""
+    where = f"default {default_keys}" if default_keys else "default DATA_DIR/keys"
+    parser.add_argument(
+        "--keys",
+        default=os.environ.get("SHOPLIST_KEYS") or default_keys,
+        metavar="DIR",
+        help=f"the key folder made by `shoplist cluster keys` (SHOPLIST_KEYS; {where})",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=env("SHOPLIST_INSECURE", "") not in ("", "0"),
+        help="no encryption and no authentication of members: experiments only "
+        "(SHOPLIST_INSECURE=1)",
+    )
+
+
+def security_from_args(
+    args: argparse.Namespace, name: str, *, keys: Path | None = None, frontend: bool = False
+) -> Security:
+    """The security of member ``name`` that ``--keys`` / ``--insecure`` describe
+    (``keys`` when the flag was not given).
+
+    Raises:
+        KeysMissing, ValueError: a key file is missing or malformed.
+    """
+    if args.insecure:
+        return Security.insecure()
+    folder = Path(args.keys) if args.keys else keys
+    if folder is None:
+        raise ValueError("no key folder: pass --keys DIR, or --insecure for an experiment")
+    return Security.member(folder, name, frontend=frontend)
+
+
+def add_broker_key_flags(
+    parser: argparse.ArgumentParser, *, default: Any = None, insecure_default: Any = None
+) -> None:
+    """A client's ``--broker-key KEY|FILE`` and ``--insecure`` (argparse defaults may be
+    given, for sub-command parsers that must not override the main parser's)."""
+    parser.add_argument(
+        "--broker-key",
+        default=default,
+        metavar="KEY|FILE",
+        help="the brokers' public key, or the file that holds it (the cluster's "
+        "keys/frontend.key) (SHOPLIST_BROKER_KEY)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=insecure_default,
+        help="talk to brokers without encryption: experiments only (SHOPLIST_INSECURE=1)",
+    )
+
+
+def broker_key_from_args(args: argparse.Namespace, default_file: Path | None) -> bytes | None:
+    """The brokers' public key that ``--broker-key`` or ``SHOPLIST_BROKER_KEY`` give, else
+    the one in ``default_file`` if it exists; None if ``--insecure``/``SHOPLIST_INSECURE``.
+
+    Raises:
+        KeysMissing: no key anywhere (the message says where to find one).
+        ValueError: a malformed key.
+    """
+    if args.insecure or env("SHOPLIST_INSECURE", "") not in ("", "0"):
+        return None
+    given: str | None = args.broker_key or os.environ.get("SHOPLIST_BROKER_KEY") or None
+    if given is not None:
+        text = given.strip()
+        path = Path(text).expanduser()
+        if len(text) == 40 and not path.is_file():  # Z85 text (it may hold a '/')
+            return parse_public(text, "--broker-key")
+        return load_public(path)
+    if default_file is not None and default_file.exists():
+        return load_public(default_file)
+    where = f" (none at {default_file})" if default_file is not None else ""
+    raise KeysMissing(
+        f"no broker key{where}: pass --broker-key FILE (the cluster's keys/frontend.key) "
+        "or set SHOPLIST_BROKER_KEY, or --insecure for a cluster without keys"
+    )
+
+
+def security_argv(keys: Path | None) -> list[str]:
+    """The flags that give a child process the key folder ``keys`` (None: insecure)."""
+    return ["--insecure"] if keys is None else ["--keys", str(keys)]
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -414,24 +511,73 @@ def setup_logging(level: str, name: str) -> None:
     )
 
 
+CLIENT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The largest frame a broker's front end (the client port) takes: twice the largest push
+a server accepts (``PushLimits.max_delta_bytes``, 4 MiB; a 10,000-item list edited by one
+device encodes to about 0.8 MiB, by three devices to 3 to 5 MiB), so an oversized push
+still arrives and gets a clear ``quota`` refusal. A client that sends a larger frame is
+disconnected at its header, before anything is stored."""
+CLIENT_HWM = 8
+"""Messages queued per client connection, each way, on a broker's front end. A client
+has one request in flight (and its retries), so 8 is never reached by an honest one;
+queued input per connection stays under ``(CLIENT_HWM + 1) * CLIENT_MAX_MESSAGE_BYTES``
+(72 MiB), where ZeroMQ's default of 1,000 frames of up to 64 MiB allowed 64 GB."""
+MEMBER_HWM = 100
+"""Messages queued per member connection, each way, on a broker's back end and a
+server's peer end point (ZeroMQ's default is 1,000). Members are authenticated, and their
+frames may be as large as a message (:data:`MAX_MESSAGE_BYTES`)."""
+
+
 def tune_socket(sock: zmq.Socket[Any], *, heartbeat: float, linger: float = 0.5) -> None:
     """The options every socket of the cluster gets: a bounded linger, fast redial, no
     frame larger than a message may be (a peer that sends one is disconnected before it
-    fills memory), and ZeroMQ heartbeats (``heartbeat`` seconds; 0 for none)."""
+    fills memory), and dead-link detection by the kernel (``heartbeat`` seconds; 0 for
+    none).
+
+    No ZeroMQ (ZMTP) heartbeats: with them, libzmq 4.3.5 aborts the whole process
+    (``Assertion failed: !_io_error (src/stream_engine_base.cpp:310)``) when a peer that
+    filled its receive queue hangs up and a heartbeat timer then fires on the dead
+    connection; connection churn on any port did that within seconds. Instead a link
+    whose sent data stays unacknowledged for ``3 * heartbeat`` seconds is dropped
+    (``TCP_MAXRT``: the kernel's ``TCP_USER_TIMEOUT``), an idle one is probed with TCP
+    keepalives every ``heartbeat`` seconds (at least 1 s) and dropped after as long, and
+    either is redialled: a silent partition is noticed about as fast as before, without
+    any timer inside libzmq's connection engine.
+    """
     sock.setsockopt(zmq.LINGER, int(linger * 1000))
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
     if heartbeat > 0:
         ms = max(1, int(heartbeat * 1000))
-        sock.setsockopt(zmq.HEARTBEAT_IVL, ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * ms)
+        probe_every = max(1, math.ceil(heartbeat))  # the kernel counts whole seconds
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, probe_every)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, probe_every)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+        sock.setsockopt(zmq.TCP_MAXRT, 3 * ms)
         # A connection attempt into a partition (SYNs dropped) is given up after one
         # heartbeat and redialled at least once per heartbeat; otherwise the kernel's SYN
         # back-off (1, 2, 4, 8 s ...) keeps a healed link silent for seconds.
         sock.setsockopt(zmq.CONNECT_TIMEOUT, ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, min(1000, ms))
+
+
+def bound_client_port(sock: zmq.Socket[Any]) -> None:
+    """Bound what a broker's front end holds for each client (call after
+    :func:`tune_socket`, before binding): frames of at most
+    :data:`CLIENT_MAX_MESSAGE_BYTES`, and :data:`CLIENT_HWM` messages queued each way."""
+    sock.setsockopt(zmq.MAXMSGSIZE, CLIENT_MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.RCVHWM, CLIENT_HWM)
+    sock.setsockopt(zmq.SNDHWM, CLIENT_HWM)
+
+
+def bound_member_port(sock: zmq.Socket[Any]) -> None:
+    """Bound what a member end point (a broker's back end, a server's peer end point)
+    queues for each connection: :data:`MEMBER_HWM` messages each way (call before
+    binding)."""
+    sock.setsockopt(zmq.RCVHWM, MEMBER_HWM)
+    sock.setsockopt(zmq.SNDHWM, MEMBER_HWM)
 
 
 class StopSignal:
@@ -565,9 +711,11 @@ def broker_argv(
     backend: str,
     timing: Timing,
     log_level: str,
+    keys: Path | None,
     python: str = sys.executable,
 ) -> list[str]:
-    """The command line of broker ``name`` bound to ``frontend`` and ``backend``."""
+    """The command line of broker ``name`` bound to ``frontend`` and ``backend``, with the
+    key folder ``keys`` (None: insecure)."""
     return [
         python,
         "-m",
@@ -581,6 +729,7 @@ def broker_argv(
         "--liveness",
         str(timing.liveness),
         *common_argv(timing, log_level),
+        *security_argv(keys),
     ]
 
 
@@ -589,14 +738,16 @@ def server_argv(
     *,
     store: Path,
     bind: str,
-    brokers: Sequence[str],
+    brokers: Mapping[str, str],
     peers: Mapping[str, str],
     timing: Timing,
     log_level: str,
+    keys: Path | None,
     python: str = sys.executable,
 ) -> list[str]:
-    """The command line of server ``name``: its store, its peer end point, the brokers'
-    back ends it dials and ``{peer id: end point}`` of the other servers."""
+    """The command line of server ``name``: its store, its peer end point,
+    ``{broker id: back end}`` of the brokers it dials, ``{peer id: end point}`` of the
+    other servers, and the key folder ``keys`` (None: insecure)."""
     argv = [
         python,
         "-m",
@@ -612,9 +763,10 @@ def server_argv(
         "--anti-entropy",
         str(timing.anti_entropy),
         *common_argv(timing, log_level),
+        *security_argv(keys),
     ]
-    for endpoint in brokers:
-        argv += ["--broker", endpoint]
+    for broker, endpoint in brokers.items():
+        argv += ["--broker", f"{broker}={endpoint}"]
     for peer, endpoint in peers.items():
         argv += ["--peer", f"{peer}={endpoint}"]
-    return argv
+    return argv if peers else [*argv, "--no-peers"]

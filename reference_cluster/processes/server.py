@@ -27,6 +27,13 @@ every client sync passes the directory's ``admit`` (session token, owner-only de
 inside the core, after its delta is decoded once. Directory and status messages on the
 peer end point are answered by the shell; everything else goes to the core.
 
+Rule 4 (hashing off the loop). A password hash (login, sign-up, password change, account
+deletion) never runs on the loop: the directory answers such a request with a
+:class:`~reference_cluster.cores.directory.Pending` hash job, which the shell hands to its
+bounded :class:`~reference_cluster.processes.hashpool.HashPool`; the result wakes the loop
+through the pool's socket pair and the request resumes there. With the pool full, the
+request is answered ``busy`` at once (retryable). So heartbeats never wait behind a hash.
+
 Rule 3 (never stop on input). A frame that does not decode gets an error reply; a bug
 while handling one frame is logged and the frame dropped.
 
@@ -38,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import random
@@ -50,17 +58,18 @@ from typing import Any
 import attrs
 import zmq
 
-from reference_cluster.cores.directory import Directory
+from reference_cluster.cores.directory import Directory, Outcome, Pending
 from reference_cluster.cores.server import ServerConfig, ServerCore
 from reference_cluster.errors import ClusterError, MalformedMessage
 from reference_cluster.processes.config import (
+    LocalLayout,
     StopSignal,
     add_common_flags,
     add_seconds_flag,
+    add_security_flags,
     bind_endpoint,
-    check_endpoint,
+    bound_member_port,
     env,
-    env_endpoints,
     env_list,
     local_layout,
     print_ready,
@@ -68,6 +77,13 @@ from reference_cluster.processes.config import (
     setup_logging,
     tune_socket,
 )
+from reference_cluster.processes.hashpool import (
+    AccountSettings,
+    HashPool,
+    account_settings_from_args,
+    add_account_flags,
+)
+from reference_cluster.processes.security import Security
 from reference_cluster.protocol.effects import Effect, Persist, Send
 from reference_cluster.protocol.messages import (
     Deliver,
@@ -84,8 +100,9 @@ from reference_cluster.protocol.messages import (
 )
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.storage.server_store import ServerStore
+from reference_cluster.storage.sqlite import make_private_folder
 
-__all__ = ["Server", "ServerSettings", "main", "parse_peer"]
+__all__ = ["Server", "ServerSettings", "main", "parse_broker", "parse_peer"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +123,18 @@ def parse_peer(text: str) -> tuple[str, str]:
     return peer_id, require_endpoint(endpoint, f"peer {peer_id}")
 
 
+def parse_broker(text: str) -> tuple[str | None, str]:
+    """``ID=ENDPOINT`` -> ``(id, endpoint)``; a bare ``ENDPOINT`` -> ``(None, endpoint)``
+    (insecure mode only: a secure server finds a broker's key by its id).
+
+    Raises:
+        ValueError: an empty side, or not an endpoint.
+    """
+    if "=" in text:
+        return parse_peer(text)
+    return None, require_endpoint(text, "broker")
+
+
 @attrs.frozen
 class ServerSettings:
     """Everything a server needs to start.
@@ -114,8 +143,11 @@ class ServerSettings:
         server_id: the server's id (unique in the cluster; its routing id at peers).
         store: the SQLite file.
         bind: the peer end point to bind (``*`` as port picks one).
-        brokers: the brokers' back ends to connect to.
+        brokers: ``(id, back end)`` of the brokers to connect to (the id is None only in
+            insecure mode).
         peers: ``(id, end point)`` of every other server.
+        keys: the key folder (see :mod:`reference_cluster.processes.security`); None for
+            insecure mode.
         config: heartbeat and anti-entropy timing.
         heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
     """
@@ -123,10 +155,13 @@ class ServerSettings:
     server_id: str
     store: Path
     bind: str
-    brokers: tuple[str, ...]
+    brokers: tuple[tuple[str | None, str], ...]
     peers: tuple[tuple[str, str], ...]
+    keys: Path | None
     config: ServerConfig = attrs.field(factory=ServerConfig)
     heartbeat: float = 1.0
+    accounts: AccountSettings = attrs.field(factory=AccountSettings)
+    """Password hashing, its worker pool, sign-up rate and list quota."""
 
 
 class Server:
@@ -134,14 +169,21 @@ class Server:
 
     Raises:
         StoreError: the store cannot be opened. zmq.ZMQError: the end point cannot be bound.
+        KeysMissing, ValueError: a key is missing or malformed, or a broker has no id.
     """
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = s = settings
+        self.security = (
+            Security.insecure() if s.keys is None else Security.member(s.keys, s.server_id)
+        )
+        if s.keys is not None and any(name is None for name, _ in s.brokers):
+            raise ValueError("a secure server dials each broker as ID=ENDPOINT (b0=tcp://...)")
         self.store: ServerStore[ShoppingList] = ServerStore(s.store, ShoppingList)
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._socks: list[zmq.Socket[Any]] = []
         try:
+            self.security.start(self._ctx)
             self.incarnation = self.store.start_incarnation()
             lists = self.store.load_all()
             peer_ids = [p for p, _ in s.peers]
@@ -150,12 +192,19 @@ class Server:
                 self.store,
                 peers=peer_ids,
                 interval=s.config.anti_entropy_interval,
+                params=s.accounts.params,
+                quota=s.accounts.list_quota,
+                signups=s.accounts.signups,
+                is_deleted=self._deleted,
             )
+            self._hashes = HashPool(s.accounts.hash_workers, s.accounts.hash_queue)
+            self._hashing: dict[int, tuple[str, Relay, Pending]] = {}
+            self._jobs = itertools.count()
             self.core: ServerCore[ShoppingList] = ServerCore(
                 s.server_id,
                 ShoppingList,
                 peers=peer_ids,
-                brokers=list(s.brokers),
+                brokers=[endpoint for _, endpoint in s.brokers],
                 lists=lists,
                 incarnation=self.incarnation,
                 config=s.config,
@@ -164,14 +213,17 @@ class Server:
             )
             self._router = self._socket(zmq.ROUTER)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A restarted peer takes its routing id back at once (see the broker).
             self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            bound_member_port(self._router)  # queue bounds per connection
+            self.security.serve_members(self._router)
             self._router.bind(s.bind)
             self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
             self._out: dict[str, zmq.Socket[Any]] = {}
-            for endpoint in s.brokers:
-                self._out[endpoint] = self._dealer(endpoint)
+            for broker, endpoint in s.brokers:
+                self._out[endpoint] = self._dealer(endpoint, broker)
             for peer_id, endpoint in s.peers:
-                self._out[peer_id] = self._dealer(endpoint)
+                self._out[peer_id] = self._dealer(endpoint, peer_id)
             self._peer_ids = {p.encode(): p for p in peer_ids}
         except BaseException:
             self.close()
@@ -193,8 +245,10 @@ class Server:
         tune_socket(sock, heartbeat=self.settings.heartbeat)
         return sock
 
-    def _dealer(self, endpoint: str) -> zmq.Socket[Any]:
+    def _dealer(self, endpoint: str, member: str | None) -> zmq.Socket[Any]:
         sock = self._socket(zmq.DEALER)
+        if member is not None:
+            self.security.dial_member(sock, member)
         sock.setsockopt(zmq.ROUTING_ID, self.settings.server_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a link that is down
         sock.connect(endpoint)
@@ -211,6 +265,7 @@ class Server:
             poller.register(sock, zmq.POLLIN)
             inbound[sock] = name
         poller.register(stop.fd, zmq.POLLIN)
+        poller.register(self._hashes.fd, zmq.POLLIN)
         self.directory.start(time.time())
         self._carry_out(self.core.start(time.monotonic()))
         while not stop.check():
@@ -221,6 +276,8 @@ class Server:
             for sock, name in inbound.items():
                 if sock in events:
                     self._drain(sock, name)
+            if self._hashes.fd in events:
+                self._hashed()
             self._commit()
             self._timers()
         log.info("server %s: stopping (%s)", self.settings.server_id, stop.reason or "asked")
@@ -278,18 +335,47 @@ class Server:
 
     def _handle(self, peer: str, msg: Message) -> list[Effect]:
         if isinstance(msg, Relay):
-            reply = self.directory.handle(msg.request, time.time())
-            if isinstance(reply, ListsReply):  # a deleted list is nobody's any more
-                live = tuple(i for i in reply.owned if not self._deleted(i))
-                reply = attrs.evolve(reply, owned=live)
-            # The new session goes to the peers before the client hears of it, so its
-            # next request, routed to another server, most likely finds it there.
-            return [*self.directory.take_outgoing(), Send(peer, Deliver(msg.client, reply))]
+            outcome = self.directory.handle(msg.request, time.time(), msg.source)
+            return self._answer(peer, msg, outcome, resumed=False)
         if isinstance(msg, DirectoryPush | DirectoryDigest):
             return list(self.directory.receive(peer, msg, time.time()))
         if isinstance(msg, Status):
             return [Send(peer, self._status(msg))]
         return self.core.receive_message(peer, msg, time.monotonic())
+
+    def _answer(self, peer: str, msg: Relay, outcome: Outcome, *, resumed: bool) -> list[Effect]:
+        """Send an account request's answer, or hand its hash job to the pool (Rule 4)."""
+        if isinstance(outcome, Pending):
+            key = next(self._jobs)
+            if self._hashes.submit(key, outcome.job, force=resumed):
+                self._hashing[key] = (peer, msg, outcome)
+                return []
+            log.warning(
+                "server %s: hash queue full, a request is answered busy", self.settings.server_id
+            )
+            outcome = ErrorReply(
+                msg.request.request_id, "busy", "the server is busy checking passwords; try again"
+            )
+        if isinstance(outcome, ListsReply):  # a deleted list is nobody's any more
+            owned = tuple(i for i in outcome.owned if not self._deleted(i))
+            shared = tuple(i for i in outcome.shared if not self._deleted(i))
+            outcome = attrs.evolve(outcome, owned=owned, shared=shared)
+        # The new session goes to the peers before the client hears of it, so its
+        # next request, routed to another server, most likely finds it there.
+        return [*self.directory.take_outgoing(), Send(peer, Deliver(msg.client, outcome))]
+
+    def _hashed(self) -> None:
+        """Resume the requests whose hash jobs finished (Rule 4)."""
+        for key, result in self._hashes.done():
+            entry = self._hashing.pop(key, None)  # type: ignore[call-overload]
+            if entry is None:
+                continue
+            peer, msg, pending = entry
+            try:
+                outcome = pending.resume(result, time.time())
+                self._carry_out(self._answer(peer, msg, outcome, resumed=True))
+            except Exception:  # Rule 3
+                log.exception("server %s: failed to resume a request", self.settings.server_id)
 
     def _deleted(self, list_id: str) -> bool:
         state = self.core.state(list_id)
@@ -368,9 +454,12 @@ class Server:
             )
 
     def close(self) -> None:
-        """Close the sockets (with linger), the context and the store."""
+        """Close the sockets (with linger), the context, the hash pool and the store."""
+        with contextlib.suppress(AttributeError):  # an __init__ that failed early
+            self._hashes.close()
         for sock in self._socks:
             sock.close()
+        self.security.stop()
         self._ctx.term()
         self.store.close()
 
@@ -404,10 +493,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--broker",
         action="append",
-        type=check_endpoint,
-        metavar="ENDPOINT",
-        help="a broker's back end, repeatable (SHOPLIST_BROKER_BACKENDS, comma-separated; "
-        f"default {','.join(layout.backends)})",
+        metavar="ID=ENDPOINT",
+        help="a broker's id and back end, repeatable (SHOPLIST_BROKER_BACKENDS, "
+        f"comma-separated; default {','.join(_layout_brokers(layout))})",
     )
     parser.add_argument(
         "--peer",
@@ -415,6 +503,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID=ENDPOINT",
         help="another server, repeatable (SHOPLIST_PEERS, comma-separated; default: the "
         "other servers of the local layout)",
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="a cluster of this one server: dial no peer"
     )
     add_seconds_flag(
         parser,
@@ -431,7 +522,13 @@ def _parser() -> argparse.ArgumentParser:
         "anti-entropy round every so often",
     )
     add_common_flags(parser)
+    add_security_flags(parser, default_keys=None)
+    add_account_flags(parser)
     return parser
+
+
+def _layout_brokers(layout: LocalLayout) -> list[str]:
+    return [f"b{i}={endpoint}" for i, endpoint in enumerate(layout.backends)]
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -448,8 +545,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         if server_id not in ids:
             raise ValueError(f"--bind is needed for a server id outside {ids}")
         bind = layout.peer(ids.index(server_id) + 1)
-    brokers = args.broker or env_endpoints("SHOPLIST_BROKER_BACKENDS", layout.backends)
-    raw_peers = args.peer or env_list(
+    brokers = tuple(
+        parse_broker(b)
+        for b in args.broker or env_list("SHOPLIST_BROKER_BACKENDS", _layout_brokers(layout))
+    )
+    raw_peers = [] if args.no_peers else args.peer or env_list(
         "SHOPLIST_PEERS",
         [f"{p}={layout.peer(j + 1)}" for j, p in enumerate(ids) if p != server_id],
     )
@@ -457,16 +557,19 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if server_id in {p for p, _ in peers}:
         raise ValueError(f"server {server_id} is listed as its own peer")
     store = Path(args.store) if args.store else Path(args.data_dir) / f"{server_id}.sqlite"
+    keys = None if args.insecure else Path(args.keys or Path(args.data_dir) / "keys")
     return ServerSettings(
         server_id=server_id,
         store=store,
         bind=bind,
-        brokers=tuple(brokers),
+        brokers=brokers,
         peers=peers,
+        keys=keys,
         config=ServerConfig(
             heartbeat_interval=args.heartbeat, anti_entropy_interval=args.anti_entropy
         ),
         heartbeat=args.zmq_heartbeat,
+        accounts=account_settings_from_args(args),
     )
 
 
@@ -476,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.id)
     try:
         settings = settings_from_args(args)
-        settings.store.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(settings.store.parent)  # 0700 (storage.sqlite, Rule 5)
         server = Server(settings)
     except (ValueError, ClusterError, OSError, zmq.ZMQError) as exc:
         print(f"error: server {args.id}: {exc}", file=sys.stderr)
@@ -490,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             peer=server.endpoint,
             incarnation=server.incarnation,
             lists=len(server.core.list_ids()),
+            secure=server.security.secure,
         )
         server.run(stop)
     finally:

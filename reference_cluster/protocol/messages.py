@@ -39,15 +39,19 @@ from reference_cluster.errors import MalformedMessage
 __all__ = [
     "ERROR_CODES",
     "KINDS",
+    "MAX_MEMBER_CHANGES",
     "MAX_MESSAGE_BYTES",
     "RETRYABLE_CODES",
     "WIRE_VERSION",
+    "AccountDone",
     "AccountRequest",
     "AeContexts",
     "AeDeltas",
     "AeDigests",
     "Announce",
     "BrokerStatus",
+    "ChangePassword",
+    "DeleteAccount",
     "Deliver",
     "DirectoryDigest",
     "DirectoryPush",
@@ -60,6 +64,9 @@ __all__ = [
     "ListsReply",
     "ListsRequest",
     "LogIn",
+    "LogOut",
+    "Members",
+    "MembersReply",
     "Message",
     "Propagate",
     "Relay",
@@ -98,6 +105,14 @@ EncodedContext: TypeAlias = Mapping[str, Any]
 ERROR_CODES: Final = frozenset(
     {
         "bad_state",  # a delta or context in the request does not decode as the list type
+        # -- authorship (reference_cluster.cores.authorship) --
+        "behind",  # the push claims others' dots this server has not seen yet: retry
+        # --
+        # -- accounts (reference_cluster.cores.directory) --
+        "busy",  # the server's password-hashing queue is full: try again in a moment
+        "quota",  # the user owns as many lists as a user may
+        "rate_limited",  # too many password attempts (per account or per source); see detail
+        # --
         "forbidden",  # the user may not do this (only a list's owner may delete it)
         "invalid",  # a sign-up with a user name or password that breaks the rules
         "login_failed",  # unknown user name or wrong password
@@ -115,6 +130,8 @@ ERROR_CODES: Final = frozenset(
 )
 RETRYABLE_CODES: Final = frozenset(
     {"not_holder", "persist_failed", "unavailable", "unknown_session"}
+    | {"busy"}  # accounts: a full hashing queue at one server
+    | {"behind"}  # authorship: this server has not yet seen dots the client learned
 )
 """Errors after which the same request may succeed later (through the other broker)."""
 
@@ -276,24 +293,57 @@ def _check_record(fields: Mapping[str, Callable[[object, str], object]]) -> Any:
     return check_record
 
 
-_check_account = _check_record(
-    {
-        "user_id": _check_user_id,
-        "name": _check_id,
-        "password_hash": _check_secret,
-        "created": _check_number,
-    }
-)
-_check_session = _check_record(
-    {"token_hash": _check_digest, "user_id": _check_user_id, "expires": _check_number}
-)
-
-
 def _optional(check: Callable[[object, str], object]) -> Callable[[object, str], object]:
     def check_optional(value: object, path: str) -> object:
         return None if value is None else check(value, path)
 
     return check_optional
+
+
+def _check_record_optional(
+    fields: Mapping[str, Callable[[object, str], object]],
+    optional: Mapping[str, Callable[[object, str], object]],
+) -> Any:
+    """A check for a JSON object with the keys of ``fields`` and any of ``optional``."""
+    required = set(fields)
+    allowed = required | set(optional)
+
+    def check_record(value: object, path: str) -> object:
+        if not isinstance(value, Mapping) or not required <= set(value) <= allowed:
+            shown = f"{sorted(fields)} (and optionally {sorted(optional)})"
+            raise _fail(path, f"an object with keys {shown}", value)
+        for key, item in value.items():
+            (fields.get(key) or optional[key])(item, f"{path}.{key}")
+        return value
+
+    return check_record
+
+
+# Directory records (reference_cluster.cores.directory). An account's "version" counts
+# its password changes; a session's "replica" is the device it is bound to and its
+# "version" the account version it was opened (or last confirmed) at.
+_check_account = _check_record_optional(
+    {
+        "user_id": _check_user_id,
+        "name": _check_id,
+        "password_hash": _check_secret,
+        "created": _check_number,
+    },
+    {"version": _check_nat},
+)
+_check_session = _check_record_optional(
+    {"token_hash": _check_digest, "user_id": _check_user_id, "expires": _check_number},
+    {"replica": _optional(_check_id), "version": _check_nat},
+)
+_check_revoked = _check_record({"token_hash": _check_digest, "expires": _check_number})
+_check_deleted_account = _check_record(
+    {
+        "user_id": _check_user_id,
+        "name": _check_id,
+        "created": _check_number,
+        "deleted": _check_number,
+    }
+)
 
 
 def _nested(*classes: type[Message]) -> Callable[[object, str], object]:
@@ -404,6 +454,8 @@ class SignUp(Message):
         name: the user name.
         password: the password, in clear (never logged or shown).
         attempt: as in :class:`SyncRequest`; the broker routes by the user name.
+        replica: the device's replica id; the session is bound to it, and a sync made
+            with the session must name the same replica (``forbidden`` otherwise).
     """
 
     kind: ClassVar[str] = "signup"
@@ -411,6 +463,8 @@ class SignUp(Message):
     name: str = attrs.field(validator=_valid(_check_id))
     password: str = attrs.field(validator=_valid(_check_secret), repr=False)
     attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+    replica: str | None = attrs.field(validator=_valid(_optional(_check_id)), default=None)
+    """The device's replica id; the session binds it (a sync must carry the same one)."""
 
 
 @attrs.frozen
@@ -423,6 +477,8 @@ class LogIn(Message):
     name: str = attrs.field(validator=_valid(_check_id))
     password: str = attrs.field(validator=_valid(_check_secret), repr=False)
     attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+    replica: str | None = attrs.field(validator=_valid(_optional(_check_id)), default=None)
+    """The device's replica id, as in :class:`SignUp`."""
 
 
 @attrs.frozen
@@ -453,7 +509,8 @@ class ListsRequest(Message):
 
 @attrs.frozen
 class ListsReply(Message):
-    """Server to client: the user's id and the ids of the lists the user owns, sorted."""
+    """Server to client: the user's id, the ids of the lists the user owns, and of the
+    lists others shared with the user (a member of them), each sorted."""
 
     kind: ClassVar[str] = "lists_ok"
     request_id: str = attrs.field(validator=_valid(_check_id))
@@ -461,6 +518,121 @@ class ListsReply(Message):
     owned: tuple[str, ...] = attrs.field(
         converter=_as_tuple, validator=_valid(_check_tuple(check_list_id))
     )
+    shared: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(check_list_id)), default=()
+    )
+
+
+# -- access lists --------------------------------------------------------------------------
+
+MAX_MEMBER_CHANGES = 100
+"""Most user names one :class:`Members` request may add or remove."""
+
+
+def _check_names(value: object, path: str) -> tuple[str, ...]:
+    if type(value) is not tuple or len(value) > MAX_MEMBER_CHANGES:
+        raise _fail(path, f"an array of at most {MAX_MEMBER_CHANGES} user names", value)
+    for i, item in enumerate(value):
+        _check_user_id(item, f"{path}[{i}]")
+    return value
+
+
+@attrs.frozen
+class Members(Message):
+    """Client to broker (and to a server): read, and change, who may use a list. The
+    owner may add and remove anyone (by user name); a member may remove only themself
+    (leave); anyone else gets ``forbidden``. Answered by :class:`MembersReply`."""
+
+    kind: ClassVar[str] = "members"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    token: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    add: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_valid(_check_names))
+    remove: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_valid(_check_names))
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+@attrs.frozen
+class MembersReply(Message):
+    """Server to client: a list's owner and members (user names, sorted) after the
+    request's changes. ``owner`` is None while no server has recorded one (the list was
+    never synced)."""
+
+    kind: ClassVar[str] = "members_ok"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    owner: str | None = attrs.field(validator=_valid(_optional(_check_user_id)))
+    members: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(_check_user_id))
+    )
+
+
+# -- accounts: logout, password change, account deletion ----------------------------------
+
+
+@attrs.frozen
+class LogOut(Message):
+    """Client to broker (and to a server): end this session on every server. Answered
+    by :class:`AccountDone` (``logged_out``)."""
+
+    kind: ClassVar[str] = "logout"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    token: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+@attrs.frozen
+class ChangePassword(Message):
+    """Client to broker (and to a server): replace the password of the session's user;
+    every other session of the user ends. Answered by :class:`AccountDone`
+    (``password_changed``), ``login_failed`` if ``old_password`` is wrong, ``invalid`` if
+    ``new_password`` breaks the rules."""
+
+    kind: ClassVar[str] = "passwd"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    token: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    old_password: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    new_password: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+@attrs.frozen
+class DeleteAccount(Message):
+    """Client to broker (and to a server): delete the session's user, confirmed by the
+    password. Its sessions end, its lists become unreachable, its name stays reserved.
+    Answered by :class:`AccountDone` (``account_deleted``)."""
+
+    kind: ClassVar[str] = "delete_account"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    token: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    password: str = attrs.field(validator=_valid(_check_secret), repr=False)
+    attempt: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+_ACCOUNT_ACTIONS = frozenset({"logged_out", "password_changed", "account_deleted"})
+
+
+def _check_action(value: object, path: str) -> str:
+    if type(value) is not str or value not in _ACCOUNT_ACTIONS:
+        raise _fail(path, f"one of {sorted(_ACCOUNT_ACTIONS)}", value)
+    return value
+
+
+@attrs.frozen
+class AccountDone(Message):
+    """Server to client: a logout, password change or account deletion is done;
+    ``sessions_ended`` counts the sessions it ended at this server."""
+
+    kind: ClassVar[str] = "account_ok"
+    request_id: str = attrs.field(validator=_valid(_check_id))
+    action: str = attrs.field(validator=_valid(_check_action))
+    sessions_ended: int = attrs.field(validator=_valid(_check_nat), default=0)
+
+
+AccountRequest: TypeAlias = (
+    SignUp | LogIn | ListsRequest | LogOut | ChangePassword | DeleteAccount | Members
+)
+Reply: TypeAlias = SyncReply | ErrorReply | Welcome | ListsReply | AccountDone | MembersReply
 
 
 @attrs.frozen
@@ -480,9 +652,13 @@ class Relay(Message):
 
     kind: ClassVar[str] = "relay"
     client: str = attrs.field(validator=_valid(_check_id))
-    request: SignUp | LogIn | ListsRequest = attrs.field(
-        validator=_valid(_nested(SignUp, LogIn, ListsRequest))
+    request: AccountRequest = attrs.field(
+        validator=_valid(
+            _nested(SignUp, LogIn, ListsRequest, LogOut, ChangePassword, DeleteAccount, Members)
+        )
     )
+    source: str | None = attrs.field(validator=_valid(_optional(_check_id)), default=None)
+    """The client's network address as the broker saw it (for limits and logs)."""
 
 
 @attrs.frozen
@@ -491,8 +667,10 @@ class Deliver(Message):
 
     kind: ClassVar[str] = "deliver"
     client: str = attrs.field(validator=_valid(_check_id))
-    reply: SyncReply | ErrorReply | Welcome | ListsReply = attrs.field(
-        validator=_valid(_nested(SyncReply, ErrorReply, Welcome, ListsReply))
+    reply: Reply = attrs.field(
+        validator=_valid(
+            _nested(SyncReply, ErrorReply, Welcome, ListsReply, AccountDone, MembersReply)
+        )
     )
 
 
@@ -626,6 +804,18 @@ class DirectoryPush(Message):
     )
     owners: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_user_id)))
     answer: bool = attrs.field(validator=_valid(_check_flag), default=False)
+    revoked: tuple[Mapping[str, Any], ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(_check_revoked)), default=()
+    )
+    """Ended sessions (logouts): ``{token_hash, expires}``, kept until they expire."""
+    deleted: tuple[Mapping[str, Any], ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_tuple(_check_deleted_account)), default=()
+    )
+    """Deleted accounts: ``{user_id, name, created, deleted}``, kept for ever."""
+    members: Mapping[str, EncodedState] = attrs.field(
+        validator=_valid(_check_map(_check_state)), factory=dict
+    )
+    """Lists' members: ``{list id: encoded AWORSet of user ids}`` (states or deltas)."""
 
 
 @attrs.frozen
@@ -639,8 +829,6 @@ class DirectoryDigest(Message):
 
 
 Request: TypeAlias = SyncRequest
-AccountRequest: TypeAlias = SignUp | LogIn | ListsRequest
-Reply: TypeAlias = SyncReply | ErrorReply | Welcome | ListsReply
 
 KINDS: Final[Mapping[str, type[Message]]] = {
     cls.kind: cls
@@ -668,6 +856,14 @@ KINDS: Final[Mapping[str, type[Message]]] = {
         ServerStatus,
         DirectoryPush,
         DirectoryDigest,
+        # accounts
+        LogOut,
+        ChangePassword,
+        DeleteAccount,
+        AccountDone,
+        # access lists
+        Members,
+        MembersReply,
     )
 }
 """Every message kind of :data:`WIRE_VERSION` and its class."""

@@ -14,6 +14,8 @@ In the spirit of Jepsen's Maelstrom checkers, each run reports:
 * shrinkage: a replica whose state did not grow (in memory within one run of a node,
   on disk across crashes and restarts);
 * reused dots: a dot issued by two edits;
+* forgeries: an entry in a server's state that no honest edit made with that payload, or
+  a context that claims a dot nobody issued (the Byzantine client's pushes);
 * rounds to converge: anti-entropy intervals from the last heal until the servers held
   their final states for good.
 """
@@ -79,6 +81,9 @@ class RunResult:
     trace_hash: str
     problems: tuple[str, ...]
     stats: tuple[tuple[str, int], ...] = ()
+    forged: int = 0
+    """Forged dots or context claims found in a server's final state (a Byzantine
+    client's push that got through)."""
 
     def ok(self, max_rounds: int = 2) -> bool:
         """No checker failed and the servers converged within ``max_rounds`` rounds."""

@@ -13,10 +13,16 @@ from crdts import DotContext
 from reference_cluster.cores.client import ClientCore
 from reference_cluster.cores.server import ServerCore
 from reference_cluster.protocol.effects import Effect, SaveEdit, Send
-from reference_cluster.protocol.messages import Deliver, Forward, SyncReply
+from reference_cluster.protocol.messages import Deliver, ErrorReply, Forward, SyncReply, SyncRequest
 from reference_cluster.protocol.replication import S, missing_for
 
-__all__ = ["MUTANTS", "AckBeforePersistServer", "ForgetfulClient", "NoAntiEntropyServer"]
+__all__ = [
+    "MUTANTS",
+    "AckBeforePersistServer",
+    "ForgetfulClient",
+    "NoAntiEntropyServer",
+    "NoAuthorshipServer",
+]
 
 
 class AckBeforePersistServer(ServerCore[S]):
@@ -45,6 +51,14 @@ class NoAntiEntropyServer(ServerCore[S]):
         return []
 
 
+class NoAuthorshipServer(ServerCore[S]):
+    """Applies every admitted push as it is: no authorship check, no quotas (the server
+    before :mod:`reference_cluster.cores.authorship`)."""
+
+    def _check_push(self, req: SyncRequest, delta: S) -> ErrorReply | None:
+        return None
+
+
 class ForgetfulClient(ClientCore[S]):
     """Does not make its edits durable: a restart forgets them and reuses their dots."""
 
@@ -56,6 +70,7 @@ class ForgetfulClient(ClientCore[S]):
 MUTANTS: dict[str, tuple[str, type[Any]]] = {
     "ack-before-persist": ("server", AckBeforePersistServer),
     "no-anti-entropy": ("server", NoAntiEntropyServer),
+    "no-authorship": ("server", NoAuthorshipServer),
     "forgetful-client": ("client", ForgetfulClient),
 }
 """Mutant name -> (the role it replaces, its class)."""

@@ -107,6 +107,7 @@ class Summary:
     client_messages_per_edit: float
     client_bytes_per_edit: float
     stats: dict[str, int] = attrs.field(factory=dict)
+    forged: int = 0
 
 
 def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
@@ -138,6 +139,7 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
         client_messages_per_edit=sum(r.client_messages for r in results) / edits,
         client_bytes_per_edit=sum(r.client_bytes for r in results) / edits,
         stats=dict(sorted(stats.items())),
+        forged=sum(r.forged for r in results),
     )
 
 
@@ -153,6 +155,7 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
         ("phantom items", f"{s.phantoms}"),
         ("replicas that shrank", f"{s.shrunk}"),
         ("reused dots", f"{s.reused_dots}"),
+        ("forged dots or claims accepted", f"{s.forged}"),
         ("clients not synced at the end", f"{s.unsynced_clients}"),
         (
             "max rounds to converge after heal",

@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from reference_cluster.cores.authorship import PushLimits, kernel_of
 from reference_cluster.cores.broker import BrokerConfig, BrokerCore
 from reference_cluster.cores.client import ClientConfig, ClientCore
 from reference_cluster.cores.server import ServerConfig, ServerCore
@@ -41,6 +42,7 @@ from reference_cluster.protocol.effects import (
 )
 from reference_cluster.protocol.messages import Deliver, ErrorReply, SyncReply, SyncRequest, encode
 from reference_cluster.protocol.replication import context_of
+from reference_cluster.sim.byzantine import ByzantineCore
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
 from reference_cluster.sim.durable import FakeClientStore, FakeServerStore
 from reference_cluster.sim.faults import (
@@ -126,6 +128,13 @@ class SimConfig:
     """Sample every server's digests and the message count at this interval from time 0
     (:attr:`Simulation.timeline`, for plots); ``None`` leaves sampling to the checkers."""
     max_events: int = attrs.field(default=1_000_000, validator=_at_least_one)
+    byzantine: bool = True
+    """Add a Byzantine collaborator (:mod:`reference_cluster.sim.byzantine`, the shopping
+    list model only) that forges pushes until ``heal_at``; the checkers then require that
+    no forged dot or claim reached any server."""
+    push_limits: PushLimits = attrs.field(factory=lambda: PushLimits(max_map_keys=16))
+    """The servers' push bounds: the defaults but 16 items a list, so that an oversized
+    push stays small (an honest run uses 6 item names)."""
     server: ServerConfig = attrs.field(factory=ServerConfig)
     client: ClientConfig = attrs.field(factory=ClientConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
@@ -146,6 +155,9 @@ class _Node:
     timer_token: int = 0
     crash_on_write: bool = False
 
+
+BYZANTINE = "z1"
+"""The Byzantine collaborator's node name and replica id."""
 
 # Event kinds, in the order they run when due at the same instant.
 _FAULT, _DELIVER, _PERSISTED, _TIMER, _EDIT, _SAMPLE, _FINAL = range(7)
@@ -192,7 +204,9 @@ class Simulation:
             edits_per_client=cfg.edits_per_client,
             until=cfg.heal_at,
         )
-        self.net = Network(topo.nodes, random.Random(seeds[2]), cfg.base_delay)
+        self.byzantine = cfg.byzantine and self.model.name == "shopping_list"
+        names = (*topo.nodes, BYZANTINE) if self.byzantine else topo.nodes
+        self.net = Network(names, random.Random(seeds[2]), cfg.base_delay)
         self._node_rng = random.Random(seeds[3])
         self._store_rng = random.Random(seeds[4])
         self._server_factory = server_factory
@@ -205,6 +219,9 @@ class Simulation:
             self.nodes[name] = _Node(name, "broker")
         for name in topo.clients:
             self.nodes[name] = _Node(name, "client")
+        if self.byzantine:
+            self.nodes[BYZANTINE] = _Node(BYZANTINE, "byzantine")
+        self.forged = 0
         self.server_stores = {s: FakeServerStore(doc) for s in topo.servers}
         self.client_stores = {c: FakeClientStore(doc) for c in topo.clients}
         self.now = 0.0
@@ -369,6 +386,20 @@ class Simulation:
                 incarnation=node.incarnation,
                 config=cfg.server,
                 rng=rng,
+                push_limits=cfg.push_limits,
+            )
+        elif node.role == "byzantine":
+            node.core = ByzantineCore(
+                node.name,
+                doc,
+                brokers=topo.brokers,
+                list_ids=self.workload.list_ids,
+                victims=topo.clients,
+                servers=len(topo.servers),
+                rng=rng,
+                held_everywhere=self._held_everywhere,
+                max_items=cfg.push_limits.max_map_keys,
+                until=cfg.heal_at,
             )
         elif node.role == "broker":
             node.core = BrokerCore(node.name, config=cfg.broker)
@@ -389,6 +420,14 @@ class Simulation:
         if node.role == "client":
             for list_id in self.workload.list_ids:
                 self._call(node, core.open_list, list_id)
+
+    def _held_everywhere(self, list_id: str, dot: tuple[str, int]) -> bool:
+        """Whether every server's durable store has seen ``dot`` (the Byzantine's oracle)."""
+        for store in self.server_stores.values():
+            kernel = kernel_of(store.lists.get(list_id))
+            if kernel is None or not kernel._ctx.contains(dot):
+                return False
+        return True
 
     def _crash(self, node: _Node) -> None:
         if node.core is None:
@@ -484,7 +523,13 @@ class Simulation:
         core = node.core
         before = core.state(list_id)
         ctx = None if before is None else context_of(before)
-        first = 1 if ctx is None else ctx.next_dot(op.client).counter
+        try:
+            first = 1 if ctx is None else ctx.next_dot(op.client).counter
+        except ValueError as exc:
+            # Someone's context claimed this client's every dot (a forgery got through).
+            self.problems.append(f"{op.client} can no longer edit list {list_id[:8]}: {exc}")
+            self._trace(f"edit-impossible {op.client} {op.op}")
+            return
         seq = core.next_seq(list_id)
         try:
             delta, effects = core.edit(list_id, mutator(op.op), self.now)
@@ -531,7 +576,7 @@ class Simulation:
 
     def _check_growth(self) -> None:
         for node in self.nodes.values():
-            if node.role == "broker" or node.core is None:
+            if node.role in ("broker", "byzantine") or node.core is None:
                 continue
             for list_id in self.workload.list_ids:
                 if node.role == "client":
@@ -577,8 +622,8 @@ class Simulation:
     def run(self) -> RunResult:
         """Run to the end and check the outcome."""
         cfg = self.config
-        for name in self.topology.nodes:
-            self._start(self.nodes[name])
+        for node in self.nodes.values():
+            self._start(node)
         for fault in self.schedule.ordered():
             self._push(fault.at, _FAULT, fault)
         self._push(self.schedule.heal_at, _FAULT, None)
@@ -670,6 +715,7 @@ class Simulation:
             for c in sorted(self._synced_final)
         }
         final = check_final(self.model, self.workload.list_ids, servers, clients, self.edits)
+        self._check_forgeries(servers)
         self._samples.append((self.now, self._server_digests()))
         digests = self._server_digests()
         rounds = None
@@ -706,7 +752,57 @@ class Simulation:
             trace_hash=self._trace_hash.hexdigest(),
             stats=tuple(sorted(self.stats.items())),
             problems=tuple(problems),
+            forged=self.forged,
         )
+
+    def _check_forgeries(self, servers: dict[str, dict[str, Any]]) -> None:
+        """Every entry a server holds was made by an honest edit (or the Byzantine's own
+        honest rename) with that very payload, and no server's context claims a dot that
+        nobody issued."""
+        node = self.nodes.get(BYZANTINE)
+        byz: ByzantineCore | None = None if node is None else node.core
+        if byz is not None:
+            for kind, _, _ in byz.forged:
+                self.stats[f"byzantine forgeries: {kind}"] += 1
+            for code, n in sorted(byz.refusals.items()):
+                self.stats[f"byzantine refusals: {code}"] += n
+        records = {k: self.edits[n] for k, n in self._issued.items()}
+        honest = {} if byz is None else byz.honest
+        tops: dict[tuple[str, str], int] = {}
+        for list_id, r, c in records:
+            tops[(list_id, r)] = max(tops.get((list_id, r), 0), c)
+        for list_id, (r, c) in honest:
+            tops[(list_id, r)] = max(tops.get((list_id, r), 0), c)
+        for server, lists in servers.items():
+            for list_id, state in lists.items():
+                kernel = kernel_of(state)
+                if kernel is None:
+                    continue
+                for dot, payload in kernel._entries.items():
+                    record = records.get((list_id, *dot))
+                    if record is not None:
+                        made = kernel_of(record.delta)
+                        expected = None if made is None else made._entries.get(dot)
+                    else:
+                        expected = honest.get((list_id, dot))
+                    if expected is None or expected != payload:
+                        self._forgery(
+                            f"{server} holds dot {dot} of list {list_id[:8]} "
+                            "that no honest edit made with that payload"
+                        )
+                ctx = kernel._ctx
+                for r in ctx.replicas:
+                    cloud = ctx._cloud.get(r)
+                    top = max(ctx._vv.get(r, 0), *cloud) if cloud else ctx._vv.get(r, 0)
+                    if top > tops.get((list_id, r), 0):
+                        self._forgery(
+                            f"{server}'s context of list {list_id[:8]} claims dot "
+                            f"({r!r}, {top}), which was never issued"
+                        )
+
+    def _forgery(self, text: str) -> None:
+        self.forged += 1
+        self.problems.append(text)
 
 
 def run(seed: int, **kwargs: Any) -> RunResult:

@@ -24,12 +24,23 @@ back as it was, so its next edit continues the dots instead of issuing ``(device
 again, which a server already holds and would acknowledge without applying. A list this
 device never edited holds none of its dots and is deleted outright.
 
+Rule 5 (a damaged list is left alone). A list whose stored state or queued deltas do not
+decode (or are no longer text) is left out of :meth:`~ClientStore.saved`, so the device
+starts and every other list works; :meth:`~ClientStore.damaged` names each such list with
+what is wrong. A write to a list whose state does not decode raises
+:class:`~reference_cluster.errors.StoreCorrupt` naming the list, before anything is
+written. Its rows stay on disk as they are. The device store is not quarantined and
+refilled the way a server's is: its state is the only record of the dots this device
+issued and of edits no server has acknowledged, and starting the list again from an empty
+state would reuse dots (Rule 2), which servers take for edits they already hold.
+
 The general rules of the stores (durability, decoding, the cache) are in
 :mod:`reference_cluster.storage.sqlite`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sqlite3
@@ -42,6 +53,8 @@ from reference_cluster.errors import StaleState, StoreCorrupt
 from reference_cluster.storage.sqlite import S, SqliteStore, check_list_id, encode
 
 __all__ = ["ClientSession", "ClientStore", "StoredList"]
+
+log = logging.getLogger(__name__)
 
 _CLIENT_APP_ID = 0x53484C43  # "SHLC"
 _MAX_REPLICA_ID = 64
@@ -96,6 +109,20 @@ CREATE TABLE IF NOT EXISTS left_lists (
 _CLIENT_SCHEMA += _FORGOTTEN_TABLE + ";" + _NOTE_TABLES + ";"
 
 _LIVE = "list_id NOT IN (SELECT list_id FROM forgotten)"
+# States and deltas are read as bytes with their storage class: text that is no longer
+# UTF-8 is then a StoreCorrupt naming the list (Rule 5), not a driver error.
+_RAW_STATE = "CAST(state AS BLOB), typeof(state)"
+_RAW_DELTA = "CAST(delta AS BLOB), typeof(delta)"
+
+
+def _text_of(raw: bytes | None, kind: str) -> object:
+    """The stored text, or what to report if it is not ASCII text (canonical JSON is)."""
+    if kind != "text" or raw is None:
+        return raw
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return raw  # _decode reports "expected JSON text, got bytes"
 
 
 @attrs.frozen
@@ -208,11 +235,11 @@ class ClientStore(SqliteStore[S]):
         with self._errors("read"):
             self._check_cache()
             row = self._conn.execute(
-                f"SELECT state FROM lists WHERE list_id = ? AND {_LIVE}", (list_id,)
+                f"SELECT {_RAW_STATE} FROM lists WHERE list_id = ? AND {_LIVE}", (list_id,)
             ).fetchone()
         if row is None:
             return None
-        return self._cached(list_id, row[0]).copy()
+        return self._cached(list_id, _text_of(*row)).copy()
 
     def edit(self, list_id: str, mutate: Callable[[S, str], S]) -> tuple[S, int]:
         """Apply a local edit durably: ``mutate(state, replica_id)`` changes the stored
@@ -237,8 +264,10 @@ class ClientStore(SqliteStore[S]):
         return delta.copy(), seq
 
     def _current(self, conn: sqlite3.Connection, list_id: str) -> S:
-        row = conn.execute("SELECT state FROM lists WHERE list_id = ?", (list_id,)).fetchone()
-        return self._cached(list_id, row[0])
+        row = conn.execute(
+            f"SELECT {_RAW_STATE} FROM lists WHERE list_id = ?", (list_id,)
+        ).fetchone()
+        return self._cached(list_id, _text_of(*row))
 
     def _write_edit(self, conn: sqlite3.Connection, list_id: str, state: S, delta: S) -> int:
         seq = self._next_seq(conn, list_id)
@@ -299,15 +328,33 @@ class ClientStore(SqliteStore[S]):
 
     def saved(self) -> dict[str, StoredList[S]]:
         """Every list on the device with its queue and next sequence number: what a client
-        core starts from (``SavedList(s.state, s.queue, s.next_seq)``)."""
-        return {
-            list_id: StoredList(
-                state=self.load(list_id) or self._state_type(),
-                queue=tuple(self.pending(list_id)),
-                next_seq=self.next_seq(list_id),
-            )
-            for list_id in self.list_ids()
-        }
+        core starts from (``SavedList(s.state, s.queue, s.next_seq)``). A damaged list is
+        left out and logged as an error (Rule 5; :meth:`damaged` names them)."""
+        out: dict[str, StoredList[S]] = {}
+        for list_id in self.list_ids():
+            try:
+                out[list_id] = self._stored(list_id)
+            except StoreCorrupt as exc:
+                log.error("left out a damaged list: %s", exc)
+        return out
+
+    def _stored(self, list_id: str) -> StoredList[S]:
+        return StoredList(
+            state=self.load(list_id) or self._state_type(),
+            queue=tuple(self.pending(list_id)),
+            next_seq=self.next_seq(list_id),
+        )
+
+    def damaged(self) -> dict[str, str]:
+        """``{list_id: what is wrong}`` for each list on the device whose state, queued
+        deltas or sequence counter cannot be read (Rule 5)."""
+        found: dict[str, str] = {}
+        for list_id in self.list_ids():
+            try:
+                self._stored(list_id)
+            except StoreCorrupt as exc:
+                found[list_id] = str(exc)
+        return found
 
     def merge(self, list_id: str, remote: S) -> S:
         """Durably join a delta or state received from the cluster into the local state.
@@ -392,13 +439,14 @@ class ClientStore(SqliteStore[S]):
         check_list_id(list_id)
         with self._errors("read"):
             rows = self._conn.execute(
-                f"SELECT seq, delta FROM outbox WHERE list_id = ? AND {_LIVE} ORDER BY seq",
+                f"SELECT seq, {_RAW_DELTA} FROM outbox WHERE list_id = ? AND {_LIVE} ORDER BY seq",
                 (list_id,),
             ).fetchall()
         out: list[tuple[int, S]] = []
-        for seq, text in rows:
+        for seq, raw, kind in rows:
             if type(seq) is not int:
                 raise StoreCorrupt(f"{self.path}: table outbox, list {list_id!r}: bad seq")
+            text = _text_of(raw, kind)
             out.append((seq, self._decode("outbox", f"{list_id}#{seq}", "delta", text)))
         return out
 

@@ -6,33 +6,66 @@ an edit only after the method that applied it returned. The rules the stores kee
 :mod:`reference_cluster.storage.sqlite`. The stores are generic in the state type
 (``ServerStore(path, ShoppingList)``, ``ServerStore(path, AWORSet)``): any
 :class:`crdts.Crdt` with ``from_dict``/``to_dict``.
+
+Quarantine (damaged states are set aside, never served)
+-------------------------------------------------------
+Each list's row holds the state's canonical JSON and its SHA-256 ``digest``. A byte
+changed on disk can leave a state that still decodes (SQLite's own checks pass), and
+anti-entropy could never repair it: the causal context would still claim everything.
+So every state read from disk is checked against its digest, and
+:meth:`ServerStore.load_all` (what a server starts from) first checks every row
+(:meth:`ServerStore.quarantine_damaged`). A row whose state does not match its digest,
+is not ASCII text or does not decode, or whose list id or owner is unreadable, is copied
+byte for byte into the ``quarantine`` table with the reason and the time, logged as an
+error, and its state in ``lists`` is replaced by the empty state. The row keeps the
+list's owner and deletion flag, so ownership is never lost to the next pusher; the
+server starts with the list empty, its digest differs from the peers', and the next
+anti-entropy round brings the whole state back (the server's empty context asks for
+everything). A row whose list id is unreadable leaves ``lists`` altogether. A write
+that finds a damaged row while the server runs (another program wrote the file)
+quarantines it the same way and joins its deltas into the empty state, so one bad row
+never fails a group commit; the lost part comes back from the peers after a restart.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from reference_cluster.cores.accounts import Account, Session
+import attrs
+
+from crdts import AWORSet
+from reference_cluster.cores.accounts import Account, DeletedAccount, Session
 from reference_cluster.errors import (
     AccessDenied,
+    InvalidListId,
     ListDeleted,
     StoreCorrupt,
     StoreError,
     UserExists,
 )
 from reference_cluster.storage.client_store import ClientSession, ClientStore, StoredList
+from reference_cluster.storage.memberships import (
+    MEMBERS_TABLE,
+    load_memberships,
+    store_membership,
+)
 from reference_cluster.storage.sqlite import S, SqliteStore, check_list_id, digest_of, encode
 
 __all__ = [
     "ClientSession",
     "ClientStore",
+    "QuarantinedRow",
     "ServerStore",
     "StoredList",
     "check_list_id",
 ]
 
+log = logging.getLogger(__name__)
+
 _SERVER_APP_ID = 0x53484C53  # "SHLS"
+_MAX_USER_ID = 64
 
 _SERVER_SCHEMA = """
 CREATE TABLE lists (
@@ -60,6 +93,78 @@ CREATE TABLE meta (
 );
 """
 
+# Added after schema version 1 shipped, without a version change: an older program ignores
+# it. Every open creates it if missing. The copied columns are declared BLOB so that what
+# was on disk is kept exactly, whatever it is.
+_QUARANTINE_TABLE = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    list_id BLOB,
+    owner   BLOB,
+    state   BLOB,
+    digest  BLOB,
+    deleted BLOB,
+    reason  TEXT NOT NULL,
+    at      TEXT NOT NULL
+)
+"""
+
+_SERVER_SCHEMA += _QUARANTINE_TABLE + ";"
+
+# Columns of ``lists`` read as bytes with their storage class, so that text that is not
+# UTF-8 any more is a reason to quarantine, not an exception in the driver.
+_RAW_ROW = (
+    "rowid, CAST(list_id AS BLOB), typeof(list_id), CAST(owner AS BLOB), typeof(owner), "
+    "CAST(state AS BLOB), typeof(state), CAST(digest AS BLOB), typeof(digest), deleted"
+)
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+@attrs.frozen
+class QuarantinedRow:
+    """A list's stored state that failed its check, as kept in the ``quarantine`` table.
+
+    Attributes:
+        list_id: the list's id (undecodable bytes shown escaped).
+        reason: what was wrong (a digest mismatch, not decoding, an unreadable column).
+        at: when it was set aside, UTC, ISO 8601.
+    """
+
+    list_id: str
+    reason: str
+    at: str
+
+
+@attrs.frozen
+class _RawRow:
+    """One row of ``lists`` as bytes (see ``_RAW_ROW``)."""
+
+    rowid: int
+    list_id: bytes | None
+    list_id_type: str
+    owner: bytes | None
+    owner_type: str
+    state: bytes | None
+    state_type: str
+    digest: bytes | None
+    digest_type: str
+    deleted: object
+
+    @property
+    def shown_id(self) -> str:
+        return _shown(self.list_id or b"")
+
+    @property
+    def owner_text(self) -> str | None:
+        """The owner's user id, or None if there is none or it is unreadable."""
+        if self.owner_type != "text" or self.owner is None:
+            return None
+        try:
+            owner = self.owner.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return owner if 0 < len(owner) <= _MAX_USER_ID else None
+
 
 class ServerStore(SqliteStore[S]):
     """A server's lists, their owners, and the accounts and sessions of the cluster.
@@ -75,6 +180,23 @@ class ServerStore(SqliteStore[S]):
     _APP_ID = _SERVER_APP_ID
     _SCHEMA = _SERVER_SCHEMA
     _KIND = "server"
+
+    def _init_rows(self) -> None:
+        self._conn.execute(_QUARANTINE_TABLE)
+        self._init_account_tables()  # accounts: see "accounts and sessions" below
+        self._conn.execute(MEMBERS_TABLE)
+
+    # -- members of lists (storage.memberships) ----------------------------------------
+
+    def memberships(self) -> dict[str, AWORSet]:
+        """Every list's members (``cores.membership``)."""
+        with self._errors("read members"):
+            return load_memberships(self._conn)
+
+    def put_membership(self, list_id: str, state: AWORSet) -> None:
+        """Store a list's members durably (replacing what was there)."""
+        with self._transaction("write members") as conn:
+            store_membership(conn, check_list_id(list_id), state)
 
     # -- lists --------------------------------------------------------------------------
 
@@ -132,25 +254,31 @@ class ServerStore(SqliteStore[S]):
     def _apply(
         self, conn: sqlite3.Connection, list_id: str, deltas: list[S], owner: str | None
     ) -> str | None:
-        row = conn.execute(
-            "SELECT owner, state, deleted FROM lists WHERE list_id = ?", (list_id,)
-        ).fetchone()
-        if row is None:
+        raw = self._raw_row(conn, list_id)
+        if raw is not None and list_id not in self._cache:
+            reason, decoded = self._row_problem(raw)
+            if reason is None:
+                assert decoded is not None
+                self._cache[list_id] = decoded
+            else:  # a damaged row found while running: set aside, start empty
+                self._quarantine(conn, raw, reason)
+                raw = self._raw_row(conn, list_id)
+        if raw is None:
             state = self._state_type()
             self._cache[list_id] = state
         else:
-            known_owner, text, deleted = row
-            if deleted:
+            if raw.deleted:
                 self._cache.pop(list_id, None)
                 return None
+            known_owner = raw.owner_text
             if owner is not None and known_owner is not None and owner != known_owner:
                 raise AccessDenied(f"list {list_id} already has another owner")
-            state = self._cached(list_id, text)
+            state = self._cache[list_id]
         for delta in deltas:
             state.join(delta)
         text = encode(state)
         digest = digest_of(text)
-        if row is None:
+        if raw is None:
             conn.execute(
                 "INSERT INTO lists (list_id, owner, state, digest) VALUES (?, ?, ?, ?)",
                 (list_id, owner, text, digest),
@@ -197,30 +325,134 @@ class ServerStore(SqliteStore[S]):
         """A copy of the list's state, or None if the list is unknown or deleted.
 
         Raises:
-            InvalidListId: bad id. StoreCorrupt: the stored state does not decode.
+            InvalidListId: bad id. StoreCorrupt: the stored state does not decode or does
+            not match its digest (:meth:`load_all` quarantines such rows instead).
         """
         check_list_id(list_id)
         with self._errors("read"):
             self._check_cache()
-            row = self._conn.execute(
-                "SELECT state, deleted FROM lists WHERE list_id = ?", (list_id,)
-            ).fetchone()
-        if row is None or row[1]:
+            raw = self._raw_row(self._conn, list_id)
+        if raw is None or raw.deleted:
             return None
-        return self._cached(list_id, row[0]).copy()
+        state = self._cache.get(list_id)
+        if state is None:
+            reason, state = self._row_problem(raw)
+            if reason is not None:
+                raise StoreCorrupt(f"{self.path}: table lists, row {list_id!r}: {reason}")
+            assert state is not None
+            self._cache[list_id] = state
+        return state.copy()
 
     def load_all(self) -> dict[str, S]:
-        """Copies of every live list's state (what a server core starts from).
+        """Copies of every live list's state (what a server core starts from), after
+        setting aside every damaged row (:meth:`quarantine_damaged`): a list whose row was
+        damaged loads empty, and anti-entropy brings its state back from the peers.
 
         Raises:
-            StoreCorrupt: a stored state does not decode.
+            StoreError: the file cannot be read or written.
         """
+        self.quarantine_damaged()
         states: dict[str, S] = {}
         for list_id in self.list_ids():
             state = self.load(list_id)
             if state is not None:  # not ``if state``: an empty list is falsy
                 states[list_id] = state
         return states
+
+    def quarantine_damaged(self) -> list[QuarantinedRow]:
+        """Check every row of ``lists`` and set aside the damaged ones (see the module
+        notes), in one transaction; each is logged as an error.
+
+        Returns:
+            The rows set aside now (earlier ones: :meth:`quarantined`).
+        """
+        found: list[QuarantinedRow] = []
+        with self._transaction("check") as conn:
+            for raw in self._raw_rows(conn):
+                reason, state = self._row_problem(raw)
+                if reason is not None:
+                    found.append(self._quarantine(conn, raw, reason))
+                elif state is not None and raw.list_id is not None:
+                    self._cache[raw.list_id.decode("ascii")] = state
+        return found
+
+    def quarantined(self) -> list[QuarantinedRow]:
+        """Every row ever set aside, oldest first."""
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT CAST(list_id AS BLOB), reason, at FROM quarantine ORDER BY id"
+            ).fetchall()
+        return [QuarantinedRow(_shown(k), str(reason), str(at)) for k, reason, at in rows]
+
+    def _raw_rows(self, conn: sqlite3.Connection) -> list[_RawRow]:
+        rows = conn.execute(f"SELECT {_RAW_ROW} FROM lists ORDER BY rowid").fetchall()
+        return [_RawRow(*r) for r in rows]
+
+    def _raw_row(self, conn: sqlite3.Connection, list_id: str) -> _RawRow | None:
+        row = conn.execute(f"SELECT {_RAW_ROW} FROM lists WHERE list_id = ?", (list_id,)).fetchone()
+        return None if row is None else _RawRow(*row)
+
+    def _row_problem(self, raw: _RawRow) -> tuple[str | None, S | None]:
+        """``(None, state)`` for a sound row; ``(reason, None)`` for a damaged one."""
+        if raw.list_id_type != "text" or _id_text(raw.list_id) is None:
+            return f"the list id is not a list id ({raw.list_id_type})", None
+        if raw.owner_type != "null" and raw.owner_text is None:
+            return f"the owner is not a user id ({raw.owner_type})", None
+        if type(raw.deleted) is not int or raw.deleted not in (0, 1):
+            return "the deleted flag is not 0 or 1", None
+        if raw.state_type != "text" or raw.state is None:
+            return f"column state: expected JSON text, got {raw.state_type}", None
+        try:
+            text = raw.state.decode("ascii")
+        except UnicodeDecodeError:
+            return "column state: not ASCII text (a stored state is canonical JSON)", None
+        try:
+            state = self._decode_text("column state", text)
+        except StoreCorrupt as exc:
+            return str(exc), None
+        stored = (raw.digest or b"").decode("ascii", "backslashreplace")
+        actual = digest_of(text)
+        if raw.digest_type != "text" or stored != actual:
+            return (
+                f"the state does not match its digest (stored {stored[:16]!r}..., the "
+                f"text hashes to {actual[:16]!r}...)",
+                None,
+            )
+        return None, state
+
+    def _quarantine(self, conn: sqlite3.Connection, raw: _RawRow, reason: str) -> QuarantinedRow:
+        """Copy the row into ``quarantine``, then empty it in ``lists`` keeping its owner
+        and deletion flag (or drop it, if its id is unreadable)."""
+        cursor = conn.execute(
+            "INSERT INTO quarantine (list_id, owner, state, digest, deleted, reason, at) "
+            f"SELECT list_id, owner, state, digest, deleted, ?, {_NOW} FROM lists "
+            "WHERE rowid = ?",
+            (reason, raw.rowid),
+        )
+        at = conn.execute("SELECT at FROM quarantine WHERE id = ?", (cursor.lastrowid,)).fetchone()[
+            0
+        ]
+        list_id = _id_text(raw.list_id) if raw.list_id_type == "text" else None
+        if list_id is None:
+            conn.execute("DELETE FROM lists WHERE rowid = ?", (raw.rowid,))
+        else:
+            bottom = self._state_type()
+            text = encode(bottom)
+            conn.execute(
+                "UPDATE lists SET state = ?, digest = ?, "
+                "owner = CASE WHEN ? THEN owner ELSE NULL END, "
+                "deleted = CASE WHEN deleted IN (0, 1) THEN deleted ELSE 0 END "
+                "WHERE rowid = ?",
+                (text, digest_of(text), raw.owner_text is not None, raw.rowid),
+            )
+            self._cache[list_id] = bottom
+        log.error(
+            "%s: list %r quarantined, it starts empty and is fetched again from the peers: %s",
+            self.path,
+            raw.shown_id,
+            reason,
+        )
+        return QuarantinedRow(raw.shown_id, reason, str(at))
 
     def start_incarnation(self) -> int:
         """Durably count one more start of this server; return how many came before."""
@@ -344,20 +576,41 @@ class ServerStore(SqliteStore[S]):
         return value
 
     # -- accounts and sessions ----------------------------------------------------------
+    #
+    # Added after schema version 1 shipped, without a version change (as the quarantine
+    # table): every open adds what is missing (``_init_account_tables``). accounts.version
+    # counts password changes; sessions.replica is the device a session is bound to and
+    # sessions.version the account version it belongs to; ``revoked`` keeps the token
+    # hashes of ended sessions until they would have expired; ``deleted_accounts`` keeps
+    # deleted accounts for ever (their names stay reserved).
+
+    def _init_account_tables(self) -> None:
+        """Add the account columns and tables a store made before them lacks."""
+        for table, column, decl in _ACCOUNT_COLUMNS:
+            have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        for statement in _ACCOUNT_TABLES.split(";"):
+            if statement.strip():
+                self._conn.execute(statement)
 
     def add_account(self, account: Account) -> None:
         """Record a new account.
 
         Raises:
-            UserExists: the name (or the user id) is taken.
+            UserExists: the name (or the user id) is taken, or was a deleted account's.
         """
         try:
             with self._transaction("add account") as conn:
-                conn.execute(
-                    "INSERT INTO accounts (user_id, name, password_hash, created) "
-                    "VALUES (?, ?, ?, ?)",
-                    (account.user_id, account.name, account.password_hash, account.created),
-                )
+                gone = conn.execute(
+                    "SELECT 1 FROM deleted_accounts WHERE user_id = ? OR name = ?",
+                    (account.user_id, account.name),
+                ).fetchone()
+                if gone is not None:
+                    raise UserExists(
+                        f"the user name {account.name!r} belonged to a deleted account"
+                    )
+                _insert_account(conn, account)
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise UserExists(f"the user name {account.name!r} is taken") from None
@@ -375,19 +628,13 @@ class ServerStore(SqliteStore[S]):
         """
         with self._transaction("put account") as conn:
             clash = conn.execute(
-                "SELECT user_id, name, password_hash, created FROM accounts "
-                "WHERE user_id = ? OR name = ?",
+                f"SELECT {_ACCOUNT_COLUMNS_READ} FROM accounts WHERE user_id = ? OR name = ?",
                 (account.user_id, account.name),
             ).fetchall()
             if not clash:
-                conn.execute(
-                    "INSERT INTO accounts (user_id, name, password_hash, created) "
-                    "VALUES (?, ?, ?, ?)",
-                    (account.user_id, account.name, account.password_hash, account.created),
-                )
+                _insert_account(conn, account)
                 return True
-        mine = (account.user_id, account.name, account.password_hash, account.created)
-        if len(clash) == 1 and tuple(clash[0]) == mine:
+        if len(clash) == 1 and self._account_row(clash[0], account.user_id) == account:
             return False
         raise UserExists(f"the user name {account.name!r} belongs to another account")
 
@@ -411,11 +658,53 @@ class ServerStore(SqliteStore[S]):
             )
             for user_id in dropped:
                 conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
-            conn.execute(
-                "INSERT INTO accounts (user_id, name, password_hash, created) VALUES (?, ?, ?, ?)",
-                (account.user_id, account.name, account.password_hash, account.created),
-            )
+            _insert_account(conn, account)
         return dropped
+
+    def update_account(self, account: Account, drop_sessions: Iterable[str] = ()) -> None:
+        """Replace the record of ``account.user_id`` (a password change) and forget the
+        sessions ``drop_sessions`` (token hashes), in one transaction."""
+        with self._transaction("update account") as conn:
+            conn.execute(
+                "UPDATE accounts SET password_hash = ?, version = ? WHERE user_id = ?",
+                (account.password_hash, account.version, account.user_id),
+            )
+            conn.executemany(
+                "DELETE FROM sessions WHERE token_hash = ?", [(h,) for h in drop_sessions]
+            )
+
+    def drop_account(self, user_id: str) -> None:
+        """Forget an account and its sessions (the loser of a sign-up race)."""
+        with self._transaction("drop account") as conn:
+            conn.execute("DELETE FROM accounts WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    def delete_account(self, tomb: DeletedAccount) -> None:
+        """Record an account's deletion: its record and sessions go, the tombstone stays
+        (idempotent)."""
+        with self._transaction("delete account") as conn:
+            conn.execute("DELETE FROM accounts WHERE user_id = ?", (tomb.user_id,))
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", (tomb.user_id,))
+            conn.execute(
+                "INSERT OR IGNORE INTO deleted_accounts (user_id, name, created, deleted) "
+                "VALUES (?, ?, ?, ?)",
+                (tomb.user_id, tomb.name, tomb.created, tomb.deleted),
+            )
+
+    def deleted_accounts(self) -> list[DeletedAccount]:
+        """Every deleted account's tombstone, by user id."""
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT user_id, name, created, deleted FROM deleted_accounts ORDER BY user_id"
+            ).fetchall()
+        out = []
+        for user_id, name, created, deleted in rows:
+            if not (isinstance(user_id, str) and isinstance(name, str)) or not all(
+                isinstance(v, float | int) for v in (created, deleted)
+            ):
+                raise StoreCorrupt(f"{self.path}: table deleted_accounts: wrong column types")
+            out.append(DeletedAccount(user_id, name, float(created), float(deleted)))
+        return out
 
     def account_by_name(self, name: str) -> Account | None:
         """The account with this (normalised) name, if any."""
@@ -428,74 +717,155 @@ class ServerStore(SqliteStore[S]):
     def _account(self, column: str, value: str) -> Account | None:
         with self._errors("read"):
             row = self._conn.execute(
-                "SELECT user_id, name, password_hash, created FROM accounts "
+                f"SELECT {_ACCOUNT_COLUMNS_READ} FROM accounts "
                 f"WHERE {column} = ?",  # column is one of two literals above
                 (value,),
             ).fetchone()
-        if row is None:
-            return None
-        user_id, name, password_hash, created = row
-        if not all(isinstance(v, str) for v in (user_id, name, password_hash)) or not (
-            isinstance(created, float | int)
+        return None if row is None else self._account_row(row, value)
+
+    def _account_row(self, row: Sequence[object], key: str) -> Account:
+        user_id, name, password_hash, created, version = row
+        if (
+            not all(isinstance(v, str) for v in (user_id, name, password_hash))
+            or not isinstance(created, float | int)
+            or type(version) is not int
         ):
-            raise StoreCorrupt(f"{self.path}: table accounts, row {value!r}: wrong column types")
-        return Account(user_id, name, password_hash, float(created))
+            raise StoreCorrupt(f"{self.path}: table accounts, row {key!r}: wrong column types")
+        return Account(str(user_id), str(name), str(password_hash), float(created), version)
 
     def accounts(self) -> list[Account]:
         """Every account, by name (for replicating accounts between servers)."""
         with self._errors("read"):
-            names = [r[0] for r in self._conn.execute("SELECT name FROM accounts ORDER BY name")]
-        found = [self.account_by_name(n) for n in names]
-        return [a for a in found if a is not None]
+            rows = self._conn.execute(
+                f"SELECT {_ACCOUNT_COLUMNS_READ} FROM accounts ORDER BY name"
+            ).fetchall()
+        return [self._account_row(r, str(r[1])) for r in rows]
 
     def add_session(self, session: Session) -> None:
         """Record a session (replacing one with the same token hash)."""
         with self._transaction("add session") as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO sessions (token_hash, user_id, expires) VALUES (?, ?, ?)",
-                (session.token_hash, session.user_id, session.expires),
+                "INSERT OR REPLACE INTO sessions (token_hash, user_id, expires, replica, version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    session.token_hash,
+                    session.user_id,
+                    session.expires,
+                    session.replica,
+                    session.version,
+                ),
             )
 
     def session(self, token_hash: str) -> Session | None:
         """The session with this token hash, if any."""
         with self._errors("read"):
             row = self._conn.execute(
-                "SELECT user_id, expires FROM sessions WHERE token_hash = ?", (token_hash,)
+                f"SELECT {_SESSION_COLUMNS_READ} FROM sessions WHERE token_hash = ?", (token_hash,)
             ).fetchone()
-        if row is None:
-            return None
-        user_id, expires = row
-        if not isinstance(user_id, str) or not isinstance(expires, float | int):
+        return None if row is None else self._session_row(row)
+
+    def _session_row(self, row: Sequence[object]) -> Session:
+        token_hash, user_id, expires, replica, version = row
+        if (
+            not isinstance(token_hash, str)
+            or not isinstance(user_id, str)
+            or not isinstance(expires, float | int)
+            or not (replica is None or isinstance(replica, str))
+            or type(version) is not int
+        ):
             raise StoreCorrupt(f"{self.path}: table sessions: wrong column types")
-        return Session(token_hash, user_id, float(expires))
+        return Session(token_hash, user_id, float(expires), replica, version)
 
     def sessions(self) -> list[Session]:
         """Every session, by token hash (for replicating sessions between servers)."""
         with self._errors("read"):
             rows = self._conn.execute(
-                "SELECT token_hash, user_id, expires FROM sessions ORDER BY token_hash"
+                f"SELECT {_SESSION_COLUMNS_READ} FROM sessions ORDER BY token_hash"
             ).fetchall()
-        out = []
-        for token_hash, user_id, expires in rows:
-            if not isinstance(token_hash, str) or not isinstance(user_id, str):
-                raise StoreCorrupt(f"{self.path}: table sessions: wrong column types")
-            if not isinstance(expires, float | int):
-                raise StoreCorrupt(f"{self.path}: table sessions: wrong column types")
-            out.append(Session(token_hash, user_id, float(expires)))
-        return out
+        return [self._session_row(r) for r in rows]
 
     def delete_session(self, token_hash: str) -> None:
         """Forget a session (no error if unknown)."""
         with self._transaction("delete session") as conn:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
 
+    def revoke_session(self, token_hash: str, expires: float) -> None:
+        """End a session for good: forget it and keep its token hash until ``expires``,
+        so that no stale copy brings it back."""
+        with self._transaction("revoke session") as conn:
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+            conn.execute(
+                "INSERT OR REPLACE INTO revoked (token_hash, expires) VALUES (?, ?)",
+                (token_hash, expires),
+            )
+
+    def revoked(self) -> dict[str, float]:
+        """``{token hash: expiry}`` of every ended session not yet expired."""
+        with self._errors("read"):
+            rows = self._conn.execute("SELECT token_hash, expires FROM revoked").fetchall()
+        out = {}
+        for token_hash, expires in rows:
+            if not isinstance(token_hash, str) or not isinstance(expires, float | int):
+                raise StoreCorrupt(f"{self.path}: table revoked: wrong column types")
+            out[token_hash] = float(expires)
+        return out
+
     def purge_sessions(self, now: float) -> int:
-        """Forget every session expired at ``now``; return how many."""
+        """Forget every session, and every ended session's record, expired at ``now``;
+        return how many sessions."""
         with self._transaction("purge sessions") as conn:
+            conn.execute("DELETE FROM revoked WHERE expires <= ?", (now,))
             return conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount
 
 
+def _shown(raw: object) -> str:
+    """Bytes from a damaged row as text: UTF-8 where it decodes, escaped elsewhere."""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "backslashreplace")
+    return str(raw)
+
+
+def _id_text(raw: bytes | None) -> str | None:
+    """The list id ``raw`` holds (UTF-8 text of a canonical UUID), or None."""
+    if raw is None:
+        return None
+    try:
+        return check_list_id(raw.decode("utf-8"))
+    except (UnicodeDecodeError, InvalidListId):
+        return None
+
+
+_ACCOUNT_COLUMNS = (
+    ("accounts", "version", "INTEGER NOT NULL DEFAULT 0"),
+    ("sessions", "replica", "TEXT"),
+    ("sessions", "version", "INTEGER NOT NULL DEFAULT 0"),
+)
+_ACCOUNT_TABLES = """
+CREATE TABLE IF NOT EXISTS revoked (
+    token_hash TEXT PRIMARY KEY,
+    expires    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deleted_accounts (
+    user_id TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    created REAL NOT NULL,
+    deleted REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deleted_accounts_name ON deleted_accounts (name)
+"""
+_ACCOUNT_COLUMNS_READ = "user_id, name, password_hash, created, version"
+_SESSION_COLUMNS_READ = "token_hash, user_id, expires, replica, version"
+
+
+def _insert_account(conn: sqlite3.Connection, account: Account) -> None:
+    conn.execute(
+        "INSERT INTO accounts (user_id, name, password_hash, created, version) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (account.user_id, account.name, account.password_hash, account.created, account.version),
+    )
+
+
 def _check_user_id(user_id: object) -> str:
-    if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= _MAX_USER_ID:
         raise AccessDenied(f"an owner is a user id (1 to 64 characters), got {user_id!r:.60}")
     return user_id

@@ -21,6 +21,12 @@ Rule 4 (each file says what it is). A store stamps its kind in ``PRAGMA applicat
 and its schema version in ``PRAGMA user_version``; any other file is refused with
 :class:`~reference_cluster.errors.StoreError`.
 
+Rule 5 (private files). A store file is created readable and writable by its owner only
+(0600), and an existing file, ``-wal`` or ``-shm`` that others may read is tightened to
+that when the store opens it (SQLite gives the ``-wal`` and ``-shm`` files it creates the
+mode of the database file). :func:`make_private_folder` creates the folders that hold
+stores 0700. A mode that cannot be changed (another user's file) is logged, not fatal.
+
 A store object belongs to the thread that opened it.
 """
 
@@ -29,8 +35,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -40,10 +48,28 @@ from crdts import Crdt
 from crdts._codec import canonical_json
 from reference_cluster.errors import InvalidListId, StoreCorrupt, StoreError, WrongStateType
 
-__all__ = ["SCHEMA_VERSION", "S", "SqliteStore", "check_list_id", "digest_of", "encode"]
+__all__ = [
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "SCHEMA_VERSION",
+    "S",
+    "SqliteStore",
+    "check_list_id",
+    "digest_of",
+    "encode",
+    "make_private_file",
+    "make_private_folder",
+]
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=Crdt)
 SCHEMA_VERSION = 1
+FILE_MODE = 0o600
+"""The mode of store files (and their ``-wal`` and ``-shm`` files): the owner only."""
+FOLDER_MODE = 0o700
+"""The mode of the folders the program creates for stores, keys and logs."""
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def check_list_id(list_id: object) -> str:
@@ -72,6 +98,67 @@ def digest_of(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def make_private_folder(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` and any missing parents, each with mode :data:`FOLDER_MODE`
+    (whatever the umask); folders that exist already are left as they are.
+
+    Raises:
+        NotADirectoryError: ``folder`` or a folder above it is a file.
+        OSError: a folder cannot be created.
+    """
+    path = os.path.abspath(os.fspath(folder))
+    missing: list[str] = []
+    while not os.path.isdir(path):
+        if os.path.lexists(path):
+            raise NotADirectoryError(f"{path} is a file, not a folder")
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, FOLDER_MODE)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise NotADirectoryError(f"{path} is a file, not a folder") from None
+            continue  # made meanwhile by someone else: theirs to keep as it is
+        os.chmod(path, FOLDER_MODE)  # the umask may have taken bits away
+
+
+def _tighten(name: str, fd: int | None = None) -> None:
+    """Take every group and other permission away from a regular file (Rule 5)."""
+    target = name if fd is None else fd
+    try:
+        mode = os.stat(target).st_mode
+        if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+            os.chmod(target, stat.S_IMODE(mode) & FILE_MODE)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private (mode %o): %s", name, FILE_MODE, exc)
+
+
+def make_private_file(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty with mode :data:`FILE_MODE` if it is missing, and take group
+    and other permissions away from it and from its SQLite side files (``-wal``,
+    ``-shm``) if they have any (Rule 5). A path that cannot be opened is left for SQLite
+    to report."""
+    name = os.fspath(path)
+    if name in ("", ":memory:"):
+        return
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except OSError:
+        return
+    try:
+        _tighten(name, fd)
+    finally:
+        os.close(fd)
+    for suffix in _SIDE_FILES:
+        _tighten(name + suffix)
+
+
 class SqliteStore(Generic[S]):
     """What both stores share: opening, schema check, transactions, decoding, the cache.
 
@@ -89,6 +176,7 @@ class SqliteStore(Generic[S]):
         self.path = os.fspath(path)
         self._state_type = state_type
         self._cache: dict[str, S] = {}
+        make_private_file(self.path)
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         except sqlite3.Error as exc:
@@ -132,6 +220,8 @@ class SqliteStore(Generic[S]):
                 raise
             self._conn.execute("COMMIT")
             self._data_version = self._read_data_version()
+        for suffix in _SIDE_FILES:  # WAL mode has just created them (Rule 5)
+            _tighten(self.path + suffix)
 
     def _init_rows(self) -> None:
         """Fill rows a fresh store needs (inside the opening transaction)."""
@@ -181,6 +271,9 @@ class SqliteStore(Generic[S]):
         where = f"{self.path}: table {table}, row {key!r}, column {column}"
         if not isinstance(text, str):
             raise StoreCorrupt(f"{where}: expected JSON text, got {type(text).__name__}")
+        return self._decode_text(where, text)
+
+    def _decode_text(self, where: str, text: str) -> S:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
