@@ -10,7 +10,9 @@ its own; it does not know a member's secret key.
 
 from __future__ import annotations
 
+import argparse
 import os
+import stat
 import subprocess
 import sys
 import uuid
@@ -22,10 +24,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from reference_cluster.cores.client import ClientConfig
-from reference_cluster.errors import ClusterUnavailable
+from reference_cluster.errors import ClusterUnavailable, KeysMissing
 from reference_cluster.processes.client import Client
 from reference_cluster.processes.cluster import LocalCluster, free_base_port
-from reference_cluster.processes.security import KeyPair, load_public
+from reference_cluster.processes.config import broker_key_from_args
+from reference_cluster.processes.security import KeyPair, ensure_keys, load_public, parse_public
 from reference_cluster.protocol.messages import (
     Announce,
     DirectoryDigest,
@@ -213,3 +216,52 @@ def test_insecure_mode_is_loud(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=10)
     assert ready.startswith(b"READY ") and b'"secure": false' in ready
     assert b"INSECURE MODE" in err
+
+
+def test_keys_are_made_once_and_kept_private(tmp_path: Path) -> None:
+    """``ensure_keys`` makes a pair per member and the front end, secret files 0600 in a
+    0700 folder; a second call keeps every key and makes nothing."""
+    keys = tmp_path / "keys"
+    made = ensure_keys(keys, ["b0", "s1"])
+    first = {p.name: p.read_bytes() for p in keys.rglob("*") if p.is_file()}
+    again = ensure_keys(keys, ["b0", "s1"])
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (keys / "private").iterdir()}
+    assert (["frontend", "b0", "s1"], []) == (made, again)
+    assert first == {p.name: p.read_bytes() for p in keys.rglob("*") if p.is_file()}
+    assert {0o600} == set(modes.values()) and 0o700 == stat.S_IMODE(
+        (keys / "private").stat().st_mode
+    )
+
+
+@pytest.mark.parametrize("text", ["", "short", "x" * 39 + '"', "tcp://127.0.0.1:7100"])
+def test_a_malformed_public_key_is_refused_clearly(text: str) -> None:
+    """Anything but 40 Z85 characters of a 32-byte key raises ValueError saying what a
+    key looks like."""
+    with pytest.raises(ValueError, match="40 Z85 characters"):
+        parse_public(text, "--broker-key")
+
+
+def test_the_broker_key_comes_from_a_flag_a_file_or_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's key: the flag's Z85 text, or the file it names, or the default file;
+    nothing at all is KeysMissing naming where to look; --insecure is None."""
+    for var in ("SHOPLIST_BROKER_KEY", "SHOPLIST_INSECURE"):
+        monkeypatch.delenv(var, raising=False)
+    keys = tmp_path / "keys"
+    ensure_keys(keys, [])
+    public = load_public(keys / "frontend.key")
+
+    def key(*, home: bool = False, **given: Any) -> bytes | None:
+        args = argparse.Namespace(**{"broker_key": None, "insecure": False, **given})
+        return broker_key_from_args(args, keys / "frontend.key" if home else None)
+
+    found = [
+        key(broker_key=public.decode()),
+        key(broker_key=str(keys / "frontend.key")),
+        key(home=True),
+        key(insecure=True),
+    ]
+    assert [public, public, public, None] == found
+    with pytest.raises(KeysMissing, match="--broker-key"):
+        key()

@@ -282,19 +282,13 @@ class Security:
 
     def serve_members(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` (before bind) a CURVE server that admits only members."""
-        if self.own is None:
-            return
-        sock.setsockopt(zmq.ZAP_DOMAIN, MEMBERS_DOMAIN.encode())
-        sock.setsockopt(zmq.CURVE_SECRETKEY, self.own.secret)
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        if self.own is not None:
+            _curve_server(sock, MEMBERS_DOMAIN, self.own)
 
     def serve_clients(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` (before bind) a CURVE server with the front-end pair."""
-        if self.frontend is None:
-            return
-        sock.setsockopt(zmq.ZAP_DOMAIN, CLIENTS_DOMAIN.encode())
-        sock.setsockopt(zmq.CURVE_SECRETKEY, self.frontend.secret)
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        if self.frontend is not None:
+            _curve_server(sock, CLIENTS_DOMAIN, self.frontend)
 
     def dial_member(self, sock: zmq.Socket[Any], name: str) -> None:
         """Make ``sock`` (before connect) a CURVE client of member ``name``.
@@ -345,6 +339,12 @@ class Operator:
         if broker:
             return self.client.dial_broker
         return functools.partial(self.admin.dial_member, name=name)
+
+
+def _curve_server(sock: zmq.Socket[Any], domain: str, own: KeyPair) -> None:
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+    sock.setsockopt(zmq.CURVE_SECRETKEY, own.secret)
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
 
 
 def _curve_client(sock: zmq.Socket[Any], own: KeyPair, server: bytes) -> None:
