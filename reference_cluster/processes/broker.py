@@ -46,6 +46,7 @@ from reference_cluster.processes.config import (
     bound_member_port,
     env,
     local_layout,
+    parse_count,
     print_ready,
     security_from_args,
     setup_logging,
@@ -228,13 +229,7 @@ class Broker:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+    return parse_count(text, minimum=1)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -67,6 +67,7 @@ __all__ = [
     "exit_text",
     "local_layout",
     "parse_base_port",
+    "parse_count",
     "parse_seconds",
     "print_ready",
     "read_ready",
@@ -155,6 +156,21 @@ def add_seconds_flag(
         metavar="SECONDS",
         help=f"{help} ({var}; default {value:g})",
     )
+
+
+def parse_count(text: str, *, minimum: int = 0) -> int:
+    """A whole number of at least ``minimum`` (an argparse ``type``).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else; the message says what was expected.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+    return value
 
 
 def env_list(name: str, default: Sequence[str]) -> list[str]:

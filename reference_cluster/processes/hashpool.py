@@ -29,6 +29,7 @@ import attrs
 from reference_cluster.cores.accounts import DEFAULT_SCRYPT, HashJob, HashResult, ScryptParams
 from reference_cluster.cores.directory import DEFAULT_QUOTA
 from reference_cluster.cores.limits import Rate
+from reference_cluster.processes.config import parse_count
 
 __all__ = [
     "AccountSettings",
@@ -118,21 +119,11 @@ class HashPool:
 
 
 def _scrypt_n(text: str) -> int:
-    value = _whole(text)
+    value = parse_count(text)
     try:
         ScryptParams(n=value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
 
 
@@ -170,16 +161,22 @@ def add_account_flags(parser: argparse.ArgumentParser) -> None:
     d = AccountSettings()
     for flag, var, kind, default, text in (
         ("--scrypt-n", "SHOPLIST_SCRYPT_N", _scrypt_n, d.scrypt_n, "scrypt cost N of new hashes"),
-        ("--hash-workers", "SHOPLIST_HASH_WORKERS", _whole, d.hash_workers, "hashing threads"),
-        ("--hash-queue", "SHOPLIST_HASH_QUEUE", _whole, d.hash_queue, "hash jobs that may wait"),
+        ("--hash-workers", "SHOPLIST_HASH_WORKERS", parse_count, d.hash_workers, "hashing threads"),
+        (
+            "--hash-queue",
+            "SHOPLIST_HASH_QUEUE",
+            parse_count,
+            d.hash_queue,
+            "hash jobs that may wait",
+        ),
         (
             "--signups-per-minute",
             "SHOPLIST_SIGNUPS_PER_MINUTE",
-            _whole,
+            parse_count,
             d.signups_per_minute,
             "sign-ups this server takes a minute",
         ),
-        ("--list-quota", "SHOPLIST_LIST_QUOTA", _whole, d.list_quota, "most lists per user"),
+        ("--list-quota", "SHOPLIST_LIST_QUOTA", parse_count, d.list_quota, "most lists per user"),
     ):
         parser.add_argument(
             flag,

@@ -269,8 +269,13 @@ class ClientStore(SqliteStore[S]):
         ).fetchone()
         return self._cached(list_id, _text_of(*row))
 
-    def _write_edit(self, conn: sqlite3.Connection, list_id: str, state: S, delta: S) -> int:
-        seq = self._next_seq(conn, list_id)
+    def _write_edit(
+        self, conn: sqlite3.Connection, list_id: str, state: S, delta: S, seq: int | None = None
+    ) -> int:
+        """Store the list's new ``state`` and queue ``delta`` under ``seq`` (default: the
+        list's next sequence number); return the sequence number used."""
+        if seq is None:
+            seq = self._next_seq(conn, list_id)
         conn.execute(
             "UPDATE lists SET state = ?, next_seq = ? WHERE list_id = ?",
             (encode(state), seq + 1, list_id),
@@ -303,14 +308,7 @@ class ClientStore(SqliteStore[S]):
                 )
             state = self._current(conn, list_id)
             state.join(delta)
-            conn.execute(
-                "UPDATE lists SET state = ?, next_seq = ? WHERE list_id = ?",
-                (encode(state), seq + 1, list_id),
-            )
-            conn.execute(
-                "INSERT INTO outbox (list_id, seq, delta) VALUES (?, ?, ?)",
-                (list_id, seq, encode(delta)),
-            )
+            self._write_edit(conn, list_id, state, delta, seq)
 
     def next_seq(self, list_id: str) -> int:
         """The sequence number the list's next edit takes (1 for an unknown list; a

@@ -252,13 +252,6 @@ class SqliteStore(Generic[S]):
             try:
                 self._check_cache()
                 yield self._conn
-            except BaseException:
-                for key in touched:
-                    self._cache.pop(key, None)
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
-            try:
                 self._conn.execute("COMMIT")
             except BaseException:
                 for key in touched:
