@@ -22,7 +22,7 @@ class Brokers:
     @property
     def flags(self) -> list[str]:
         """``--broker E ... --broker-key KEY`` for the command line."""
-        return [*(a for b in self.endpoints for a in ("--broker", b)), "--broker-key", self.key]
+        return [*(a for b in self.endpoints for a in ("--broker", b)), f"--broker-key={self.key}"]
 
     @property
     def env(self) -> dict[str, str]:

@@ -59,6 +59,7 @@ from reference_cluster.processes.cluster import (
 from reference_cluster.processes.config import (
     LocalLayout,
     broker_argv,
+    broker_key_argv,
     common_argv,
     read_ready,
     server_argv,
@@ -440,7 +441,7 @@ class RealCluster:
         for b in self.brokers:
             argv += ["--broker", self.dial(name, b, self.frontend_port(b))]
         assert self.operator.client.frontend_public is not None
-        argv += ["--broker-key", self.operator.client.frontend_public.decode()]
+        argv += broker_key_argv(self.operator.client.frontend_public)
         proc = self._popen(name, argv, (), stdin=True)
         agent = Agent(name, proc)
         self.agents[name] = agent

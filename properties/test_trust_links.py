@@ -25,9 +25,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from reference_cluster.cores.client import ClientConfig
 from reference_cluster.errors import ClusterUnavailable, KeysMissing
+from reference_cluster.processes import agent
 from reference_cluster.processes.client import Client
 from reference_cluster.processes.cluster import LocalCluster, free_base_port
-from reference_cluster.processes.config import broker_key_from_args
+from reference_cluster.processes.config import broker_key_argv, broker_key_from_args
 from reference_cluster.processes.security import KeyPair, ensure_keys, load_public, parse_public
 from reference_cluster.protocol.messages import (
     Announce,
@@ -265,3 +266,16 @@ def test_the_broker_key_comes_from_a_flag_a_file_or_the_home_folder(
     assert [public, public, public, None] == found
     with pytest.raises(KeysMissing, match="--broker-key"):
         key()
+
+
+@pytest.mark.parametrize("first", ["-", "a"])
+def test_a_key_that_starts_with_a_dash_reaches_the_agent(
+    first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flag the launcher gives a client agent parses back to the key, also when the
+    key's first Z85 character is ``-`` (which argparse takes for a flag when the key is a
+    separate argument)."""
+    monkeypatch.delenv("SHOPLIST_INSECURE", raising=False)
+    key = (first + "a" * 39).encode()
+    args = agent._parser().parse_args(["--store", "x", *broker_key_argv(key)])
+    assert key == broker_key_from_args(args, None)

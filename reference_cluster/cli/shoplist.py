@@ -56,6 +56,7 @@ from reference_cluster.processes.client import Client, Mutate
 from reference_cluster.processes.config import (
     add_broker_key_flags,
     add_seconds_flag,
+    broker_key_argv,
     broker_key_from_args,
     check_endpoint,
     env,
@@ -741,7 +742,7 @@ def _flags_of(args: argparse.Namespace) -> list[str]:
     for endpoint in args.broker or ():
         flags += ["--broker", endpoint]
     if args.broker_key:
-        flags += ["--broker-key", str(args.broker_key)]
+        flags += broker_key_argv(str(args.broker_key))
     flags += ["--json"] * bool(args.json) + ["--offline"] * bool(args.offline)
     return flags + ["--insecure"] * bool(args.insecure)
 

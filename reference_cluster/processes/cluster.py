@@ -41,6 +41,7 @@ from reference_cluster.processes.config import (
     LocalLayout,
     Timing,
     broker_argv,
+    broker_key_argv,
     exit_text,
     read_ready,
     require_endpoint,
@@ -745,7 +746,7 @@ class ClientAgent:
         ]
         for b in brokers:
             argv += ["--broker", b]
-        argv += ["--insecure"] if broker_key is None else ["--broker-key", broker_key.decode()]
+        argv += broker_key_argv(broker_key)
         self._log = open(log, "ab") if log is not None else None  # noqa: SIM115 - the child's
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(
             argv,

@@ -57,6 +57,7 @@ __all__ = [
     "bound_client_port",
     "bound_member_port",
     "broker_argv",
+    "broker_key_argv",
     "broker_key_from_args",
     "check_endpoint",
     "common_argv",
@@ -512,6 +513,16 @@ def broker_key_from_args(args: argparse.Namespace, default_file: Path | None) ->
         f"no broker key{where}: pass --broker-key FILE (the cluster's keys/frontend.key) "
         "or set SHOPLIST_BROKER_KEY, or --insecure for a cluster without keys"
     )
+
+
+def broker_key_argv(broker_key: bytes | str | None) -> list[str]:
+    """The flag that gives a client the brokers' key (None: ``--insecure``). Written as
+    ``--broker-key=KEY``: a Z85 key may start with ``-``, which argparse would otherwise
+    take for a flag."""
+    if broker_key is None:
+        return ["--insecure"]
+    text = broker_key.decode() if isinstance(broker_key, bytes) else broker_key
+    return [f"--broker-key={text}"]
 
 
 def security_argv(keys: Path | None) -> list[str]:
