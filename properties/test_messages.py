@@ -20,7 +20,8 @@ from reference_cluster.protocol.messages import (
     AccountDone,
     AeContexts,
     AeDeltas,
-    AeDigests,
+    AeLeaves,
+    AeTree,
     Announce,
     BrokerStatus,
     ChangePassword,
@@ -57,6 +58,8 @@ ids = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, 
 list_ids = st.uuids(version=4).map(str)
 nats = st.integers(0, 2**53)
 digests = st.binary(min_size=32, max_size=32).map(bytes.hex)
+node_digests = st.binary(min_size=16, max_size=16).map(bytes.hex)
+prefixes = st.text("0123456789abcdef", max_size=16)
 
 
 @st.composite
@@ -99,7 +102,14 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
     Heartbeat: st.builds(Heartbeat, ids),
     Goodbye: st.builds(Goodbye, ids),
     Propagate: st.builds(Propagate, ids, list_ids, states()),
-    AeDigests: st.builds(AeDigests, ids, nats, st.dictionaries(list_ids, digests, max_size=3)),
+    AeTree: st.builds(AeTree, ids, nats, st.dictionaries(prefixes, node_digests, max_size=3)),
+    AeLeaves: st.builds(
+        AeLeaves,
+        ids,
+        nats,
+        st.lists(prefixes, max_size=3).map(tuple),
+        st.dictionaries(list_ids, digests, max_size=3),
+    ),
     AeContexts: st.builds(AeContexts, ids, nats, st.dictionaries(list_ids, contexts, max_size=3)),
     AeDeltas: st.builds(
         AeDeltas,
@@ -327,9 +337,22 @@ def _wire(msg: Message, **changes: Any) -> bytes:
             "Forward.request: expected a sync message",
         ),
         (
-            _wire(AeDigests("s1", 1, {LIST: "0" * 64}), digests={LIST: "xyz"}),
+            _wire(AeLeaves("s1", 1, ("",), {LIST: "0" * 64}), digests={LIST: "xyz"}),
             "malformed",
-            "AeDigests.digests",
+            "AeLeaves.digests",
+        ),
+        (_wire(AeLeaves("s1", 1, (), {}), prefixes=["AB"]), "malformed", "AeLeaves.prefixes[0]"),
+        (
+            _wire(AeLeaves("s1", 1, (), {}), prefixes=["0"] * 4097),
+            "malformed",
+            "AeLeaves.prefixes: expected an array of at most 4096",
+        ),
+        (_wire(AeTree("s1", 1, {}), nodes={"": "0" * 31}), "malformed", "AeTree.nodes[]"),
+        (_wire(AeTree("s1", 1, {}), nodes={"0" * 17: "0" * 32}), "malformed", "AeTree.nodes key"),
+        (
+            _wire(AeTree("s1", 1, {}), nodes={f"{i:x}": "0" * 32 for i in range(4097)}),
+            "malformed",
+            "AeTree.nodes: expected an object of at most 4096",
         ),
         (_wire(ErrorReply(None, "malformed"), code="oops"), "malformed", "ErrorReply.code"),
     ],

@@ -20,7 +20,8 @@ from reference_cluster.protocol.effects import Effect, Persist, Send
 from reference_cluster.protocol.messages import (
     AeContexts,
     AeDeltas,
-    AeDigests,
+    AeLeaves,
+    AeTree,
     Announce,
     Deliver,
     ErrorReply,
@@ -249,7 +250,7 @@ def test_timers_send_heartbeats_and_start_rounds_on_their_intervals() -> None:
             break
         for _to, msg in sends(s.on_timer(deadline)):
             beats += isinstance(msg, Heartbeat)
-            rounds += isinstance(msg, AeDigests)
+            rounds += isinstance(msg, AeTree)
     assert (20, True) == (beats, rounds // 2 in (5, 6))
 
 
@@ -300,7 +301,7 @@ def _states(draw: Callable[[st.SearchStrategy[Any]], Any], replica: str) -> dict
 @given(st.data())
 def test_one_exchange_makes_two_servers_equal(data: st.DataObject) -> None:
     """After one anti-entropy exchange both servers hold the join of what each held,
-    list by list, in at most four messages."""
+    list by list, in at most five messages (root, leaves, contexts, deltas, deltas)."""
     common = _states(data.draw, "c1")
     left = {k: v.copy() for k, v in common.items()}
     right = {k: v.copy() for k, v in common.items()}
@@ -313,7 +314,7 @@ def test_one_exchange_makes_two_servers_equal(data: st.DataObject) -> None:
     expected = {k: left.get(k, AWORSet()) | right.get(k, AWORSet()) for k in {*left, *right}}
     got_a = {k: a.state(k) for k in a.list_ids()}
     got_b = {k: b.state(k) for k in b.list_ids()}
-    assert (expected, expected, True) == (got_a, got_b, count <= 4)
+    assert (expected, expected, True) == (got_a, got_b, count <= 5)
 
 
 def test_servers_in_sync_exchange_one_message() -> None:
@@ -332,7 +333,10 @@ def test_anti_entropy_ships_exactly_what_the_peer_lacks() -> None:
     big.add("c1", "new")
     a, b = server("s1", {LIST: big}), server("s2", {LIST: peer})
     (contexts_msg,) = [
-        m for _, m in sends(b.receive("s1", encode(AeDigests("s1", 1, {LIST: big.digest()})), 0.0))
+        m
+        for _, m in sends(
+            b.receive("s1", encode(AeLeaves("s1", 1, ("",), {LIST: big.digest()})), 0.0)
+        )
     ]
     assert isinstance(contexts_msg, AeContexts)
     ((_, deltas_msg),) = sends(a.receive("s2", encode(contexts_msg), 0.0))

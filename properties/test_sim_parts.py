@@ -137,7 +137,7 @@ def test_a_server_store_keeps_completed_writes_and_loses_the_rest_in_a_crash() -
     store.begin(Persist(2, LIST, d2))
     done = store.complete(1)
     lost = store.crash()
-    assert (True, 1, False, {LIST: d1}) == (done, lost, store.complete(2), store.load())
+    assert (True, 1, False, {LIST: d1}) == (done, lost, store.complete(2), store.load_all())
 
 
 def test_a_client_store_keeps_edits_merges_and_acks() -> None:

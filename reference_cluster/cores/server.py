@@ -9,31 +9,54 @@ shell reports the write durable. A retry of the same delta is persisted and ackn
 again (the join is idempotent), so an acknowledgement never depends on an earlier write
 that might still be in flight.
 
-Rule 2 (what memory holds, the store will hold). Every delta that changes the in-memory
-state (from a client, a peer's propagation or anti-entropy) becomes one ``Persist``. So
-the state in memory is the stored state joined with the writes in flight, and a restart
-loses only writes that nobody was told about.
+Rule 2 (what memory holds, the store will hold). Every delta that changes a list's state
+(from a client, a peer's propagation or anti-entropy) becomes one ``Persist``. So a
+list's state in memory is its stored state joined with its writes in flight, and a
+restart loses only writes that nobody was told about.
 
-Rule 3 (propagate, then repair). A client's delta is sent at once to every other server
-that holds the list (:class:`~reference_cluster.protocol.messages.Propagate`, no reply). What a
-lost propagation misses, anti-entropy repairs: every ``anti_entropy_interval`` the server
-sends its per-list digests to each peer. The peer answers, for the lists whose digests
-differ, with its causal contexts; the initiator answers with exactly what those contexts
-lack (``delta_for``) and its own contexts; the peer answers with what the initiator
-lacks. A round with nothing to repair costs one small message per peer.
+Rule 3 (states on demand). With a ``store`` (a :class:`ListSource`), the core starts from
+the stored digests alone and keeps at most ``config.cache_lists`` decoded states, least
+recently used first out. A list is loaded when a request, a propagation or a repair needs
+it. A list with writes in flight is pinned (never evicted), so Rule 2 holds with
+eviction: an evicted list's stored state is its whole state. A write that failed drops
+the list from memory once its other writes are done (memory goes back to what is stored),
+and the next round reloads it. Without a store, every list stays in memory.
 
-Rule 4 (placement). Which servers hold a list is decided by
+Rule 4 (propagate, then repair). A client's delta is sent at once to every other server
+that holds the list (:class:`~reference_cluster.protocol.messages.Propagate`, no reply).
+What a lost propagation misses, anti-entropy repairs, by descent of a hash tree of the
+lists' digests (:mod:`reference_cluster.protocol.hashtree`). A list's digest is computed
+when a round needs it, not on every write (a dirty list's digest waits in memory). Every
+``anti_entropy_interval`` the server sends its tree's root to each peer
+(:class:`~reference_cluster.protocol.messages.AeTree`); a peer whose root is equal stays
+silent, so an idle round is one small message per peer whatever the number of lists.
+Otherwise the two sides answer each other's differing nodes with their children until a
+node has few lists under it, then send those lists' digests
+(:class:`~reference_cluster.protocol.messages.AeLeaves`). For the lists whose digests
+differ, the receiver answers with its causal contexts; the other side answers with
+exactly what those contexts lack (``delta_for``) and its own contexts; the first answers
+with what the second lacks. A round that finds k differing lists costs about k times the
+depth in node digests, plus the deltas.
+
+Rule 5 (the tree checks itself). Each round also re-reads ``config.sweep_per_round``
+lists from the store (a slow full sweep: a stored state that differs from its digest,
+or a digest the tree got wrong, is found and put right) and re-checks
+``config.check_buckets_per_round`` of the tree's 4,096 buckets against the digests
+(:meth:`~reference_cluster.protocol.hashtree.HashTree.check`). So no wrong entry hides a
+difference for ever.
+
+Rule 6 (placement). Which servers hold a list is decided by
 :func:`reference_cluster.protocol.placement.holders` alone (today: all of them).
 
-Rule 5 (liveness). The server announces itself to every broker at start, heartbeats to
+Rule 7 (liveness). The server announces itself to every broker at start, heartbeats to
 each every ``heartbeat_interval``, and says goodbye on an orderly stop.
 
-Rule 6 (admission). A shell may pass ``admit``: it sees every client request with its
+Rule 8 (admission). A shell may pass ``admit``: it sees every client request with its
 decoded delta before anything is applied, and may refuse it with an error reply (the
 real server checks the session token and that only a list's owner deletes it). Requests
 from peers (propagation, anti-entropy) are not admitted again: peers admitted them.
 
-Rule 7 (authorship). An admitted push is checked against the list's state before it is
+Rule 9 (authorship). An admitted push is checked against the list's state before it is
 applied (:func:`reference_cluster.cores.authorship.check_push`): it may create dots only of
 the pushing replica (``SyncRequest.replica``), never change the payload of a dot already
 held, claim no dot of another replica that this server has not seen (``behind``, which
@@ -46,8 +69,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, Protocol
 
 import attrs
 
@@ -55,10 +78,13 @@ from crdts import DotContext
 from reference_cluster.cores.authorship import DEFAULT_LIMITS, PushLimits, check_push
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.protocol.effects import Effect, Persist, Send
+from reference_cluster.protocol.hashtree import MAX_DEPTH, HashTree, key_of, node_hex
 from reference_cluster.protocol.messages import (
+    MAX_TREE_NODES,
     AeContexts,
     AeDeltas,
-    AeDigests,
+    AeLeaves,
+    AeTree,
     Announce,
     Deliver,
     EncodedState,
@@ -75,27 +101,55 @@ from reference_cluster.protocol.messages import (
 from reference_cluster.protocol.placement import holders
 from reference_cluster.protocol.replication import S, context_of, missing_for
 
-__all__ = ["ServerConfig", "ServerCore"]
+__all__ = ["ListSource", "ServerConfig", "ServerCore"]
 
 log = logging.getLogger(__name__)
 
 _EMPTY_CONTEXT: Mapping[str, Any] = DotContext().to_dict()
 
+SMALL_NODE = 16
+"""A differing tree node with at most this many lists under it is answered with their
+digests instead of its children."""
+MAX_AE_LISTS = 2048
+"""Most lists in one :class:`AeLeaves` or :class:`AeContexts` message."""
+MAX_AE_MESSAGES = 16
+"""Most such messages in one answer: a larger difference takes more rounds."""
+
+
+class ListSource(Protocol[S]):  # type: ignore[misc]
+    """Where a server core finds the lists it does not keep in memory (Rule 3): the
+    server's durable store, or the simulator's model of it."""
+
+    def digests(self) -> Mapping[str, str]:
+        """``{list id: digest of its stored state}`` for every stored list."""
+        ...
+
+    def load(self, list_id: str) -> S | None:
+        """The list's stored state (a fresh object), or None if it is not stored."""
+        ...
+
 
 @attrs.frozen
 class ServerConfig:
-    """Server timing.
+    """Server timing and memory.
 
     Attributes:
         heartbeat_interval: seconds between heartbeats to each broker.
         anti_entropy_interval: seconds between anti-entropy rounds.
         first_round_within: the first round starts within this many seconds of
             :meth:`ServerCore.start` (a restarted server catches up quickly).
+        cache_lists: most decoded list states kept in memory when the core has a store
+            (Rule 3); lists with writes in flight may exceed it for a moment.
+        sweep_per_round: stored lists re-read and re-checked each round (Rule 5).
+        check_buckets_per_round: tree buckets re-checked each round (Rule 5).
     """
 
     heartbeat_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     anti_entropy_interval: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
     first_round_within: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
+    cache_lists: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    sweep_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
+    check_buckets_per_round: int = attrs.field(default=64, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -119,13 +173,18 @@ class ServerCore(Generic[S]):
         doc_type: the class of the lists (``ShoppingList``).
         peers: the other servers' ids.
         brokers: the brokers' addresses.
-        lists: the lists read back from the durable store (the core keeps copies).
+        lists: without a ``store``: the lists to start from, all kept in memory.
+        store: where the lists live (Rule 3); the core starts from its digests and
+            loads states on demand. Give ``lists`` or ``store``, not both.
         incarnation: how many times this server started before (for logs).
-        config: timing.
+        config: timing and memory.
         rng: the source of the timers' jitter.
         admit: ``admit(request, delta, now)`` returns an error reply to refuse a client's
-            request (Rule 6), or None to go on; ``delta`` is the decoded delta or None.
-        push_limits: the bounds of a client's push (Rule 7).
+            request (Rule 8), or None to go on; ``delta`` is the decoded delta or None.
+        push_limits: the bounds of a client's push (Rule 9).
+
+    Raises:
+        ValueError: both ``lists`` and ``store``.
     """
 
     def __init__(
@@ -136,12 +195,15 @@ class ServerCore(Generic[S]):
         peers: Sequence[str],
         brokers: Sequence[str],
         lists: Mapping[str, S] | None = None,
+        store: ListSource[S] | None = None,
         incarnation: int = 0,
         config: ServerConfig | None = None,
         rng: random.Random,
         admit: Callable[[SyncRequest, S | None, float], ErrorReply | None] | None = None,
         push_limits: PushLimits = DEFAULT_LIMITS,
     ) -> None:
+        if lists is not None and store is not None:
+            raise ValueError("a server core starts from lists or from a store, not both")
         self.server_id = server_id
         self.doc_type = doc_type
         self.peers = tuple(sorted(set(peers) - {server_id}))
@@ -151,8 +213,31 @@ class ServerCore(Generic[S]):
         self._rng = rng
         self._admit = admit
         self.push_limits = push_limits
-        self._lists: dict[str, S] = {k: v.copy() for k, v in sorted((lists or {}).items())}
-        self._digests: dict[str, str] = {}
+        self._store = store
+        self._cache: dict[str, S] = {}
+        """Decoded states, least recently used first (Rule 3)."""
+        self._digests: dict[str, str | None] = {}
+        """Every list this server holds -> its digest (None while dirty: Rule 4)."""
+        self._dirty: set[str] = set()
+        self._pins: dict[str, int] = {}
+        self._writes: dict[int, str] = {}
+        """Token -> list of every write in flight."""
+        self._suspect: set[str] = set()
+        """Lists whose last write failed: reloaded at the next round (Rule 3)."""
+        self._tree = HashTree()
+        self._sweep_queue: list[str] = []
+        self._check_at = 0
+        self.evictions = 0
+        self.loads = 0
+        self.repaired_digests = 0
+        """Digests the sweep or the tree check found wrong (Rule 5)."""
+        if store is None:
+            for list_id, state in sorted((lists or {}).items()):
+                self._cache[list_id] = state.copy()
+                self._mark_dirty(list_id)
+        else:
+            for list_id, digest in store.digests().items():
+                self._note(list_id, digest)
         self._pending: dict[int, _PendingAck] = {}
         self._next_token = 1
         self._round = 0
@@ -163,32 +248,44 @@ class ServerCore(Generic[S]):
 
     def list_ids(self) -> tuple[str, ...]:
         """The ids of the lists this server holds, in the order it learned them."""
-        return tuple(self._lists)
+        return tuple(self._digests)
 
     def state(self, list_id: str) -> S | None:
-        """A copy of a list's in-memory state, or ``None``."""
-        state = self._lists.get(list_id)
+        """A copy of a list's state (loaded if need be), or ``None``."""
+        state = self._get(list_id)
         return None if state is None else state.copy()
 
+    def view(self, list_id: str) -> S | None:
+        """A list's state itself (loaded if need be), or ``None``: read it, never change
+        it, and do not keep it (it may be evicted and reloaded)."""
+        return self._get(list_id)
+
     def digest(self, list_id: str) -> str | None:
-        """The digest of a list's in-memory state (cached), or ``None``."""
-        cached = self._digests.get(list_id)
-        if cached is None:
-            state = self._lists.get(list_id)
-            if state is None:
-                return None
-            cached = self._digests[list_id] = state.digest()
-        return cached
+        """The digest of a list's state, or ``None``."""
+        if list_id in self._dirty:
+            self._clean(list_id)
+        return self._digests.get(list_id)
+
+    def tree_root(self) -> str:
+        """The root of the hash tree of every list's digest (after computing the dirty
+        ones): two servers holding the same lists in the same states have equal roots."""
+        self._refresh()
+        return node_hex(self._tree.root())
 
     @property
     def pending_acks(self) -> int:
         """Acknowledgements waiting for a write to become durable."""
         return len(self._pending)
 
+    @property
+    def cached(self) -> int:
+        """How many decoded states are in memory."""
+        return len(self._cache)
+
     # -- the core API ---------------------------------------------------------------------
 
     def start(self, now: float) -> list[Effect]:
-        """Announce to every broker and arm the timers (Rule 5)."""
+        """Announce to every broker and arm the timers (Rule 7)."""
         self._heartbeat_at = now + self.config.heartbeat_interval
         self._anti_entropy_at = now + self._rng.uniform(0, self.config.first_round_within)
         return [Send(b, Announce(self.server_id, self.incarnation)) for b in self.brokers]
@@ -218,17 +315,21 @@ class ServerCore(Generic[S]):
     def persisted(self, token: int, now: float) -> list[Effect]:
         """The write ``token`` is durable: send the acknowledgement waiting for it."""
         pending = self._pending.pop(token, None)
-        if pending is None:
-            return []
-        state = self._lists[pending.list_id]
-        delta = missing_for(state, pending.context)
-        reply = SyncReply(pending.request_id, pending.list_id, delta.to_dict())
-        return [Send(pending.broker, Deliver(pending.client, reply))]
+        out: list[Effect] = []
+        if pending is not None:
+            state = self._get(pending.list_id)
+            assert state is not None  # pinned by the write (Rule 3)
+            delta = missing_for(state, pending.context)
+            reply = SyncReply(pending.request_id, pending.list_id, delta.to_dict())
+            out.append(Send(pending.broker, Deliver(pending.client, reply)))
+        self._unpin(token, failed=False)
+        return out
 
     def persist_failed(self, token: int, reason: str, now: float) -> list[Effect]:
         """The write ``token`` failed: tell the waiting client (it will retry)."""
         pending = self._pending.pop(token, None)
         log.error("server %s: write %d failed: %s", self.server_id, token, reason)
+        self._unpin(token, failed=True)
         if pending is None:
             return []
         reply = ErrorReply(pending.request_id, "persist_failed", reason[:200])
@@ -249,6 +350,145 @@ class ServerCore(Generic[S]):
             self._anti_entropy_at = now + self.config.anti_entropy_interval
             out.extend(self._anti_entropy_round(now))
         return out
+
+    # -- memory (Rule 3) and digests (Rules 4 and 5) --------------------------------------
+
+    def _get(self, list_id: str) -> S | None:
+        """A list's state, loaded if need be and marked most recently used."""
+        cache = self._cache
+        state = cache.pop(list_id, None)
+        if state is not None:
+            cache[list_id] = state
+            return state
+        if self._store is None or list_id not in self._digests:
+            return None
+        state = self._load(list_id)
+        if state is not None:
+            cache[list_id] = state
+            self._evict()
+        return state
+
+    def _load(self, list_id: str) -> S | None:
+        """Read a list from the store and put its digest right; None (and the list
+        forgotten) if the store no longer has it."""
+        assert self._store is not None
+        self.loads += 1
+        state = self._store.load(list_id)
+        if state is None:
+            log.warning("server %s: list %s is gone from the store", self.server_id, list_id)
+            self._forget(list_id)
+            return None
+        digest = state.digest()
+        known = self._digests.get(list_id)
+        if known is not None and known != digest:
+            self.repaired_digests += 1
+            log.warning(
+                "server %s: list %s read back with another digest than recorded; put right",
+                self.server_id,
+                list_id,
+            )
+        self._note(list_id, digest)
+        return state
+
+    def _forget(self, list_id: str) -> None:
+        self._cache.pop(list_id, None)
+        self._digests.pop(list_id, None)
+        self._dirty.discard(list_id)
+        self._tree.drop(list_id)
+
+    def _evict(self) -> None:
+        """Drop least recently used states, unpinned and clean, down to the limit."""
+        cache, cap = self._cache, self.config.cache_lists
+        if len(cache) <= cap:
+            return
+        for list_id in list(cache):
+            if len(cache) <= cap:
+                return
+            if self._pins.get(list_id):
+                continue
+            if list_id in self._dirty:
+                self._clean(list_id)
+            del cache[list_id]
+            self.evictions += 1
+
+    def _mark_dirty(self, list_id: str) -> None:
+        self._digests[list_id] = None
+        self._dirty.add(list_id)
+
+    def _note(self, list_id: str, digest: str) -> None:
+        self._digests[list_id] = digest
+        self._dirty.discard(list_id)
+        self._tree.put(list_id, digest)
+
+    def _clean(self, list_id: str) -> None:
+        """Compute a dirty list's digest (it is in memory: Rule 3)."""
+        self._note(list_id, self._cache[list_id].digest())
+
+    def _refresh(self) -> None:
+        """Compute every dirty digest and bring the tree up to date."""
+        for list_id in list(self._dirty):
+            self._clean(list_id)
+
+    def _pin(self, token: int, list_id: str) -> None:
+        self._writes[token] = list_id
+        self._pins[list_id] = self._pins.get(list_id, 0) + 1
+
+    def _unpin(self, token: int, *, failed: bool) -> None:
+        list_id = self._writes.pop(token, None)
+        if list_id is None:
+            return
+        left = self._pins[list_id] - 1
+        if left:
+            self._pins[list_id] = left
+        else:
+            del self._pins[list_id]
+        if failed and self._store is not None:
+            self._suspect.add(list_id)
+        if not left and list_id in self._suspect and self._store is not None:
+            # Memory goes back to what is stored (Rule 3); the next round reloads it
+            # and puts its digest right.
+            if list_id in self._dirty:
+                self._clean(list_id)
+            self._cache.pop(list_id, None)
+        self._evict()
+
+    def _maintain(self) -> None:
+        """Rule 5: reload the suspects and a slice of the store; check a slice of the
+        tree."""
+        store = self._store
+        if store is not None:
+            queue = self._sweep_queue
+            due = sorted(self._suspect)
+            for _ in range(self.config.sweep_per_round):
+                if not queue:
+                    queue.extend(reversed(self._digests))
+                    if not queue:
+                        break
+                due.append(queue.pop())
+            for list_id in due:
+                if self._pins.get(list_id) or list_id not in self._digests:
+                    continue
+                self._suspect.discard(list_id)
+                if list_id in self._dirty:
+                    self._clean(list_id)
+                cached = list_id in self._cache
+                state = self._load(list_id)
+                if state is not None and cached:
+                    self._cache[list_id] = state
+        count = self.config.check_buckets_per_round
+        if count:
+            names = HashTree.bucket_names()
+            at = self._check_at % len(names)
+            slice_ = (names + names)[at : at + min(count, len(names))]
+            self._check_at = at + len(slice_)
+            wrong = self._tree.check(slice_, self._digests.get)
+            if wrong:
+                self.repaired_digests += len(wrong)
+                log.warning(
+                    "server %s: %d tree entries were wrong; put right",
+                    self.server_id,
+                    len(wrong),
+                )
 
     # -- state ----------------------------------------------------------------------------
 
@@ -274,22 +514,26 @@ class ServerCore(Generic[S]):
             raise _BadState(str(exc)[:300]) from None
 
     def _context(self, list_id: str) -> Mapping[str, Any]:
-        state = self._lists.get(list_id)
+        state = self._get(list_id)
         ctx = None if state is None else context_of(state)
         return _EMPTY_CONTEXT if ctx is None else ctx.to_dict()
 
     def _apply(self, list_id: str, delta: S) -> Persist | None:
         """Join ``delta`` into the list; return the write to persist, or None if the
         delta changes nothing (Rule 2)."""
-        state = self._lists.get(list_id)
+        state = self._get(list_id)
         if state is None:
-            state = self._lists[list_id] = self.doc_type()
+            state = self._cache[list_id] = self.doc_type()
         elif delta <= state:
             return None
         state.join(delta)
-        self._digests.pop(list_id, None)
+        self._mark_dirty(list_id)
+        return self._write(list_id, delta)
+
+    def _write(self, list_id: str, delta: S) -> Persist:
         token = self._next_token
         self._next_token += 1
+        self._pin(token, list_id)
         return Persist(token, list_id, delta)
 
     def _propagate(self, list_id: str, delta: S) -> list[Effect]:
@@ -311,8 +555,10 @@ class ServerCore(Generic[S]):
                 return []
             write = self._apply(msg.list_id, self._decode_state(msg.delta, "propagate.delta"))
             return [] if write is None else [write]
-        if isinstance(msg, AeDigests):
-            return self._on_digests(peer, msg)
+        if isinstance(msg, AeTree):
+            return self._on_tree(peer, msg)
+        if isinstance(msg, AeLeaves):
+            return self._on_leaves(peer, msg)
         if isinstance(msg, AeContexts):
             return self._on_contexts(peer, msg)
         if isinstance(msg, AeDeltas):
@@ -343,7 +589,7 @@ class ServerCore(Generic[S]):
             if refusal is not None:
                 return [Send(broker, Deliver(fwd.client, refusal))]
         if delta is None:
-            state = self._lists.get(req.list_id)
+            state = self._get(req.list_id)
             encoded = None if state is None else missing_for(state, ctx).to_dict()
             reply = SyncReply(req.request_id, req.list_id, encoded)
             return [Send(broker, Deliver(fwd.client, reply))]
@@ -353,8 +599,8 @@ class ServerCore(Generic[S]):
         return self._on_push(broker, fwd, delta, ctx, now)
 
     def _check_push(self, req: SyncRequest, delta: S) -> ErrorReply | None:
-        """Rule 7: an error reply refusing the push, or None to apply it."""
-        refusal = check_push(self._lists.get(req.list_id), delta, req.replica, self.push_limits)
+        """Rule 9: an error reply refusing the push, or None to apply it."""
+        refusal = check_push(self._get(req.list_id), delta, req.replica, self.push_limits)
         if refusal is None:
             return None
         log.warning(
@@ -377,8 +623,7 @@ class ServerCore(Generic[S]):
         if write is None:
             # Already applied (a retry): persist again so the ack waits for a write of
             # its own (Rule 1), but there is nothing new to propagate.
-            write = Persist(self._next_token, req.list_id, delta)
-            self._next_token += 1
+            write = self._write(req.list_id, delta)
         else:
             out.extend(self._propagate(req.list_id, delta))
         self._pending[write.token] = _PendingAck(
@@ -387,30 +632,81 @@ class ServerCore(Generic[S]):
         out.insert(0, write)
         return out
 
-    # -- anti-entropy (Rule 3) ------------------------------------------------------------
+    # -- anti-entropy (Rules 4 and 5) -----------------------------------------------------
 
     def _anti_entropy_round(self, now: float) -> list[Effect]:
         self._round += 1
-        digests = {k: d for k in self._lists if (d := self.digest(k)) is not None}
-        return [Send(p, AeDigests(self.server_id, self._round, digests)) for p in self.peers]
+        self._maintain()
+        root = self.tree_root()
+        return [Send(p, AeTree(self.server_id, self._round, {"": root})) for p in self.peers]
 
-    def _differing(self, theirs: Mapping[str, str]) -> list[str]:
-        names = [k for k in theirs if k not in self._lists]
-        names.extend(self._lists)
-        return [k for k in names if self._holds(k) and theirs.get(k) != self.digest(k)]
+    def _on_tree(self, peer: str, msg: AeTree) -> list[Effect]:
+        """Answer each differing node with its children, or its few lists' digests."""
+        self._refresh()
+        tree = self._tree
+        deeper: dict[str, str] = {}
+        leaves: list[str] = []
+        for prefix, theirs in sorted(msg.nodes.items()):
+            if node_hex(tree.node(prefix)) == theirs:
+                continue
+            if tree.population(prefix) <= SMALL_NODE or len(prefix) >= MAX_DEPTH:
+                leaves.append(prefix)
+            elif len(deeper) + 16 <= MAX_TREE_NODES:
+                kids = tree.children(prefix)
+                for digit in "0123456789abcdef":
+                    deeper[prefix + digit] = node_hex(kids.get(prefix + digit, 0))
+        out: list[Effect] = []
+        if deeper:
+            out.append(Send(peer, AeTree(self.server_id, msg.round, deeper)))
+        out.extend(self._leaves(peer, msg.round, leaves))
+        return out
 
-    def _on_digests(self, peer: str, msg: AeDigests) -> list[Effect]:
-        differing = self._differing(msg.digests)
-        if not differing:
-            return []
-        contexts = {k: self._context(k) for k in differing}
-        return [Send(peer, AeContexts(self.server_id, msg.round, contexts))]
+    def _leaves(self, peer: str, round_: int, prefixes: list[str]) -> list[Effect]:
+        """AeLeaves for ``prefixes``, at most :data:`MAX_AE_LISTS` digests each."""
+        out: list[Effect] = []
+        batch: list[str] = []
+        digests: dict[str, str] = {}
+        for prefix in prefixes:
+            under = [k for k in self._tree.lists_under(prefix) if self._holds(k)]
+            if batch and (len(digests) + len(under) > MAX_AE_LISTS or len(batch) >= 256):
+                out.append(Send(peer, AeLeaves(self.server_id, round_, tuple(batch), digests)))
+                batch, digests = [], {}
+                if len(out) >= MAX_AE_MESSAGES:
+                    return out
+            batch.append(prefix)
+            for k in under[:MAX_AE_LISTS]:
+                digest = self.digest(k)
+                if digest:
+                    digests[k] = digest
+        if batch:
+            out.append(Send(peer, AeLeaves(self.server_id, round_, tuple(batch), digests)))
+        return out
+
+    def _on_leaves(self, peer: str, msg: AeLeaves) -> list[Effect]:
+        """Answer the lists under ``msg.prefixes`` whose digests differ with contexts."""
+        self._refresh()
+        prefixes = msg.prefixes
+        names: set[str] = set()
+        for prefix in prefixes:
+            names.update(self._tree.lists_under(prefix))
+        names.update(k for k in msg.digests if key_of(k).startswith(prefixes))
+        differing = [
+            k
+            for k in sorted(names)
+            if self._holds(k) and msg.digests.get(k) != self._digests.get(k)
+        ]
+        return [
+            Send(peer, AeContexts(self.server_id, msg.round, {k: self._context(k) for k in part}))
+            for part in _chunks(differing)
+        ]
 
     def _missing(self, contexts: Mapping[str, Any], what: str) -> dict[str, EncodedState]:
         deltas: dict[str, EncodedState] = {}
         for list_id, encoded in contexts.items():
-            state = self._lists.get(list_id)
-            if state is not None and self._holds(list_id):
+            if not self._holds(list_id):
+                continue
+            state = self._get(list_id)
+            if state is not None:
                 ctx = self._decode_context(encoded, f"{what}[{list_id}]")
                 deltas[list_id] = missing_for(state, ctx).to_dict()
         return deltas
@@ -433,3 +729,20 @@ class ServerCore(Generic[S]):
             if deltas:
                 out.append(Send(peer, AeDeltas(self.server_id, msg.round, deltas, {})))
         return out
+
+
+def _chunks(names: Iterable[str]) -> list[list[str]]:
+    """``names`` in parts of at most :data:`MAX_AE_LISTS`, at most
+    :data:`MAX_AE_MESSAGES` parts (the rest waits for the next round)."""
+    out: list[list[str]] = []
+    part: list[str] = []
+    for name in names:
+        part.append(name)
+        if len(part) == MAX_AE_LISTS:
+            out.append(part)
+            part = []
+            if len(out) == MAX_AE_MESSAGES:
+                return out
+    if part:
+        out.append(part)
+    return out

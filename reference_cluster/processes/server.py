@@ -72,6 +72,7 @@ from reference_cluster.processes.config import (
     env,
     env_list,
     local_layout,
+    parse_count,
     print_ready,
     require_endpoint,
     setup_logging,
@@ -185,7 +186,6 @@ class Server:
         try:
             self.security.start(self._ctx)
             self.incarnation = self.store.start_incarnation()
-            lists = self.store.load_all()
             peer_ids = [p for p, _ in s.peers]
             self.directory = Directory(
                 s.server_id,
@@ -205,7 +205,7 @@ class Server:
                 ShoppingList,
                 peers=peer_ids,
                 brokers=[endpoint for _, endpoint in s.brokers],
-                lists=lists,
+                store=self.store,
                 incarnation=self.incarnation,
                 config=s.config,
                 rng=random.Random(),
@@ -235,7 +235,7 @@ class Server:
             "server %s: incarnation %d, %d lists, peer end point %s",
             s.server_id,
             self.incarnation,
-            len(lists),
+            len(self.core.list_ids()),
             self.endpoint,
         )
 
@@ -378,7 +378,7 @@ class Server:
                 log.exception("server %s: failed to resume a request", self.settings.server_id)
 
     def _deleted(self, list_id: str) -> bool:
-        state = self.core.state(list_id)
+        state = self.core.view(list_id)
         return state is not None and state.deleted
 
     def _status(self, msg: Status) -> ServerStatus:
@@ -521,10 +521,22 @@ def _parser() -> argparse.ArgumentParser:
         defaults.anti_entropy_interval,
         "anti-entropy round every so often",
     )
+    parser.add_argument(
+        "--cache-lists",
+        type=_at_least_one,
+        default=os.environ.get("SHOPLIST_CACHE_LISTS", str(defaults.cache_lists)),
+        metavar="N",
+        help="most decoded lists kept in memory; others are read from the store when needed "
+        f"(SHOPLIST_CACHE_LISTS; default {defaults.cache_lists})",
+    )
     add_common_flags(parser)
     add_security_flags(parser, default_keys=None)
     add_account_flags(parser)
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    return parse_count(text, minimum=1)
 
 
 def _layout_brokers(layout: LocalLayout) -> list[str]:
@@ -549,9 +561,14 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         parse_broker(b)
         for b in args.broker or env_list("SHOPLIST_BROKER_BACKENDS", _layout_brokers(layout))
     )
-    raw_peers = [] if args.no_peers else args.peer or env_list(
-        "SHOPLIST_PEERS",
-        [f"{p}={layout.peer(j + 1)}" for j, p in enumerate(ids) if p != server_id],
+    raw_peers = (
+        []
+        if args.no_peers
+        else args.peer
+        or env_list(
+            "SHOPLIST_PEERS",
+            [f"{p}={layout.peer(j + 1)}" for j, p in enumerate(ids) if p != server_id],
+        )
     )
     peers = tuple(parse_peer(p) for p in raw_peers)
     if server_id in {p for p, _ in peers}:
@@ -566,7 +583,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         peers=peers,
         keys=keys,
         config=ServerConfig(
-            heartbeat_interval=args.heartbeat, anti_entropy_interval=args.anti_entropy
+            heartbeat_interval=args.heartbeat,
+            anti_entropy_interval=args.anti_entropy,
+            cache_lists=args.cache_lists,
         ),
         heartbeat=args.zmq_heartbeat,
         accounts=account_settings_from_args(args),

@@ -35,6 +35,7 @@ import attrs
 
 from crdts._codec import describe
 from reference_cluster.errors import MalformedMessage
+from reference_cluster.protocol.hashtree import check_prefix
 
 __all__ = [
     "ERROR_CODES",
@@ -47,7 +48,8 @@ __all__ = [
     "AccountRequest",
     "AeContexts",
     "AeDeltas",
-    "AeDigests",
+    "AeLeaves",
+    "AeTree",
     "Announce",
     "BrokerStatus",
     "ChangePassword",
@@ -136,6 +138,9 @@ RETRYABLE_CODES: Final = frozenset(
 """Errors after which the same request may succeed later (through the other broker)."""
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_HEX32 = re.compile(r"[0-9a-f]{32}\Z")
+MAX_TREE_NODES: Final = 4096
+"""Most tree nodes in one :class:`AeTree` or :class:`AeLeaves`."""
 
 
 # -- field checks --------------------------------------------------------------------------
@@ -222,6 +227,28 @@ def _check_map(check: Callable[[object, str], object]) -> Callable[[object, str]
 def _check_digest(value: object, path: str) -> str:
     if type(value) is not str or not _HEX64.match(value):
         raise _fail(path, "a SHA-256 digest in lower-case hex", value)
+    return value
+
+
+def _check_nodes(value: object, path: str) -> Mapping[str, str]:
+    if not isinstance(value, Mapping) or len(value) > MAX_TREE_NODES:
+        raise _fail(path, f"an object of at most {MAX_TREE_NODES} tree nodes", value)
+    for key, digest in value.items():
+        problem = check_prefix(key)
+        if problem is not None:
+            raise _malformed(f"{path} key: {problem}")
+        if type(digest) is not str or not _HEX32.match(digest):
+            raise _fail(f"{path}[{key}]", "a node digest (32 lower-case hex digits)", digest)
+    return value
+
+
+def _check_prefixes(value: object, path: str) -> tuple[str, ...]:
+    if type(value) is not tuple or len(value) > MAX_TREE_NODES:
+        raise _fail(path, f"an array of at most {MAX_TREE_NODES} tree nodes", value)
+    for i, prefix in enumerate(value):
+        problem = check_prefix(prefix)
+        if problem is not None:
+            raise _malformed(f"{path}[{i}]: {problem}")
     return value
 
 
@@ -711,12 +738,30 @@ class Propagate(Message):
 
 
 @attrs.frozen
-class AeDigests(Message):
-    """Anti-entropy step 1, initiator to peer: the digest of every list the sender holds."""
+class AeTree(Message):
+    """Anti-entropy by descent (:mod:`reference_cluster.protocol.hashtree`): digests of
+    nodes of the sender's hash tree, keyed by node name (a hex prefix, ``""`` the root).
+    A round starts with the root alone. The receiver answers each node whose digest
+    differs from its own with that node's children (another ``AeTree``) or, for a node
+    with few lists under it, with those lists' digests (:class:`AeLeaves`); equal nodes
+    get no answer, so an idle round is this one message."""
 
-    kind: ClassVar[str] = "ae_digests"
+    kind: ClassVar[str] = "ae_tree"
     origin: str = attrs.field(validator=_valid(_check_id))
     round: int = attrs.field(validator=_valid(_check_nat))
+    nodes: Mapping[str, str] = attrs.field(validator=_valid(_check_nodes))
+
+
+@attrs.frozen
+class AeLeaves(Message):
+    """Anti-entropy, the bottom of a descent: the digest of every list the sender holds
+    under ``prefixes``. The receiver answers with :class:`AeContexts` for the lists under
+    those prefixes (its own or the sender's) whose digests differ."""
+
+    kind: ClassVar[str] = "ae_leaves"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    round: int = attrs.field(validator=_valid(_check_nat))
+    prefixes: tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_valid(_check_prefixes))
     digests: Mapping[str, str] = attrs.field(validator=_valid(_check_map(_check_digest)))
 
 
@@ -842,7 +887,8 @@ KINDS: Final[Mapping[str, type[Message]]] = {
         Heartbeat,
         Goodbye,
         Propagate,
-        AeDigests,
+        AeTree,
+        AeLeaves,
         AeContexts,
         AeDeltas,
         SignUp,

@@ -24,6 +24,7 @@ class FakeServerStore(Generic[S]):
         self.lists: dict[str, S] = {}
         self._in_flight: dict[int, Persist] = {}
         self.writes = 0
+        self.loads = 0
 
     def begin(self, write: Persist) -> None:
         """Start a write; it is durable once :meth:`complete` runs."""
@@ -52,9 +53,21 @@ class FakeServerStore(Generic[S]):
         self._in_flight.clear()
         return lost
 
-    def load(self) -> dict[str, S]:
-        """Copies of the durable lists, for a restart."""
+    def load_all(self) -> dict[str, S]:
+        """Copies of the durable lists."""
         return {k: v.copy() for k, v in self.lists.items()}
+
+    # -- what a server core reads (cores.server.ListSource) --------------------------
+
+    def digests(self) -> dict[str, str]:
+        """The durable lists' digests, which a restarted core starts from."""
+        return {k: v.digest() for k, v in self.lists.items()}
+
+    def load(self, list_id: str) -> S | None:
+        """A copy of one durable list, or None."""
+        self.loads += 1
+        state = self.lists.get(list_id)
+        return None if state is None else state.copy()
 
 
 class FakeClientStore(Generic[S]):

@@ -38,7 +38,8 @@ class AckBeforePersistServer(ServerCore[S]):
         if write is not None:
             out.append(write)
             out.extend(self._propagate(req.list_id, delta))
-        state = self._lists[req.list_id]
+        state = self.view(req.list_id)
+        assert state is not None
         reply = SyncReply(req.request_id, req.list_id, missing_for(state, ctx).to_dict())
         out.append(Send(broker, Deliver(fwd.client, reply)))
         return out

@@ -135,7 +135,9 @@ class SimConfig:
     push_limits: PushLimits = attrs.field(factory=lambda: PushLimits(max_map_keys=16))
     """The servers' push bounds: the defaults but 16 items a list, so that an oversized
     push stays small (an honest run uses 6 item names)."""
-    server: ServerConfig = attrs.field(factory=ServerConfig)
+    server: ServerConfig = attrs.field(factory=lambda: ServerConfig(cache_lists=2))
+    """Server timing and memory: a cache of 2 decoded lists, so that every run evicts
+    and reloads lists (an honest run uses 3 lists)."""
     client: ClientConfig = attrs.field(factory=ClientConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
 
@@ -382,7 +384,7 @@ class Simulation:
                 doc,
                 peers=topo.servers,
                 brokers=topo.brokers,
-                lists=self.server_stores[node.name].load(),
+                store=self.server_stores[node.name],
                 incarnation=node.incarnation,
                 config=cfg.server,
                 rng=rng,
@@ -715,6 +717,7 @@ class Simulation:
             for c in sorted(self._synced_final)
         }
         final = check_final(self.model, self.workload.list_ids, servers, clients, self.edits)
+        self._check_stores(servers)
         self._check_forgeries(servers)
         self._samples.append((self.now, self._server_digests()))
         digests = self._server_digests()
@@ -754,6 +757,20 @@ class Simulation:
             problems=tuple(problems),
             forged=self.forged,
         )
+
+    def _check_stores(self, servers: dict[str, dict[str, Any]]) -> None:
+        """With no write in flight, what a server holds is what its store holds (Rule 2 of
+        the server core, with eviction and reloads in play)."""
+        self.stats["server loads from store"] = sum(st.loads for st in self.server_stores.values())
+        for name, lists in servers.items():
+            store = self.server_stores[name]
+            if store.pending:
+                continue
+            for list_id, state in lists.items():
+                if store.lists.get(list_id) != state:
+                    self.problems.append(
+                        f"{name} holds list {list_id[:8]} in memory other than in its store"
+                    )
 
     def _check_forgeries(self, servers: dict[str, dict[str, Any]]) -> None:
         """Every entry a server holds was made by an honest edit (or the Byzantine's own
