@@ -110,6 +110,15 @@ def test_a_sweep_of_seeds_passes_every_checker() -> None:
     assert ({}, True) == (bad, edits > 24 * 10 and all(r.acked == r.edits for r in results))
 
 
+def test_every_run_evicts_and_reloads_server_lists() -> None:
+    """The simulated servers keep 2 decoded lists of 3, so every run reads lists back from
+    the store after evicting them, and still passes every checker (which compares each
+    server's memory with its store at the end)."""
+    results = [run(seed) for seed in range(2000, 2006)]
+    loads = [dict(r.stats).get("server loads from store", 0) for r in results]
+    assert ([], True) == ([r.problems for r in results if r.problems], min(loads) > 0)
+
+
 def test_the_command_line_sweep_prints_the_table_and_succeeds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
