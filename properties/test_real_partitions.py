@@ -34,7 +34,7 @@ from netns import Namespace, namespace_or_skip
 from reference_cluster.processes.cluster import Timing
 from reference_cluster.sim.checkers import rounds_to_converge
 
-TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
+TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5, cache_lists=1)
 RUNS = int(os.environ.get("REAL_PARTITION_RUNS", "2"))
 CYCLES = 3  # partition / heal cycles per scenario
 HOLD = 3.0  # seconds each partition lasts while the clients keep editing

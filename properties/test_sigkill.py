@@ -29,7 +29,7 @@ from reference_cluster.processes.cluster import Timing
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.storage.server_store import ServerStore
 
-TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5)
+TIMING = Timing(heartbeat=0.25, anti_entropy=0.5, liveness=1.0, zmq_heartbeat=0.5, cache_lists=1)
 CYCLES = 20
 ALL_AT_ONCE_EVERY = 5
 CLIENTS = ("c1", "c2", "c3")

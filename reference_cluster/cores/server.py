@@ -365,7 +365,7 @@ class ServerCore(Generic[S]):
         state = self._load(list_id)
         if state is not None:
             cache[list_id] = state
-            self._evict()
+            self._evict(keep=list_id)
         return state
 
     def _load(self, list_id: str) -> S | None:
@@ -396,15 +396,16 @@ class ServerCore(Generic[S]):
         self._dirty.discard(list_id)
         self._tree.drop(list_id)
 
-    def _evict(self) -> None:
-        """Drop least recently used states, unpinned and clean, down to the limit."""
+    def _evict(self, keep: str | None = None) -> None:
+        """Drop least recently used unpinned states down to the limit (a dirty one has
+        its digest computed first); never ``keep``, which a caller is about to use."""
         cache, cap = self._cache, self.config.cache_lists
         if len(cache) <= cap:
             return
         for list_id in list(cache):
             if len(cache) <= cap:
                 return
-            if self._pins.get(list_id):
+            if self._pins.get(list_id) or list_id == keep:
                 continue
             if list_id in self._dirty:
                 self._clean(list_id)

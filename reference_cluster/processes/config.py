@@ -712,12 +712,15 @@ def read_ready(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
 
 @attrs.frozen
 class Timing:
-    """The timing flags given to every process (seconds)."""
+    """The timing flags given to every process (seconds), and the servers' memory."""
 
     heartbeat: float = 1.0
     anti_entropy: float = 2.0
     liveness: float = 3.0
     zmq_heartbeat: float = 1.0
+    cache_lists: int | None = None
+    """The servers' ``--cache-lists`` (None: their default); tests pass 1 so that every
+    server evicts and reloads lists."""
 
 
 def common_argv(timing: Timing, log_level: str) -> list[str]:
@@ -796,4 +799,6 @@ def server_argv(
         argv += ["--broker", f"{broker}={endpoint}"]
     for peer, endpoint in peers.items():
         argv += ["--peer", f"{peer}={endpoint}"]
+    if timing.cache_lists is not None:
+        argv += ["--cache-lists", str(timing.cache_lists)]
     return argv if peers else [*argv, "--no-peers"]
