@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-Rule 1 (durable before sent). An edit is written (state and queued delta, one durable
-transaction) before the client sends it; an edit made offline waits in the queue across
-restarts until a server acknowledges it.
+Rule 1 (durable before sent). An edit is written (logged delta and queued delta, one
+durable transaction) before the client sends it; an edit made offline waits in the queue
+across restarts until a server acknowledges it.
 
-Rule 2 (no dot is ever reused). An edit writes the new state, whose causal context holds
-the new dot, in the same transaction as the queued delta. After a restart the state read
-back knows every dot the device ever created, so the next edit takes a fresh one. The
-device's replica id is generated once and kept in the store.
+Rule 2 (no dot is ever reused). An edit logs its delta, which holds the new dot, in the
+same transaction as the queued delta (the list's state is its stored base joined with its
+log, :mod:`reference_cluster.storage.sqlite` Rules 6 and 7). After a restart the state
+read back knows every dot the device ever created, so the next edit takes a fresh one.
+The device's replica id is generated once and kept in the store.
 
 Rule 3 (sequence numbers are never reused). Each list has its own counter of queued
 deltas, kept in the list's row, so an acknowledgement by sequence number can never drop a
@@ -24,8 +25,9 @@ back as it was, so its next edit continues the dots instead of issuing ``(device
 again, which a server already holds and would acknowledge without applying. A list this
 device never edited holds none of its dots and is deleted outright.
 
-Rule 5 (a damaged list is left alone). A list whose stored state or queued deltas do not
-decode (or are no longer text) is left out of :meth:`~ClientStore.saved`, so the device
+Rule 5 (a damaged list is left alone). A list whose stored state, logged deltas or queued
+deltas do not decode (or are no longer text, or a logged delta no longer matches its
+digest) is left out of :meth:`~ClientStore.saved`, so the device
 starts and every other list works; :meth:`~ClientStore.damaged` names each such list with
 what is wrong. A write to a list whose state does not decode raises
 :class:`~reference_cluster.errors.StoreCorrupt` naming the list, before anything is
@@ -34,8 +36,10 @@ refilled the way a server's is: its state is the only record of the dots this de
 issued and of edits no server has acknowledged, and starting the list again from an empty
 state would reuse dots (Rule 2), which servers take for edits they already hold.
 
-The general rules of the stores (durability, decoding, the cache) are in
-:mod:`reference_cluster.storage.sqlite`.
+The general rules of the stores (durability, decoding, the cache, the delta log) are in
+:mod:`reference_cluster.storage.sqlite`. Opening the store decodes nothing; a list is
+decoded the first time it is read or written, and kept decoded (Rule 3 there), so an
+edit of a long list costs its delta.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from typing import Generic
 import attrs
 
 from reference_cluster.errors import StaleState, StoreCorrupt
-from reference_cluster.storage.sqlite import S, SqliteStore, check_list_id, encode
+from reference_cluster.storage.sqlite import LogRow, S, SqliteStore, check_list_id, encode
 
 __all__ = ["ClientSession", "ClientStore", "StoredList"]
 
@@ -211,9 +215,11 @@ class ClientStore(SqliteStore[S]):
         """Make sure the list is on the device: bring it back if it was forgotten (its
         state, queue and sequence counter), or create it empty; True if created."""
         conn.execute("DELETE FROM forgotten WHERE list_id = ?", (list_id,))
+        text = encode(self._state_type())
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO lists (list_id, state, next_seq) VALUES (?, ?, 1)",
-            (list_id, encode(self._state_type())),
+            "INSERT OR IGNORE INTO lists (list_id, state, next_seq, base_bytes) "
+            "VALUES (?, ?, 1, ?)",
+            (list_id, text, len(text)),
         )
         return cursor.rowcount == 1
 
@@ -232,21 +238,18 @@ class ClientStore(SqliteStore[S]):
         """A copy of the local state of the list, or None if it is not on this device (or
         forgotten)."""
         check_list_id(list_id)
-        with self._errors("read"):
-            self._check_cache()
-            row = self._conn.execute(
-                f"SELECT {_RAW_STATE} FROM lists WHERE list_id = ? AND {_LIVE}", (list_id,)
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM lists WHERE list_id = ? AND {_LIVE}", (list_id,)
             ).fetchone()
-        if row is None:
-            return None
-        return self._cached(list_id, _text_of(*row)).copy()
+            return None if row is None else self._logged_state(conn, list_id).copy()
 
     def edit(self, list_id: str, mutate: Callable[[S, str], S]) -> tuple[S, int]:
         """Apply a local edit durably: ``mutate(state, replica_id)`` changes the stored
         state in place and returns the delta (``lambda s, r: s.add(r, "milk")``).
 
-        The new state and the queued delta are written in one transaction; the list is
-        created if new.
+        The delta is logged and queued in one transaction (the stored state is not
+        rewritten); the list is created if new.
 
         Returns:
             ``(delta, seq)``: the delta to send and its sequence number in the queue.
@@ -258,32 +261,47 @@ class ClientStore(SqliteStore[S]):
         check_list_id(list_id)
         with self._transaction("edit", (list_id,)) as conn:
             self._ensure(conn, list_id)
-            state = self._current(conn, list_id)
+            state = self._logged_state(conn, list_id)
             delta = self._check_state(mutate(state, self._replica), "delta returned by mutate")
-            seq = self._write_edit(conn, list_id, state, delta)
+            seq = self._write_edit(conn, list_id, delta)
         return delta.copy(), seq
 
-    def _current(self, conn: sqlite3.Connection, list_id: str) -> S:
-        row = conn.execute(
-            f"SELECT {_RAW_STATE} FROM lists WHERE list_id = ?", (list_id,)
-        ).fetchone()
-        return self._cached(list_id, _text_of(*row))
+    def _logged_state(self, conn: sqlite3.Connection, list_id: str) -> S:
+        """The list's decoded state (cached: base joined with log), which the caller may
+        change in place inside a write transaction that names the list as touched.
+
+        Raises:
+            StoreCorrupt: the base or a log row is damaged (Rule 5).
+        """
+        state = self._cache.get(list_id)
+        if state is None:
+            row = conn.execute(
+                f"SELECT {_RAW_STATE} FROM lists WHERE list_id = ?", (list_id,)
+            ).fetchone()
+            base = self._decode("lists", list_id, "state", _text_of(*row))
+
+            def damaged(log_row: LogRow, reason: str) -> None:
+                raise StoreCorrupt(
+                    f"{self.path}: table list_log, list {list_id!r}, row {log_row.seq}: {reason}"
+                )
+
+            state = self._replay(base, self._log_of(conn, list_id), damaged)
+            self._cache[list_id] = state
+        return state
 
     def _write_edit(
-        self, conn: sqlite3.Connection, list_id: str, state: S, delta: S, seq: int | None = None
+        self, conn: sqlite3.Connection, list_id: str, delta: S, seq: int | None = None
     ) -> int:
-        """Store the list's new ``state`` and queue ``delta`` under ``seq`` (default: the
-        list's next sequence number); return the sequence number used."""
+        """Log and queue ``delta``, already joined into the cached state, under ``seq``
+        (default: the list's next sequence number); return the sequence number used."""
         if seq is None:
             seq = self._next_seq(conn, list_id)
-        conn.execute(
-            "UPDATE lists SET state = ?, next_seq = ? WHERE list_id = ?",
-            (encode(state), seq + 1, list_id),
-        )
+        conn.execute("UPDATE lists SET next_seq = ? WHERE list_id = ?", (seq + 1, list_id))
         conn.execute(
             "INSERT INTO outbox (list_id, seq, delta) VALUES (?, ?, ?)",
             (list_id, seq, encode(delta)),
         )
+        self._append(conn, list_id, [delta])
         return seq
 
     def save_edit(self, list_id: str, seq: int, delta: S) -> None:
@@ -306,9 +324,8 @@ class ClientStore(SqliteStore[S]):
                 raise StaleState(
                     f"list {list_id}: sequence number {seq} is already used (next is {next_seq})"
                 )
-            state = self._current(conn, list_id)
-            state.join(delta)
-            self._write_edit(conn, list_id, state, delta, seq)
+            self._logged_state(conn, list_id).join(delta)
+            self._write_edit(conn, list_id, delta, seq)
 
     def next_seq(self, list_id: str) -> int:
         """The sequence number the list's next edit takes (1 for an unknown list; a
@@ -337,8 +354,10 @@ class ClientStore(SqliteStore[S]):
         return out
 
     def _stored(self, list_id: str) -> StoredList[S]:
+        state = self.load(list_id)  # not ``or``: a state with no items is falsy, yet
+        # its context holds the dots this device issued (Rule 2)
         return StoredList(
-            state=self.load(list_id) or self._state_type(),
+            state=self._state_type() if state is None else state,
             queue=tuple(self.pending(list_id)),
             next_seq=self.next_seq(list_id),
         )
@@ -355,7 +374,8 @@ class ClientStore(SqliteStore[S]):
         return found
 
     def merge(self, list_id: str, remote: S) -> S:
-        """Durably join a delta or state received from the cluster into the local state.
+        """Durably join a delta or state received from the cluster into the local state
+        (logged: the stored state is not rewritten).
 
         Returns:
             A copy of the new local state.
@@ -364,9 +384,9 @@ class ClientStore(SqliteStore[S]):
         self._check_state(remote)
         with self._transaction("merge", (list_id,)) as conn:
             self._ensure(conn, list_id)
-            state = self._current(conn, list_id)
+            state = self._logged_state(conn, list_id)
             state.join(remote)
-            conn.execute("UPDATE lists SET state = ? WHERE list_id = ?", (encode(state), list_id))
+            self._append(conn, list_id, [remote])
         return state.copy()
 
     def forget(self, list_id: str) -> None:
@@ -385,6 +405,7 @@ class ClientStore(SqliteStore[S]):
                 conn.execute("INSERT OR IGNORE INTO forgotten (list_id) VALUES (?)", (list_id,))
                 return
             conn.execute("DELETE FROM outbox WHERE list_id = ?", (list_id,))
+            conn.execute("DELETE FROM list_log WHERE list_id = ?", (list_id,))
             conn.execute("DELETE FROM lists WHERE list_id = ?", (list_id,))
             self._cache.pop(list_id, None)
 

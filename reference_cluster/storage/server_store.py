@@ -7,29 +7,46 @@ an edit only after the method that applied it returned. The rules the stores kee
 (``ServerStore(path, ShoppingList)``, ``ServerStore(path, AWORSet)``): any
 :class:`crdts.Crdt` with ``from_dict``/``to_dict``.
 
+Lists, their log, and what a server starts from
+-----------------------------------------------
+A list's row in ``lists`` holds its owner, its deletion flag and its *base*: a state's
+canonical JSON with its SHA-256 ``digest``. A write appends the join of its deltas to the
+list's log and reads only the owner and the deletion flag (the rules of the log and its
+folding are Rules 6 and 7 of :mod:`reference_cluster.storage.sqlite`). Nothing decoded is
+kept: :meth:`ServerStore.load` decodes the base and the log when asked, and the server
+core keeps a bounded cache of its own. A server starts from :meth:`ServerStore.digests`,
+which reads the stored digests without decoding a state, after folding the lists that
+still have log rows (what was written since their last fold: the replay after a stop or
+a crash).
+
 Quarantine (damaged states are set aside, never served)
 -------------------------------------------------------
-Each list's row holds the state's canonical JSON and its SHA-256 ``digest``. A byte
-changed on disk can leave a state that still decodes (SQLite's own checks pass), and
-anti-entropy could never repair it: the causal context would still claim everything.
-So every state read from disk is checked against its digest, and
-:meth:`ServerStore.load_all` (what a server starts from) first checks every row
-(:meth:`ServerStore.quarantine_damaged`). A row whose state does not match its digest,
-is not ASCII text or does not decode, or whose list id or owner is unreadable, is copied
-byte for byte into the ``quarantine`` table with the reason and the time, logged as an
-error, and its state in ``lists`` is replaced by the empty state. The row keeps the
-list's owner and deletion flag, so ownership is never lost to the next pusher; the
-server starts with the list empty, its digest differs from the peers', and the next
-anti-entropy round brings the whole state back (the server's empty context asks for
-everything). A row whose list id is unreadable leaves ``lists`` altogether. A write
-that finds a damaged row while the server runs (another program wrote the file)
-quarantines it the same way and joins its deltas into the empty state, so one bad row
-never fails a group commit; the lost part comes back from the peers after a restart.
+A byte changed on disk can leave a state that still decodes (SQLite's own checks pass),
+and anti-entropy could never repair it: the causal context would still claim
+everything. So every base read from disk is checked against its digest, and every log
+row against its own. A base that does not match its digest, is not ASCII text or does not
+decode, or whose list id, owner, deletion flag or digest is unreadable, is copied byte
+for byte into the ``quarantine`` table with the reason and the time, logged as an error,
+and replaced in ``lists`` by the empty state. The row keeps the list's owner, deletion
+flag and log, so ownership is never lost to the next pusher and the deltas logged since
+are kept; the list's digest then differs from the peers', and the next anti-entropy round
+brings the rest back (the server's context asks for what it lacks). A log row that does
+not match its digest or does not decode is copied to ``quarantine`` the same way and
+dropped. A row whose list id is unreadable leaves ``lists`` altogether.
+
+Where damage is found: :meth:`ServerStore.digests` checks the cheap columns (id, owner,
+flag, digest) of every row and decodes the lists it folds; :meth:`ServerStore.load`
+checks the list it decodes; a write quarantines a row whose cheap columns are damaged and
+never fails a group commit over a damaged state, which the next load sets aside. A base
+changed under an intact digest is seen only when the list is decoded, so a server should
+also run :meth:`ServerStore.sweep` now and then (a few lists per call, the whole store in
+turn). :meth:`ServerStore.quarantine_damaged` checks every row at once (a tool).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -51,7 +68,15 @@ from reference_cluster.storage.memberships import (
     load_memberships,
     store_membership,
 )
-from reference_cluster.storage.sqlite import S, SqliteStore, check_list_id, digest_of, encode
+from reference_cluster.storage.sqlite import (
+    LogRow,
+    S,
+    SqliteStore,
+    check_list_id,
+    digest_of,
+    encode,
+    join_all,
+)
 
 __all__ = [
     "ClientSession",
@@ -117,6 +142,11 @@ _RAW_ROW = (
     "rowid, CAST(list_id AS BLOB), typeof(list_id), CAST(owner AS BLOB), typeof(owner), "
     "CAST(state AS BLOB), typeof(state), CAST(digest AS BLOB), typeof(digest), deleted"
 )
+# The same without the state, which a write and the digests never read.
+_RAW_META = (
+    "rowid, CAST(list_id AS BLOB), typeof(list_id), CAST(owner AS BLOB), typeof(owner), "
+    "NULL, typeof(state), CAST(digest AS BLOB), typeof(digest), deleted"
+)
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
@@ -180,6 +210,7 @@ class ServerStore(SqliteStore[S]):
     _APP_ID = _SERVER_APP_ID
     _SCHEMA = _SERVER_SCHEMA
     _KIND = "server"
+    _BASE_DIGEST = True
 
     def _init_rows(self) -> None:
         self._conn.execute(_QUARANTINE_TABLE)
@@ -200,96 +231,83 @@ class ServerStore(SqliteStore[S]):
 
     # -- lists --------------------------------------------------------------------------
 
-    def apply_delta(self, list_id: str, delta: S, *, owner: str | None = None) -> str:
+    def apply_delta(self, list_id: str, delta: S, *, owner: str | None = None) -> None:
         """Join ``delta`` into the list (creating it if new) in one durable transaction.
+
+        The write logs the delta (it reads the list's owner and deletion flag, never its
+        state, except when the log is due to be folded); it is on disk when this returns.
 
         Args:
             list_id: the list's UUID.
             delta: a delta or a whole state of the store's type.
             owner: the owner's user id, recorded if the list has none yet.
 
-        Returns:
-            The digest of the list's new state; the write is on disk when this returns.
-
         Raises:
             InvalidListId, WrongStateType: bad arguments. ListDeleted: the owner deleted the
-            list. AccessDenied: ``owner`` differs from the recorded owner. StoreCorrupt,
-            StoreError: the file is damaged or the write failed.
+            list. AccessDenied: ``owner`` differs from the recorded owner. StoreError: the
+            write failed.
         """
         check_list_id(list_id)
         self._check_state(delta)
-        with self._transaction("apply", (list_id,)) as conn:
-            digest = self._apply(conn, list_id, [delta], owner)
-        if digest is None:
+        with self._transaction("apply") as conn:
+            took = self._apply(conn, list_id, [delta], owner)
+        if not took:
             raise ListDeleted(f"list {list_id} was deleted by its owner")
-        return digest
 
-    def apply_many(self, items: Iterable[tuple[str, S]]) -> dict[str, str]:
+    def apply_many(self, items: Iterable[tuple[str, S]]) -> set[str]:
         """Apply many ``(list_id, delta)`` pairs in one durable transaction (group commit).
 
-        Deltas for the same list are joined together and written once. Deltas for deleted
-        lists are skipped; every other pair is applied, or (on error) none is.
+        Deltas for the same list are joined together and logged as one row. Deltas for
+        deleted lists are skipped; every other pair is applied, or (on error) none is.
 
         Returns:
-            ``{list_id: new digest}`` for every list that took its deltas.
+            The ids of the lists that took their deltas.
 
         Raises:
             InvalidListId, WrongStateType: a bad pair (checked before anything is written).
-            StoreCorrupt, StoreError: the file is damaged or the write failed.
+            StoreError: the write failed.
         """
         grouped: dict[str, list[S]] = {}
         for list_id, delta in items:
             check_list_id(list_id)
             grouped.setdefault(list_id, []).append(self._check_state(delta))
-        result: dict[str, str] = {}
+        took: set[str] = set()
         if not grouped:
-            return result
-        with self._transaction("group apply", grouped) as conn:
+            return took
+        with self._transaction("group apply") as conn:
             for list_id, deltas in grouped.items():
-                digest = self._apply(conn, list_id, deltas, None)
-                if digest is not None:
-                    result[list_id] = digest
-        return result
+                if self._apply(conn, list_id, deltas, None):
+                    took.add(list_id)
+        return took
 
     def _apply(
         self, conn: sqlite3.Connection, list_id: str, deltas: list[S], owner: str | None
-    ) -> str | None:
-        raw = self._raw_row(conn, list_id)
-        if raw is not None and list_id not in self._cache:
-            reason, decoded = self._row_problem(raw)
-            if reason is None:
-                assert decoded is not None
-                self._cache[list_id] = decoded
-            else:  # a damaged row found while running: set aside, start empty
-                self._quarantine(conn, raw, reason)
-                raw = self._raw_row(conn, list_id)
+    ) -> bool:
+        """Log ``deltas`` for the list (a new list gets their join as its base); False if
+        the list is deleted."""
+        raw = self._meta_row(conn, list_id)
         if raw is None:
-            state = self._state_type()
-            self._cache[list_id] = state
-        else:
-            if raw.deleted:
-                self._cache.pop(list_id, None)
-                return None
-            known_owner = raw.owner_text
-            if owner is not None and known_owner is not None and owner != known_owner:
-                raise AccessDenied(f"list {list_id} already has another owner")
-            state = self._cache[list_id]
-        for delta in deltas:
-            state.join(delta)
-        text = encode(state)
-        digest = digest_of(text)
-        if raw is None:
+            text = encode(join_all(deltas))
             conn.execute(
-                "INSERT INTO lists (list_id, owner, state, digest) VALUES (?, ?, ?, ?)",
-                (list_id, owner, text, digest),
+                "INSERT INTO lists (list_id, owner, state, digest, base_bytes) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (list_id, owner, text, digest_of(text), len(text)),
             )
-        else:
-            conn.execute(
-                "UPDATE lists SET state = ?, digest = ?, owner = coalesce(owner, ?) "
-                "WHERE list_id = ?",
-                (text, digest, owner, list_id),
-            )
-        return digest
+            return True
+        reason = _meta_problem(raw)
+        if reason is not None:  # damaged while running (another program wrote the file)
+            self._quarantine(conn, raw, reason)
+            raw = self._meta_row(conn, list_id)
+            assert raw is not None  # its id was readable: the row stays
+        if raw.deleted:
+            return False
+        known_owner = raw.owner_text
+        if owner is not None and known_owner is not None and owner != known_owner:
+            raise AccessDenied(f"list {list_id} already has another owner")
+        if owner is not None and known_owner is None:
+            conn.execute("UPDATE lists SET owner = ? WHERE rowid = ?", (owner, raw.rowid))
+        self._append(conn, list_id, deltas)
+        return True
 
     def create_list(self, list_id: str, owner: str) -> bool:
         """Record a new, empty list owned by ``owner``.
@@ -308,11 +326,7 @@ class ServerStore(SqliteStore[S]):
                 "SELECT owner, deleted FROM lists WHERE list_id = ?", (list_id,)
             ).fetchone()
             if row is None:
-                text = encode(self._state_type())
-                conn.execute(
-                    "INSERT INTO lists (list_id, owner, state, digest) VALUES (?, ?, ?, ?)",
-                    (list_id, owner, text, digest_of(text)),
-                )
+                self._insert_empty(conn, list_id, owner)
                 return True
             if row[1]:
                 raise ListDeleted(f"list {list_id} was deleted by its owner")
@@ -321,32 +335,68 @@ class ServerStore(SqliteStore[S]):
             conn.execute("UPDATE lists SET owner = ? WHERE list_id = ?", (owner, list_id))
             return False
 
+    def _insert_empty(
+        self, conn: sqlite3.Connection, list_id: str, owner: str | None, *, or_owner: bool = False
+    ) -> None:
+        """Insert the list with an empty base (with ``or_owner``: if it exists, only set
+        its owner)."""
+        text = encode(self._state_type())
+        conflict = " ON CONFLICT (list_id) DO UPDATE SET owner = excluded.owner" if or_owner else ""
+        conn.execute(
+            "INSERT INTO lists (list_id, owner, state, digest, base_bytes) VALUES (?, ?, ?, ?, ?)"
+            + conflict,
+            (list_id, owner, text, digest_of(text), len(text)),
+        )
+
     def load(self, list_id: str) -> S | None:
-        """A copy of the list's state, or None if the list is unknown or deleted.
+        """The list's state (its base joined with its log, decoded now), or None if the
+        list is unknown or deleted.
+
+        A damaged base (it does not decode or does not match its digest) is set aside as
+        the module notes say and the list's log is joined onto an empty state; a damaged
+        log row is set aside and left out. Either way the repaired state is written as the
+        list's base, and returned.
 
         Raises:
-            InvalidListId: bad id. StoreCorrupt: the stored state does not decode or does
-            not match its digest (:meth:`load_all` quarantines such rows instead).
+            InvalidListId: bad id. StoreError: the file cannot be read or written.
         """
         check_list_id(list_id)
-        with self._errors("read"):
-            self._check_cache()
-            raw = self._raw_row(self._conn, list_id)
-        if raw is None or raw.deleted:
-            return None
-        state = self._cache.get(list_id)
-        if state is None:
+        damaged: list[LogRow] = []
+        with self._reading() as conn:
+            raw = self._raw_row(conn, list_id)
+            if raw is None or raw.deleted == 1:
+                return None
+            reason, state = self._row_problem(raw)
+            if state is not None:
+                state = self._replay(
+                    state, self._log_of(conn, list_id), lambda r, _: damaged.append(r)
+                )
+        if reason is None and not damaged:
+            return state
+        with self._transaction("repair") as conn:
+            state = self._fold(conn, list_id) if self._meta_row(conn, list_id) else None
+            raw = self._meta_row(conn, list_id)
+        return None if raw is None or raw.deleted else state
+
+    def _logged_state(self, conn: sqlite3.Connection, list_id: str) -> S:
+        """Base joined with log; a damaged base or log row is quarantined on the way."""
+        raw = self._raw_row(conn, list_id)
+        state: S | None = None
+        if raw is not None:
             reason, state = self._row_problem(raw)
             if reason is not None:
-                raise StoreCorrupt(f"{self.path}: table lists, row {list_id!r}: {reason}")
-            assert state is not None
-            self._cache[list_id] = state
-        return state.copy()
+                self._quarantine(conn, raw, reason)
+        return self._replay(
+            state if state is not None else self._state_type(),
+            self._log_of(conn, list_id),
+            lambda row, why: self._quarantine_log(conn, row, why),
+        )
 
     def load_all(self) -> dict[str, S]:
-        """Copies of every live list's state (what a server core starts from), after
-        setting aside every damaged row (:meth:`quarantine_damaged`): a list whose row was
-        damaged loads empty, and anti-entropy brings its state back from the peers.
+        """Every live list's state, each decoded (a tool: a server starts from
+        :meth:`digests`), after setting aside every damaged row
+        (:meth:`quarantine_damaged`): a list whose base was damaged loads as its log alone,
+        and anti-entropy brings the rest back from the peers.
 
         Raises:
             StoreError: the file cannot be read or written.
@@ -359,9 +409,51 @@ class ServerStore(SqliteStore[S]):
                 states[list_id] = state
         return states
 
+    def digests(self) -> dict[str, str]:
+        """``{list_id: digest}`` of every live list (the digest of its canonical JSON,
+        equal to ``state.digest()``): what a server starts from.
+
+        Reads the stored digests without decoding states, after one durable transaction
+        that sets aside every row whose list id, owner, deletion flag or digest is
+        unreadable (see the module notes) and folds every list that still has log rows
+        (written since its last fold: this is the replay after a stop or a crash, one
+        decode per such list). A base whose text was damaged under an intact digest is
+        found when the list is loaded (:meth:`load`, :meth:`quarantine_damaged`).
+
+        Raises:
+            StoreError: the file cannot be read or written.
+        """
+        with self._transaction("read digests") as conn:
+            for raw in self._raw_rows(conn, with_state=False):
+                reason = _meta_problem(raw)
+                if reason is not None:
+                    self._quarantine(conn, raw, reason)
+            self._fold_all(conn)
+            rows = conn.execute(
+                "SELECT list_id, digest FROM lists WHERE deleted = 0 ORDER BY list_id"
+            ).fetchall()
+        return dict(rows)
+
+    def _fold_all(self, conn: sqlite3.Connection) -> None:
+        """Fold every live list that has log rows; drop those of deleted lists and set
+        aside those of no list (their list's row was set aside for an unreadable id)."""
+        for (raw_id,) in conn.execute(
+            "SELECT DISTINCT CAST(list_id AS BLOB) FROM list_log"
+        ).fetchall():
+            list_id = _id_text(raw_id)
+            meta = None if list_id is None else self._meta_row(conn, list_id)
+            if list_id is None or meta is None:
+                for row in self._log_rows(conn, "CAST(list_id AS BLOB) = ?", (raw_id,)):
+                    self._quarantine_log(conn, row, "no list holds this log row")
+            elif meta.deleted:
+                conn.execute("DELETE FROM list_log WHERE list_id = ?", (list_id,))
+            else:
+                self._fold(conn, list_id)
+
     def quarantine_damaged(self) -> list[QuarantinedRow]:
-        """Check every row of ``lists`` and set aside the damaged ones (see the module
-        notes), in one transaction; each is logged as an error.
+        """Check every row of ``lists`` and of the log, decoding each, and set aside the
+        damaged ones (see the module notes), in one transaction; each is logged as an
+        error. A tool: a server finds damage as it loads lists.
 
         Returns:
             The rows set aside now (earlier ones: :meth:`quarantined`).
@@ -369,12 +461,66 @@ class ServerStore(SqliteStore[S]):
         found: list[QuarantinedRow] = []
         with self._transaction("check") as conn:
             for raw in self._raw_rows(conn):
-                reason, state = self._row_problem(raw)
+                reason, _ = self._row_problem(raw)
                 if reason is not None:
                     found.append(self._quarantine(conn, raw, reason))
-                elif state is not None and raw.list_id is not None:
-                    self._cache[raw.list_id.decode("ascii")] = state
+            self._replay(
+                self._state_type(),
+                self._log_rows(conn),
+                lambda row, why: found.append(self._quarantine_log(conn, row, why)),
+            )
         return found
+
+    def sweep(
+        self, after: str | None = None, limit: int = 100
+    ) -> tuple[list[QuarantinedRow], str | None]:
+        """Check the stored state and log of up to ``limit`` live lists, in id order after
+        ``after``, decoding each as :meth:`load` does, and set aside what is damaged (a
+        damaged list's repaired state is written as its base, so its stored digest changes).
+        This is the slow full sweep that finds a state damaged under an intact digest,
+        which :meth:`digests` cannot see; one call costs ``limit`` decodes.
+
+        Returns:
+            The rows set aside now, and the id to pass as ``after`` next time (None once
+            the sweep has passed the last list: start again from None).
+
+        Raises:
+            ValueError: ``limit`` is not a positive int. StoreError: the file cannot be
+            read or written.
+        """
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"a sweep checks at least one list, got limit={limit!r}")
+        found: list[QuarantinedRow] = []
+        with self._transaction("sweep") as conn:
+            ids = conn.execute(
+                "SELECT CAST(list_id AS BLOB) FROM lists WHERE deleted = 0 AND list_id > ? "
+                "ORDER BY list_id LIMIT ?",
+                (after or "", limit),
+            ).fetchall()
+            for (raw_id,) in ids:
+                list_id = _id_text(raw_id)
+                raw = None if list_id is None else self._raw_row(conn, list_id)
+                if list_id is None or raw is None:
+                    continue  # an unreadable id: digests() sets the row aside
+                reason, _ = self._row_problem(raw)
+                now = [] if reason is None else [self._quarantine(conn, raw, reason)]
+                now.extend(
+                    self._quarantine_log(conn, row, why)
+                    for row, why in self._bad_log(conn, list_id)
+                )
+                if now:  # write the repaired state as the base, with its digest
+                    self._fold(conn, list_id)
+                    found.extend(now)
+        last = _id_text(ids[-1][0]) if len(ids) == limit else None
+        return found, last
+
+    def _bad_log(self, conn: sqlite3.Connection, list_id: str) -> list[tuple[LogRow, str]]:
+        """The list's damaged log rows, each with what is wrong with it."""
+        bad: list[tuple[LogRow, str]] = []
+        self._replay(
+            self._state_type(), self._log_of(conn, list_id), lambda r, why: bad.append((r, why))
+        )
+        return bad
 
     def quarantined(self) -> list[QuarantinedRow]:
         """Every row ever set aside, oldest first."""
@@ -384,75 +530,84 @@ class ServerStore(SqliteStore[S]):
             ).fetchall()
         return [QuarantinedRow(_shown(k), str(reason), str(at)) for k, reason, at in rows]
 
-    def _raw_rows(self, conn: sqlite3.Connection) -> list[_RawRow]:
-        rows = conn.execute(f"SELECT {_RAW_ROW} FROM lists ORDER BY rowid").fetchall()
+    def _raw_rows(self, conn: sqlite3.Connection, *, with_state: bool = True) -> list[_RawRow]:
+        columns = _RAW_ROW if with_state else _RAW_META
+        rows = conn.execute(f"SELECT {columns} FROM lists ORDER BY rowid").fetchall()
         return [_RawRow(*r) for r in rows]
 
     def _raw_row(self, conn: sqlite3.Connection, list_id: str) -> _RawRow | None:
         row = conn.execute(f"SELECT {_RAW_ROW} FROM lists WHERE list_id = ?", (list_id,)).fetchone()
         return None if row is None else _RawRow(*row)
 
+    def _meta_row(self, conn: sqlite3.Connection, list_id: str) -> _RawRow | None:
+        """The list's row without its state (which a write never reads)."""
+        row = conn.execute(f"SELECT {_RAW_META} FROM lists WHERE list_id = ?", (list_id,))
+        found = row.fetchone()
+        return None if found is None else _RawRow(*found)
+
     def _row_problem(self, raw: _RawRow) -> tuple[str | None, S | None]:
         """``(None, state)`` for a sound row; ``(reason, None)`` for a damaged one."""
-        if raw.list_id_type != "text" or _id_text(raw.list_id) is None:
-            return f"the list id is not a list id ({raw.list_id_type})", None
-        if raw.owner_type != "null" and raw.owner_text is None:
-            return f"the owner is not a user id ({raw.owner_type})", None
-        if type(raw.deleted) is not int or raw.deleted not in (0, 1):
-            return "the deleted flag is not 0 or 1", None
-        if raw.state_type != "text" or raw.state is None:
-            return f"column state: expected JSON text, got {raw.state_type}", None
-        try:
-            text = raw.state.decode("ascii")
-        except UnicodeDecodeError:
-            return "column state: not ASCII text (a stored state is canonical JSON)", None
-        try:
-            state = self._decode_text("column state", text)
-        except StoreCorrupt as exc:
-            return str(exc), None
-        stored = (raw.digest or b"").decode("ascii", "backslashreplace")
-        actual = digest_of(text)
-        if raw.digest_type != "text" or stored != actual:
-            return (
-                f"the state does not match its digest (stored {stored[:16]!r}..., the "
-                f"text hashes to {actual[:16]!r}...)",
-                None,
-            )
-        return None, state
+        reason = _meta_problem(raw)
+        if reason is not None:
+            return reason, None
+        return self._stored_problem("state", raw.state, raw.state_type, raw.digest, raw.digest_type)
 
     def _quarantine(self, conn: sqlite3.Connection, raw: _RawRow, reason: str) -> QuarantinedRow:
-        """Copy the row into ``quarantine``, then empty it in ``lists`` keeping its owner
-        and deletion flag (or drop it, if its id is unreadable)."""
-        cursor = conn.execute(
-            "INSERT INTO quarantine (list_id, owner, state, digest, deleted, reason, at) "
-            f"SELECT list_id, owner, state, digest, deleted, ?, {_NOW} FROM lists "
-            "WHERE rowid = ?",
+        """Copy the row into ``quarantine``, then empty its base in ``lists`` keeping its
+        owner, deletion flag and log (or drop it, if its id is unreadable)."""
+        at = self._set_aside(
+            conn,
+            "SELECT list_id, owner, state, digest, deleted, ?, {now} FROM lists WHERE rowid = ?",
             (reason, raw.rowid),
         )
-        at = conn.execute("SELECT at FROM quarantine WHERE id = ?", (cursor.lastrowid,)).fetchone()[
-            0
-        ]
         list_id = _id_text(raw.list_id) if raw.list_id_type == "text" else None
         if list_id is None:
             conn.execute("DELETE FROM lists WHERE rowid = ?", (raw.rowid,))
         else:
-            bottom = self._state_type()
-            text = encode(bottom)
+            text = encode(self._state_type())
             conn.execute(
-                "UPDATE lists SET state = ?, digest = ?, "
+                "UPDATE lists SET state = ?, digest = ?, base_bytes = ?, "
                 "owner = CASE WHEN ? THEN owner ELSE NULL END, "
                 "deleted = CASE WHEN deleted IN (0, 1) THEN deleted ELSE 0 END "
                 "WHERE rowid = ?",
-                (text, digest_of(text), raw.owner_text is not None, raw.rowid),
+                (text, digest_of(text), len(text), raw.owner_text is not None, raw.rowid),
             )
-            self._cache[list_id] = bottom
         log.error(
             "%s: list %r quarantined, it starts empty and is fetched again from the peers: %s",
             self.path,
             raw.shown_id,
             reason,
         )
-        return QuarantinedRow(raw.shown_id, reason, str(at))
+        return QuarantinedRow(raw.shown_id, reason, at)
+
+    def _quarantine_log(self, conn: sqlite3.Connection, row: LogRow, reason: str) -> QuarantinedRow:
+        """Copy a damaged log row into ``quarantine`` and drop it from the log."""
+        why = f"log row {row.seq}: {reason}"
+        (raw_id,) = conn.execute(
+            "SELECT CAST(list_id AS BLOB) FROM list_log WHERE seq = ?", (row.seq,)
+        ).fetchone()
+        shown = _shown(raw_id)
+        at = self._set_aside(
+            conn,
+            "SELECT list_id, NULL, delta, digest, NULL, ?, {now} FROM list_log WHERE seq = ?",
+            (why, row.seq),
+        )
+        conn.execute("DELETE FROM list_log WHERE seq = ?", (row.seq,))
+        log.error("%s: a logged delta of list %r set aside and dropped: %s", self.path, shown, why)
+        return QuarantinedRow(shown, why, at)
+
+    def _set_aside(self, conn: sqlite3.Connection, select: str, args: tuple[object, ...]) -> str:
+        """Insert what ``select`` picks (``{now}``: the time) into ``quarantine``; return
+        the time it was set aside."""
+        cursor = conn.execute(
+            "INSERT INTO quarantine (list_id, owner, state, digest, deleted, reason, at) "
+            + select.format(now=_NOW),
+            args,
+        )
+        (at,) = conn.execute(
+            "SELECT at FROM quarantine WHERE id = ?", (cursor.lastrowid,)
+        ).fetchone()
+        return str(at)
 
     def start_incarnation(self) -> int:
         """Durably count one more start of this server; return how many came before."""
@@ -497,7 +652,7 @@ class ServerStore(SqliteStore[S]):
             AccessDenied: ``user_id`` is not the recorded owner (or no owner is known).
         """
         check_list_id(list_id)
-        with self._transaction("delete", (list_id,)) as conn:
+        with self._transaction("delete") as conn:
             row = conn.execute("SELECT owner FROM lists WHERE list_id = ?", (list_id,)).fetchone()
             if row is None or row[0] is None or row[0] != user_id:
                 raise AccessDenied(f"only the owner of list {list_id} may delete it")
@@ -506,18 +661,19 @@ class ServerStore(SqliteStore[S]):
     def tombstone(self, list_id: str) -> None:
         """Record a deletion learned from a peer (which checked the owner)."""
         check_list_id(list_id)
-        with self._transaction("tombstone", (list_id,)) as conn:
+        with self._transaction("tombstone") as conn:
             self._tombstone(conn, list_id)
 
     def _tombstone(self, conn: sqlite3.Connection, list_id: str) -> None:
         text = encode(self._state_type())
         conn.execute(
-            "INSERT INTO lists (list_id, owner, state, digest, deleted) VALUES (?, NULL, ?, ?, 1) "
+            "INSERT INTO lists (list_id, owner, state, digest, deleted, base_bytes) "
+            "VALUES (?, NULL, ?, ?, 1, ?) "
             "ON CONFLICT (list_id) DO UPDATE SET state = excluded.state, "
-            "digest = excluded.digest, deleted = 1",
-            (list_id, text, digest_of(text)),
+            "digest = excluded.digest, deleted = 1, base_bytes = excluded.base_bytes",
+            (list_id, text, digest_of(text), len(text)),
         )
-        self._cache.pop(list_id, None)
+        conn.execute("DELETE FROM list_log WHERE list_id = ?", (list_id,))
 
     def list_ids(self, *, deleted: bool = False) -> list[str]:
         """The ids of the live lists (or, with ``deleted=True``, of the deleted ones),
@@ -551,24 +707,8 @@ class ServerStore(SqliteStore[S]):
         unknown list is recorded empty."""
         check_list_id(list_id)
         _check_user_id(owner)
-        text = encode(self._state_type())
         with self._transaction("set owner") as conn:
-            conn.execute(
-                "INSERT INTO lists (list_id, owner, state, digest) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (list_id) DO UPDATE SET owner = excluded.owner",
-                (list_id, owner, text, digest_of(text)),
-            )
-
-    def digests(self) -> dict[str, str]:
-        """``{list_id: digest}`` of every live list (the digest of its canonical JSON,
-        equal to ``state.digest()``)."""
-        with self._errors("read"):
-            rows = self._conn.execute(
-                "SELECT list_id, digest FROM lists WHERE deleted = 0"
-            ).fetchall()
-        return {
-            self._text(k, "lists", "list_id"): self._text(d, "lists", "digest") for k, d in rows
-        }
+            self._insert_empty(conn, list_id, owner, or_owner=True)
 
     def _text(self, value: object, table: str, column: str) -> str:
         if not isinstance(value, str):
@@ -834,6 +974,27 @@ def _id_text(raw: bytes | None) -> str | None:
     except (UnicodeDecodeError, InvalidListId):
         return None
 
+
+def _meta_problem(raw: _RawRow) -> str | None:
+    """What is wrong with a row's list id, owner, deletion flag or digest (read without
+    decoding its state), or None."""
+    if raw.list_id_type != "text" or _id_text(raw.list_id) is None:
+        return f"the list id is not a list id ({raw.list_id_type})"
+    if raw.owner_type != "null" and raw.owner_text is None:
+        return f"the owner is not a user id ({raw.owner_type})"
+    if type(raw.deleted) is not int or raw.deleted not in (0, 1):
+        return "the deleted flag is not 0 or 1"
+    if raw.digest_type != "text" or not _is_digest(raw.digest):
+        shown = _shown(raw.digest)[:16]
+        return f"column digest: expected 64 hex digits, got {raw.digest_type} {shown!r}..."
+    return None
+
+
+def _is_digest(raw: bytes | None) -> bool:
+    return raw is not None and _DIGEST.fullmatch(raw) is not None
+
+
+_DIGEST = re.compile(rb"[0-9a-f]{64}")
 
 _ACCOUNT_COLUMNS = (
     ("accounts", "version", "INTEGER NOT NULL DEFAULT 0"),
