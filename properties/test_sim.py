@@ -111,7 +111,7 @@ def test_a_sweep_of_seeds_passes_every_checker() -> None:
 
 
 def test_every_run_evicts_and_reloads_server_lists() -> None:
-    """The simulated servers keep 2 decoded lists of 3, so every run reads lists back from
+    """The simulated servers keep 1 decoded list of 3, so every run reads lists back from
     the store after evicting them, and still passes every checker (which compares each
     server's memory with its store at the end)."""
     results = [run(seed) for seed in range(2000, 2006)]

@@ -135,9 +135,10 @@ class SimConfig:
     push_limits: PushLimits = attrs.field(factory=lambda: PushLimits(max_map_keys=16))
     """The servers' push bounds: the defaults but 16 items a list, so that an oversized
     push stays small (an honest run uses 6 item names)."""
-    server: ServerConfig = attrs.field(factory=lambda: ServerConfig(cache_lists=2))
-    """Server timing and memory: a cache of 2 decoded lists, so that every run evicts
-    and reloads lists (an honest run uses 3 lists)."""
+    server: ServerConfig = attrs.field(factory=lambda: ServerConfig(cache_lists=1))
+    """Server timing and memory: a cache of one decoded list, so that every run evicts
+    and reloads lists (an honest run uses 3 lists), also while other lists have writes in
+    flight."""
     client: ClientConfig = attrs.field(factory=ClientConfig)
     broker: BrokerConfig = attrs.field(factory=BrokerConfig)
 
