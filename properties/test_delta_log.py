@@ -462,3 +462,25 @@ def test_a_damaged_device_log_row_leaves_the_list_out_and_names_it(tmp_path: Pat
             refused = False
     assert ([LIST_B], [LIST_A], True) == (saved, list(damaged), refused)
     assert "table list_log" in damaged[LIST_A]
+
+
+def test_quiet_logs_are_folded_and_fresh_ones_wait(tmp_path: Path) -> None:
+    """fold_quiet folds the lists logged before its previous call, at most ``limit`` of
+    them, and leaves a list first logged since then alone; what reads back is unchanged."""
+    path = tmp_path / "s.sqlite"
+    with ServerStore(path, AWORSet) as store:
+        for list_id in LISTS:
+            store.apply_delta(list_id, AWORSet().add("w", "first"))
+        for list_id in (LIST_A, LIST_B):
+            store.apply_delta(list_id, AWORSet().add("w", "second"))
+        assert 0 == store.fold_quiet(10)  # the first call only sets the mark
+        store.apply_delta(LIST_C, AWORSet().add("w", "second"))
+        first = store.fold_quiet(1)
+        logged_after_one = [bool(log_rows(path, k)) for k in LISTS]
+        store.apply_delta(LIST_A, AWORSet().add("w", "third"))
+        before = {k: store.load(k) for k in LISTS}
+        second = store.fold_quiet(10)
+        after = {k: store.load(k) for k in LISTS}
+    assert (1, [False, True, True]) == (first, logged_after_one)
+    assert (2, [True, False, False]) == (second, [bool(log_rows(path, k)) for k in LISTS])
+    assert before == after
