@@ -46,7 +46,7 @@ from reference_cluster.processes.config import (
     bound_member_port,
     env,
     local_layout,
-    parse_count,
+    parse_positive,
     print_ready,
     security_from_args,
     setup_logging,
@@ -228,10 +228,6 @@ class Broker:
         self._ctx.term()
 
 
-def _positive_int(text: str) -> int:
-    return parse_count(text, minimum=1)
-
-
 def _parser() -> argparse.ArgumentParser:
     layout = local_layout()
     parser = argparse.ArgumentParser(
@@ -269,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         parser.add_argument(
             flag,
-            type=_positive_int,
+            type=parse_positive,
             default=env(var, str(default)),  # argparse applies ``type``
             metavar="N",
             help=f"{text} one client address may make ({var}; default {default})",

@@ -69,6 +69,7 @@ __all__ = [
     "local_layout",
     "parse_base_port",
     "parse_count",
+    "parse_positive",
     "parse_seconds",
     "print_ready",
     "read_ready",
@@ -172,6 +173,11 @@ def parse_count(text: str, *, minimum: int = 0) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
     return value
+
+
+def parse_positive(text: str) -> int:
+    """A whole number of at least 1 (an argparse ``type``; see :func:`parse_count`)."""
+    return parse_count(text, minimum=1)
 
 
 def env_list(name: str, default: Sequence[str]) -> list[str]:

@@ -77,7 +77,7 @@ from reference_cluster.processes.config import (
     env,
     env_list,
     local_layout,
-    parse_count,
+    parse_positive,
     print_ready,
     require_endpoint,
     setup_logging,
@@ -537,7 +537,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-lists",
-        type=_at_least_one,
+        type=parse_positive,
         default=os.environ.get("SHOPLIST_CACHE_LISTS", str(defaults.cache_lists)),
         metavar="N",
         help="most decoded lists kept in memory; others are read from the store when needed "
@@ -547,10 +547,6 @@ def _parser() -> argparse.ArgumentParser:
     add_security_flags(parser, default_keys=None)
     add_account_flags(parser)
     return parser
-
-
-def _at_least_one(text: str) -> int:
-    return parse_count(text, minimum=1)
 
 
 def _layout_brokers(layout: LocalLayout) -> list[str]:
