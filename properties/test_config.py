@@ -103,7 +103,9 @@ def test_processes_refuse_bad_durations(
 
 def test_child_command_lines_parse_back() -> None:
     """The command lines the cluster builds for its children mean what they were built from."""
-    timing = Timing(heartbeat=0.2, anti_entropy=0.7, liveness=1.5, zmq_heartbeat=0.0)
+    timing = Timing(
+        heartbeat=0.2, anti_entropy=0.7, liveness=1.5, zmq_heartbeat=0.0, cache_lists=7
+    )
     argv = server_argv(
         "s2",
         store=Path("/data/s2.sqlite"),
@@ -123,7 +125,7 @@ def test_child_command_lines_parse_back() -> None:
         (("b0", "tcp://127.0.0.1:7101"), ("b1", "tcp://127.0.0.1:7111")),
         (("s1", "tcp://127.0.0.1:7201"), ("s3", "tcp://127.0.0.1:7203")),
         Path("/data/keys"),
-        (0.2, 0.7, 0.0),
+        (0.2, 0.7, 0.0, 7),
     ) == (
         settings.server_id,
         settings.store,
@@ -135,6 +137,7 @@ def test_child_command_lines_parse_back() -> None:
             settings.config.heartbeat_interval,
             settings.config.anti_entropy_interval,
             settings.heartbeat,
+            settings.config.cache_lists,
         ),
     )
     args = broker._parser().parse_args(
@@ -173,7 +176,7 @@ def test_a_server_without_peers_dials_none() -> None:
         keys=None,
     )
     settings = server.settings_from_args(server._parser().parse_args(argv[3:]))
-    assert () == settings.peers
+    assert ((), 1000) == (settings.peers, settings.config.cache_lists)
 
 
 def test_tuned_sockets_refuse_frames_larger_than_a_message() -> None:
