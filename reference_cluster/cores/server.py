@@ -78,7 +78,7 @@ from crdts import DotContext
 from reference_cluster.cores.authorship import DEFAULT_LIMITS, PushLimits, check_push
 from reference_cluster.errors import MalformedMessage
 from reference_cluster.protocol.effects import Effect, Persist, Send
-from reference_cluster.protocol.hashtree import MAX_DEPTH, HashTree, key_of, node_hex
+from reference_cluster.protocol.hashtree import BUCKETS, MAX_DEPTH, HashTree, key_of, node_hex
 from reference_cluster.protocol.messages import (
     MAX_TREE_NODES,
     AeContexts,
@@ -459,13 +459,17 @@ class ServerCore(Generic[S]):
         store = self._store
         if store is not None:
             queue = self._sweep_queue
-            due = sorted(self._suspect)
+            due = dict.fromkeys(sorted(self._suspect))
+            refilled = False
             for _ in range(self.config.sweep_per_round):
                 if not queue:
+                    if refilled:  # every list once a round at most
+                        break
                     queue.extend(reversed(self._digests))
+                    refilled = True
                     if not queue:
                         break
-                due.append(queue.pop())
+                due[queue.pop()] = None
             for list_id in due:
                 if self._pins.get(list_id) or list_id not in self._digests:
                     continue
@@ -478,9 +482,9 @@ class ServerCore(Generic[S]):
                     self._cache[list_id] = state
         count = self.config.check_buckets_per_round
         if count:
-            names = HashTree.bucket_names()
+            names = BUCKETS
             at = self._check_at % len(names)
-            slice_ = (names + names)[at : at + min(count, len(names))]
+            slice_ = [names[(at + i) % len(names)] for i in range(min(count, len(names)))]
             self._check_at = at + len(slice_)
             wrong = self._tree.check(slice_, self._digests.get)
             if wrong:

@@ -32,6 +32,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 
 __all__ = [
+    "BUCKETS",
     "FANOUT",
     "MAX_DEPTH",
     "NODE_DIGEST_HEX",
@@ -52,6 +53,8 @@ NODE_DIGEST_HEX = 32
 """A node digest on the wire: 128 bits as 32 lowercase hex digits."""
 _HEX = frozenset("0123456789abcdef")
 _DIGITS = "0123456789abcdef"
+BUCKETS: tuple[str, ...] = tuple(a + b + c for a in _DIGITS for b in _DIGITS for c in _DIGITS)
+"""Every bucket's name (the 4,096 prefixes of :data:`STORED_DEPTH` digits), in order."""
 
 
 def key_of(list_id: str) -> str:
@@ -259,6 +262,6 @@ class HashTree:
                 self._update(key, leaf, +1)
 
     @staticmethod
-    def bucket_names() -> list[str]:
+    def bucket_names() -> tuple[str, ...]:
         """Every bucket's name (the 4,096 three-digit prefixes), in order."""
-        return [a + b + c for a in _DIGITS for b in _DIGITS for c in _DIGITS]
+        return BUCKETS
