@@ -256,3 +256,17 @@ def test_hostile_tree_messages_get_bounded_answers() -> None:
     out = s.receive_message("s2", AeLeaves("s2", 1, ("abc",), foreign), 0.0)
     assert (s.tree_root(), len(s.list_ids())) == (before, 100)
     assert all(isinstance(e, Send) for e in out)
+
+
+def test_a_list_written_since_the_last_round_is_not_taken_for_a_tree_error() -> None:
+    """A round after a write checks the tree against the written list's new digest, so it
+    finds nothing wrong (it once dropped the list and counted a repair)."""
+    s = core("s1", filled(50), check_buckets_per_round=4096)
+    pair = Pair(s, core("s2", filled(50)))
+    for i in range(50):
+        delta = AWORSet().add("c2", f"new {i}")
+        pair.carry(
+            "s1", s.receive_message("s2", Propagate("s2", list_id(i), delta.to_dict()), 0.0), []
+        )
+    pair.round("s1")
+    assert (0, 0) == (s.repaired_digests, s._tree.nodes_repaired)

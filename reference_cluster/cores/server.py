@@ -455,7 +455,8 @@ class ServerCore(Generic[S]):
 
     def _maintain(self) -> None:
         """Rule 5: reload the suspects and a slice of the store; check a slice of the
-        tree."""
+        tree (against digests computed first: a dirty list's is not known yet)."""
+        self._refresh()
         store = self._store
         if store is not None:
             queue = self._sweep_queue

@@ -206,7 +206,7 @@ class HashTree:
         """Recompute the named buckets (3-digit prefixes) from ``digest(list_id)`` (the
         owner's record, None for a list it no longer has) and repair what disagrees.
 
-        The stored nodes of those buckets and every node above the buckets are checked
+        The stored nodes of those buckets and of their paths to the root are checked
         against what is under them too; if any disagrees, all stored nodes are rebuilt
         from the buckets (O(lists), counted in :attr:`nodes_repaired`).
 
@@ -230,26 +230,25 @@ class HashTree:
         return wrong
 
     def _nodes_agree(self, buckets: list[str]) -> bool:
-        """Whether the named buckets' nodes, and every stored node above the buckets,
-        agree with what is under them."""
+        """Whether the named buckets' nodes, and the stored nodes on their paths to the
+        root, agree with what is under them."""
+        nodes, counts = self._nodes, self._counts
         for bucket in buckets:
             entries = self._buckets.get(bucket, {})
             value = 0
             for _, leaf in entries.values():
                 value ^= leaf
-            if self._nodes.get(bucket, 0) != value or self._counts.get(bucket, 0) != len(entries):
+            if nodes.get(bucket, 0) != value or counts.get(bucket, 0) != len(entries):
                 return False
-        for depth in range(STORED_DEPTH):
-            near = (k[:depth] for k in (*self._nodes, *self._counts) if len(k) - depth in (0, 1))
-            for prefix in set(near):
-                kids = [prefix + d for d in _DIGITS]
-                value = 0
-                for kid in kids:
-                    value ^= self._nodes.get(kid, 0)
-                if self._nodes.get(prefix, 0) != value or self._counts.get(prefix, 0) != sum(
-                    self._counts.get(kid, 0) for kid in kids
-                ):
-                    return False
+        above = {b[:depth] for b in buckets for depth in range(STORED_DEPTH)}
+        for prefix in above:
+            value = count = 0
+            for digit in _DIGITS:
+                kid = prefix + digit
+                value ^= nodes.get(kid, 0)
+                count += counts.get(kid, 0)
+            if nodes.get(prefix, 0) != value or counts.get(prefix, 0) != count:
+                return False
         return True
 
     def _rebuild_nodes(self) -> None:
