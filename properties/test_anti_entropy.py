@@ -184,7 +184,7 @@ def test_a_wrong_tree_entry_is_put_right_by_the_tree_check() -> None:
     a.tree_root()
     a._tree.put(victim, b.digest(victim) or "")  # the tree now agrees with the peer
     rounds = 0
-    while "hidden" not in b.state(victim).value and rounds < 100:  # type: ignore[union-attr]
+    while "hidden" not in b.state(victim).value and rounds < 300:  # type: ignore[union-attr]
         pair.round("s1")
         rounds += 1
     per_pass = len(HashTree.bucket_names()) // a.config.check_buckets_per_round

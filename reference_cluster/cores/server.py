@@ -149,7 +149,7 @@ class ServerConfig:
     first_round_within: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
     cache_lists: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     sweep_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
-    check_buckets_per_round: int = attrs.field(default=64, validator=attrs.validators.ge(0))
+    check_buckets_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
