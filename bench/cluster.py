@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from raw_hop import HopStats, drive_req, ratio, raw_hop, summarize
 from reference_cluster.processes.client import Client
 from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port
 from reference_cluster.processes.config import LocalLayout
+from reference_cluster.processes.security import client_keys
 from reference_cluster.protocol.messages import SyncReply, SyncRequest, decode, encode
 from reference_cluster.protocol.placement import holders
 from reference_cluster.shopping_list import ShoppingList, new_list_id
@@ -58,6 +59,7 @@ from reference_cluster.storage.client_store import ClientStore
 __all__ = [
     "LatencyReport",
     "drive_frames",
+    "drive_steps",
     "edit_frames",
     "measure_round_trips",
 ]
@@ -87,15 +89,23 @@ def edit(state: ShoppingList, replica: str, i: int) -> ShoppingList:
     return state.set_quantity(replica, item, i % 7 + 1)
 
 
-def edit_frames(token: str, list_id: str, replica: str, count: int) -> list[bytes]:
-    """``count`` encoded sync requests of one device editing one list (see :func:`edit`);
-    each carries that one change as its delta and the device's context after it, as
+def edit_frames(
+    token: str,
+    list_id: str,
+    replica: str,
+    count: int,
+    mutate: Callable[[ShoppingList, str, int], ShoppingList] | None = None,
+) -> list[bytes]:
+    """``count`` encoded sync requests of one device editing one list (edit ``i`` is
+    ``mutate(state, replica, i)``, by default :func:`edit`); each carries that one change
+    as its delta and the device's context after it, as
     :class:`~reference_cluster.cores.client.ClientCore` sends them."""
+    change = mutate or edit
     state = ShoppingList()
     nonce = secrets.token_hex(8)
     frames = []
     for i in range(count):
-        delta = edit(state, replica, i)
+        delta = change(state, replica, i)
         state.seal()
         request = SyncRequest(
             request_id=f"{nonce}.{i}",
@@ -115,12 +125,13 @@ def drive_frames(
     frames: Sequence[Sequence[bytes]],
     *,
     warmup: int,
+    broker_key: bytes | None,
     timeout: float = 120.0,
-    context: zmq.Context[Any] | None = None,
 ) -> tuple[HopStats, list[tuple[bytes, bytes]]]:
     """Send each client's frames in order through its own REQ socket, one in flight per
-    client, all polled by one thread (as :func:`raw_hop.drive_req` does); the first
-    ``warmup`` round trips of each client are not measured.
+    client, all polled by one thread (as :func:`raw_hop.drive_req` does), through CURVE
+    with ``broker_key`` pinned as a real client dials (None: an insecure cluster); the
+    first ``warmup`` round trips of each client are not measured.
 
     Returns:
         The figures of the measured round trips, and every ``(request, reply)`` pair for
@@ -129,23 +140,53 @@ def drive_frames(
     Raises:
         TimeoutError: the run took longer than ``timeout``.
     """
-    ctx = context or zmq.Context.instance()
+    warm = [list(f[:warmup]) for f in frames]
+    rest = [list(f[warmup:]) for f in frames]
+    (_, warm_pairs), (stats, pairs) = drive_steps(
+        endpoint, [warm, rest], broker_key=broker_key, timeout=timeout
+    )
+    return stats, warm_pairs + pairs
+
+
+def drive_steps(
+    endpoint: str,
+    steps: Sequence[Sequence[Sequence[bytes]]],
+    *,
+    broker_key: bytes | None,
+    warmup: Sequence[bytes] = (),
+    timeout: float = 300.0,
+) -> list[tuple[HopStats, list[tuple[bytes, bytes]]]]:
+    """Drive each step's frames as :func:`drive_frames` does, on the same sockets from
+    step to step (one socket per client of the first step); ``warmup``: one untimed
+    request per socket first (connections made, handshakes done).
+
+    Returns:
+        Per step: the figures and every ``(request, reply)`` pair.
+
+    Raises:
+        TimeoutError: a step took longer than ``timeout``.
+    """
+    security = client_keys(broker_key)
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     socks: list[zmq.Socket[Any]] = []
+    out = []
     try:
-        for _ in frames:
+        for _ in steps[0]:
             sock = ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            security.dial_broker(sock)
             sock.connect(endpoint)
             socks.append(sock)
-        warm = [list(f[:warmup]) for f in frames]
-        rest = [list(f[warmup:]) for f in frames]
-        pairs: list[tuple[bytes, bytes]] = []
-        _run(socks, warm, pairs, timeout)
-        latencies, elapsed = _run(socks, rest, pairs, timeout)
+        if warmup:
+            _run(socks, [[frame] for frame in warmup], [], timeout)
+        for frames in steps:
+            pairs: list[tuple[bytes, bytes]] = []
+            latencies, elapsed = _run(socks, [list(f) for f in frames], pairs, timeout)
+            out.append((summarize(latencies, len(frames), elapsed), pairs))
     finally:
         for sock in socks:
             sock.close()
-    return summarize(latencies, len(frames), elapsed), pairs
+    return out
 
 
 def _run(
@@ -281,12 +322,18 @@ def _cluster_round_trips(
             assert token is not None
             one, eight = lists_on("s1", cluster.servers, 1), lists_on("s1", cluster.servers, 8)
             frontend = cluster.layout.frontend(0)
-            frames = [edit_frames(token, one[0], "bench-1", requests + warmup)]
-            stats_1, pairs = drive_frames(frontend, frames, warmup=warmup)
+            # A session belongs to one device: every list is edited by the client's.
+            replica = client.core.replica
+            frames = [edit_frames(token, one[0], replica, requests + warmup)]
+            stats_1, pairs = drive_frames(
+                frontend, frames, warmup=warmup, broker_key=cluster.broker_key
+            )
             check_pairs(pairs)
             per = requests // 8 + warmup // 8
-            frames = [edit_frames(token, k, f"bench-8-{i}", per) for i, k in enumerate(eight)]
-            stats_8, pairs = drive_frames(frontend, frames, warmup=warmup // 8)
+            frames = [edit_frames(token, k, replica, per) for k in eight]
+            stats_8, pairs = drive_frames(
+                frontend, frames, warmup=warmup // 8, broker_key=cluster.broker_key
+            )
             check_pairs(pairs)
             whole = None
             if whole_client:

@@ -49,6 +49,7 @@ __all__ = [
     "measure_raw_hop",
     "ratio",
     "raw_hop",
+    "read_line",
     "summarize",
 ]
 
@@ -269,7 +270,8 @@ def run_worker(backend: str, db_path: str, *, commit: bool = True) -> None:
         db.close()
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The first line ``proc`` prints on standard output, waiting at most ``timeout``."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
@@ -301,7 +303,7 @@ def raw_hop(data_dir: Path, *, commit: bool = True, python: str = sys.executable
     try:
         broker = subprocess.Popen([python, me, "broker"], stdout=subprocess.PIPE)
         procs.append(broker)
-        frontend, backend = _read_line(broker, _START_TIMEOUT).split()
+        frontend, backend = read_line(broker, _START_TIMEOUT).split()
         db = str(data_dir / "raw_hop.db")
         flags = [] if commit else ["--no-commit"]
         procs.append(subprocess.Popen([python, me, "worker", backend, db, *flags]))

@@ -34,18 +34,19 @@ def test_driven_edits_are_acknowledged_and_reach_every_server(tmp_path: Path) ->
             token = client.core.token
             assert token is not None
             lists = lists_on("s1", cluster.servers, 2)
-            frames = [edit_frames(token, k, f"bench-{i}", 40) for i, k in enumerate(lists)]
-            stats, pairs = drive_frames(cluster.layout.frontend(0), frames, warmup=5)
+            replica = client.core.replica  # a session belongs to one device
+            frames = [edit_frames(token, k, replica, 40) for k in lists]
+            stats, pairs = drive_frames(
+                cluster.layout.frontend(0), frames, warmup=5, broker_key=cluster.broker_key
+            )
             check_pairs(pairs)
             status = cluster.server_status("s1", states=True)
         finally:
             client.close()
-    expected = []
-    for i in range(2):
-        state = ShoppingList()
-        for n in range(40):
-            edit(state, f"bench-{i}", n)
-        expected.append(state.to_dict())
+    state = ShoppingList()
+    for n in range(40):
+        edit(state, replica, n)
+    expected = [state.to_dict()] * 2
     assert (2, 70, 80) == (stats.clients, stats.requests, len(pairs))
     assert ["s1", "s1"] == [holders(k, cluster.servers)[0] for k in lists]
     assert status is not None
