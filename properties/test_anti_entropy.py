@@ -270,3 +270,27 @@ def test_a_list_written_since_the_last_round_is_not_taken_for_a_tree_error() -> 
         )
     pair.round("s1")
     assert (0, 0) == (s.repaired_digests, s._tree.nodes_repaired)
+
+
+def test_a_store_that_fails_to_read_does_not_stop_the_round() -> None:
+    """A read error during the sweep is logged and the list read again at a later
+    round; the round still sends its root."""
+    store = filled(5)
+    s = core("s1", store)
+    real = store.load
+    failing = {"on": True}
+
+    def load(list_id: str) -> AWORSet | None:
+        if failing["on"]:
+            raise OSError("disk went away")
+        return real(list_id)
+
+    store.load = load  # type: ignore[method-assign]
+    out = s._anti_entropy_round(0.0)
+    failing["on"] = False
+    s._anti_entropy_round(0.0)
+    assert (["ae_tree"], 1 + 5, 0) == (
+        [e.message.kind for e in out if isinstance(e, Send)][:1],
+        s.loads,
+        len(s._suspect),
+    )

@@ -478,7 +478,12 @@ class ServerCore(Generic[S]):
                 if list_id in self._dirty:
                     self._clean(list_id)
                 cached = list_id in self._cache
-                state = self._load(list_id)
+                try:
+                    state = self._load(list_id)
+                except Exception as exc:  # a store that fails to read: try again later
+                    log.error("server %s: reading %s failed: %s", self.server_id, list_id, exc)
+                    self._suspect.add(list_id)
+                    break
                 if state is not None and cached:
                     self._cache[list_id] = state
         count = self.config.check_buckets_per_round
