@@ -286,7 +286,10 @@ class Server:
             if self._hashes.fd in events:
                 self._hashed()
             self._commit()
-            self._timers()
+            try:
+                self._timers()
+            except Exception:  # Rule 3: a failed round is logged; the next one runs
+                log.exception("server %s: a timer failed", self.settings.server_id)
         log.info("server %s: stopping (%s)", self.settings.server_id, stop.reason or "asked")
         self._commit(force=True)
         self._carry_out(self.core.stop(time.monotonic()))
