@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference_cluster.protocol.hashtree import (
+    BUCKETS,
     FANOUT,
     MAX_DEPTH,
     STORED_DEPTH,
@@ -117,7 +118,7 @@ def test_check_repairs_wrong_entries_and_nodes() -> None:
     victim = sorted(right)[7]
     tree.put(victim, "stale")
     stale = tree.root()
-    wrong = tree.check(HashTree.bucket_names(), right.get)
+    wrong = tree.check(BUCKETS, right.get)
     assert (stale != good, [victim], good) == (True, wrong, tree.root())
     bucket = key_of(victim)[:STORED_DEPTH]
     tree._nodes[bucket] ^= 1
@@ -128,7 +129,7 @@ def test_check_repairs_wrong_entries_and_nodes() -> None:
 def test_check_drops_lists_the_owner_no_longer_has() -> None:
     """An entry for a list the owner does not have leaves the tree at its check."""
     tree = tree_of({"a": "1", "b": "2"})
-    assert (["b"], 1) == (tree.check(HashTree.bucket_names(), {"a": "1"}.get), len(tree))
+    assert (["b"], 1) == (tree.check(BUCKETS, {"a": "1"}.get), len(tree))
 
 
 def test_prefixes_are_checked() -> None:

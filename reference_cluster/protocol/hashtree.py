@@ -104,9 +104,6 @@ class HashTree:
     def __len__(self) -> int:
         return len(self._where)
 
-    def __contains__(self, list_id: object) -> bool:
-        return list_id in self._where
-
     # -- writers --------------------------------------------------------------------------
 
     def put(self, list_id: str, digest: str) -> None:
@@ -259,8 +256,3 @@ class HashTree:
         for bucket in self._buckets.values():
             for key, leaf in bucket.values():
                 self._update(key, leaf, +1)
-
-    @staticmethod
-    def bucket_names() -> tuple[str, ...]:
-        """Every bucket's name (the 4,096 three-digit prefixes), in order."""
-        return BUCKETS

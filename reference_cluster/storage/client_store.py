@@ -188,9 +188,7 @@ class ClientStore(SqliteStore[S]):
 
     def _init_rows(self) -> None:
         self._conn.execute(_FORGOTTEN_TABLE)
-        for statement in _NOTE_TABLES.split(";"):
-            if statement.strip():
-                self._conn.execute(statement)
+        self._execute_all(_NOTE_TABLES)
         if self._conn.execute("SELECT 1 FROM meta WHERE key = 'replica'").fetchone() is None:
             replica = self._new_replica_id()
             if not _valid_replica(replica):

@@ -38,9 +38,9 @@ Where damage is found: :meth:`ServerStore.digests` checks the cheap columns (id,
 flag, digest) of every row and decodes the lists it folds; :meth:`ServerStore.load`
 checks the list it decodes; a write quarantines a row whose cheap columns are damaged and
 never fails a group commit over a damaged state, which the next load sets aside. A base
-changed under an intact digest is seen only when the list is decoded, so a server should
-also run :meth:`ServerStore.sweep` now and then (a few lists per call, the whole store in
-turn). :meth:`ServerStore.quarantine_damaged` checks every row at once (a tool).
+changed under an intact digest is seen only when the list is decoded: the server core's
+sweep loads a few lists every round, so it reaches every list in turn.
+:meth:`ServerStore.quarantine_damaged` checks every row at once (a tool).
 """
 
 from __future__ import annotations
@@ -471,57 +471,6 @@ class ServerStore(SqliteStore[S]):
             )
         return found
 
-    def sweep(
-        self, after: str | None = None, limit: int = 100
-    ) -> tuple[list[QuarantinedRow], str | None]:
-        """Check the stored state and log of up to ``limit`` live lists, in id order after
-        ``after``, decoding each as :meth:`load` does, and set aside what is damaged (a
-        damaged list's repaired state is written as its base, so its stored digest changes).
-        This is the slow full sweep that finds a state damaged under an intact digest,
-        which :meth:`digests` cannot see; one call costs ``limit`` decodes.
-
-        Returns:
-            The rows set aside now, and the id to pass as ``after`` next time (None once
-            the sweep has passed the last list: start again from None).
-
-        Raises:
-            ValueError: ``limit`` is not a positive int. StoreError: the file cannot be
-            read or written.
-        """
-        if type(limit) is not int or limit < 1:
-            raise ValueError(f"a sweep checks at least one list, got limit={limit!r}")
-        found: list[QuarantinedRow] = []
-        with self._transaction("sweep") as conn:
-            ids = conn.execute(
-                "SELECT CAST(list_id AS BLOB) FROM lists WHERE deleted = 0 AND list_id > ? "
-                "ORDER BY list_id LIMIT ?",
-                (after or "", limit),
-            ).fetchall()
-            for (raw_id,) in ids:
-                list_id = _id_text(raw_id)
-                raw = None if list_id is None else self._raw_row(conn, list_id)
-                if list_id is None or raw is None:
-                    continue  # an unreadable id: digests() sets the row aside
-                reason, _ = self._row_problem(raw)
-                now = [] if reason is None else [self._quarantine(conn, raw, reason)]
-                now.extend(
-                    self._quarantine_log(conn, row, why)
-                    for row, why in self._bad_log(conn, list_id)
-                )
-                if now:  # write the repaired state as the base, with its digest
-                    self._fold(conn, list_id)
-                    found.extend(now)
-        last = _id_text(ids[-1][0]) if len(ids) == limit else None
-        return found, last
-
-    def _bad_log(self, conn: sqlite3.Connection, list_id: str) -> list[tuple[LogRow, str]]:
-        """The list's damaged log rows, each with what is wrong with it."""
-        bad: list[tuple[LogRow, str]] = []
-        self._replay(
-            self._state_type(), self._log_of(conn, list_id), lambda r, why: bad.append((r, why))
-        )
-        return bad
-
     def quarantined(self) -> list[QuarantinedRow]:
         """Every row ever set aside, oldest first."""
         with self._errors("read"):
@@ -730,9 +679,7 @@ class ServerStore(SqliteStore[S]):
             have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-        for statement in _ACCOUNT_TABLES.split(";"):
-            if statement.strip():
-                self._conn.execute(statement)
+        self._execute_all(_ACCOUNT_TABLES)
 
     def add_account(self, account: Account) -> None:
         """Record a new account.

@@ -281,9 +281,7 @@ class SqliteStore(Generic[S]):
                 version = self._conn.execute("PRAGMA user_version").fetchone()[0]
                 tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                 if app_id == 0 and version == 0 and tables == 0:
-                    for statement in self._SCHEMA.split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
+                    self._execute_all(self._SCHEMA)
                     self._conn.execute(f"PRAGMA application_id={self._APP_ID}")
                     self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 elif app_id != self._APP_ID:
@@ -309,11 +307,15 @@ class SqliteStore(Generic[S]):
     def _init_rows(self) -> None:
         """Fill rows a fresh store needs (inside the opening transaction)."""
 
-    def _init_log(self) -> None:
-        """Add the delta log and the base's length column if the file lacks them."""
-        for statement in _LOG_SCHEMA.split(";"):
+    def _execute_all(self, statements: str) -> None:
+        """Run SQL statements separated by ``;`` (schema text: no ``;`` inside one)."""
+        for statement in statements.split(";"):
             if statement.strip():
                 self._conn.execute(statement)
+
+    def _init_log(self) -> None:
+        """Add the delta log and the base's length column if the file lacks them."""
+        self._execute_all(_LOG_SCHEMA)
         have = {r[1] for r in self._conn.execute("PRAGMA table_info(lists)")}
         if "base_bytes" not in have:
             self._conn.execute("ALTER TABLE lists ADD COLUMN base_bytes INTEGER")
