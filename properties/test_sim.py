@@ -36,6 +36,7 @@ from reference_cluster.sim.mutants import (
     AckBeforePersistServer,
     ForgetfulClient,
     NoAntiEntropyServer,
+    UnrecordedRepairServer,
 )
 from reference_cluster.sim.workload import new_list_id
 
@@ -206,6 +207,16 @@ def test_random_schedules_catch_the_server_that_acks_before_persisting() -> None
     crash in a narrow window: 1 seed of 300)."""
     broken = [run(s, server_factory=AckBeforePersistServer) for s in range(5)]
     assert [True] * 5 == [r.acked_not_durable > 0 and not r.ok(2) for r in broken]
+
+
+def test_random_schedules_catch_a_server_that_leaves_repairs_out_of_its_changes() -> None:
+    """A reply since a version that misses what anti-entropy brought leaves the client
+    short of the server's state: the check at each reply catches it in several of a dozen
+    seeds, and the correct server in none."""
+    broken = [run(s, server_factory=UnrecordedRepairServer) for s in range(12)]
+    correct = [run(s) for s in range(12)]
+    caught = [r.seed for r in broken if r.short_replies and not r.ok(2)]
+    assert (True, 0) == (len(caught) >= 3, sum(r.short_replies for r in correct))
 
 
 def test_a_server_that_skips_anti_entropy_leaves_lists_divergent() -> None:

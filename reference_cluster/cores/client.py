@@ -25,6 +25,14 @@ Rule 4 (sealing). When a request ships the client's own deltas, the state is sea
 (:func:`reference_cluster.protocol.replication.seal`), so that no later change folds into a dot
 that has left the device.
 
+Rule 5 (what changed since). Each reply names the server's version of the list that the
+client holds once it has joined the reply (:attr:`SyncReply.version`); the client keeps
+the last one per list in memory and sends it as :attr:`SyncRequest.since`, so a server
+that still knows that version answers with what changed since, not with a walk of the
+whole list. A reply that was not joined (it did not decode) leaves the version as it
+was. Versions are not stored: after a restart the first sync of a list is answered from
+its context alone.
+
 The request's life is a small state machine, written as data in :data:`TRANSITIONS`.
 """
 
@@ -176,6 +184,8 @@ class ClientCore(Generic[S]):
             self._queues[list_id] = list(saved_list.queue)
             top = saved_list.queue[-1][0] if saved_list.queue else 0
             self._next_seq[list_id] = max(saved_list.next_seq or 1, top + 1)
+        self._versions: dict[str, str] = {}
+        """List -> the server version the local state holds (Rule 5)."""
         self._dirty: dict[str, None] = {}
         self.phase = Phase.IDLE
         self._inflight: _InFlight | None = None
@@ -346,6 +356,7 @@ class ClientCore(Generic[S]):
             context=None if ctx is None else ctx.to_dict(),
             delta=encoded,
             token=self.token,
+            since=self._versions.get(list_id),
         )
         self._fire(Event.SEND)
         self._inflight = _InFlight(request, through, now + self.config.request_timeout)
@@ -403,6 +414,11 @@ class ClientCore(Generic[S]):
                 if current and self.phase is Phase.WAITING:
                     return self._attempt_failed("bad_state", now)
                 return []
+        if msg.list_id in self._lists:
+            if msg.version is None or msg.delta is None:
+                self._versions.pop(msg.list_id, None)
+            else:
+                self._versions[msg.list_id] = msg.version
         if not current or flight is None or msg.list_id != flight.request.list_id:
             return out
         self._fire(Event.REPLY)

@@ -63,6 +63,21 @@ held, claim no dot of another replica that this server has not seen (``behind``,
 clients retry), move its own counter by at most ``push_limits.max_new_dots``, and stay
 within the quotas of :class:`~reference_cluster.cores.authorship.PushLimits`. A refused
 push changes nothing.
+
+Rule 10 (replies that cost the change). A reply to a client names the version of the
+list it brings the client up to (:attr:`SyncReply.version`: this server, this run of it,
+and a counter). For each list that clients sync (the last ``max(cache_lists,``
+:data:`MIN_CHANGED_LISTS` ``)`` of them), the core keeps the last :data:`MAX_CHANGES`
+deltas that changed it from a client or a peer's propagation, each under a new value of
+the counter. A request whose ``since`` names a version of this run that those deltas
+reach back to is answered with their join since that version, which costs what changed
+rather than what the list holds: the client holds that version (it joined its reply,
+and states only grow), so it then holds the state. Anything else is answered with what
+the request's context lacks (``delta_for``). A list whose state changes otherwise (an
+anti-entropy delta, which may be large) or may have gone back (a failed write, a read
+back with another digest than the one in memory) starts its changes afresh under a new
+value, so no version of before is taken for it. Eviction alone keeps them: an evicted
+list is read back as it was (Rule 3), which the digest confirms.
 """
 
 from __future__ import annotations
@@ -114,6 +129,10 @@ MAX_AE_LISTS = 2048
 """Most lists in one :class:`AeLeaves` or :class:`AeContexts` message."""
 MAX_AE_MESSAGES = 16
 """Most such messages in one answer: a larger difference takes more rounds."""
+MAX_CHANGES = 16
+"""Deltas kept per list for replies since a version (Rule 10)."""
+MIN_CHANGED_LISTS = 64
+"""Lists whose changes are kept, at least (Rule 10); more with a larger cache."""
 
 
 class ListSource(Protocol[S]):  # type: ignore[misc]
@@ -159,6 +178,16 @@ class _PendingAck:
     request_id: str
     list_id: str
     context: DotContext | None
+    since: str | None
+
+
+@attrs.define
+class _Changes(Generic[S]):
+    """Rule 10: the deltas that changed a list after version ``base`` (a reply since any
+    version from ``base`` on is their join after that version)."""
+
+    base: int
+    deltas: list[tuple[int, S]] = attrs.Factory(list)
 
 
 class _BadState(Exception):
@@ -231,6 +260,8 @@ class ServerCore(Generic[S]):
         self.loads = 0
         self.repaired_digests = 0
         """Digests the sweep or the tree check found wrong (Rule 5)."""
+        self.replies_since = 0
+        """Replies to clients made of the changes since their version (Rule 10)."""
         if store is None:
             for list_id, state in sorted((lists or {}).items()):
                 self._cache[list_id] = state.copy()
@@ -239,6 +270,10 @@ class ServerCore(Generic[S]):
             for list_id, digest in store.digests().items():
                 self._note(list_id, digest)
         self._pending: dict[int, _PendingAck] = {}
+        self._changes: dict[str, _Changes[S]] = {}
+        self._version = 0
+        self._version_tag = f"{server_id}.{incarnation}.{rng.getrandbits(48):012x}"
+        """Names this run of this server in reply versions (Rule 10)."""
         self._next_token = 1
         self._round = 0
         self._heartbeat_at: float | None = None
@@ -317,10 +352,8 @@ class ServerCore(Generic[S]):
         pending = self._pending.pop(token, None)
         out: list[Effect] = []
         if pending is not None:
-            state = self._get(pending.list_id)
-            assert state is not None  # pinned by the write (Rule 3)
-            delta = missing_for(state, pending.context)
-            reply = SyncReply(pending.request_id, pending.list_id, delta.to_dict())
+            reply = self._reply(pending.request_id, pending.list_id, pending.context, pending.since)
+            assert reply.delta is not None  # the list is pinned by the write (Rule 3)
             out.append(Send(pending.broker, Deliver(pending.client, reply)))
         self._unpin(token, failed=False)
         return out
@@ -380,6 +413,8 @@ class ServerCore(Generic[S]):
             return None
         digest = state.digest()
         known = self._digests.get(list_id)
+        if known != digest:
+            self._changes.pop(list_id, None)  # not the state they led to (Rule 10)
         if known is not None and known != digest:
             self.repaired_digests += 1
             log.warning(
@@ -391,7 +426,7 @@ class ServerCore(Generic[S]):
         return state
 
     def _forget(self, list_id: str) -> None:
-        self._cache.pop(list_id, None)
+        self._drop(list_id)
         self._digests.pop(list_id, None)
         self._dirty.discard(list_id)
         self._tree.drop(list_id)
@@ -450,8 +485,13 @@ class ServerCore(Generic[S]):
             # and puts its digest right.
             if list_id in self._dirty:
                 self._clean(list_id)
-            self._cache.pop(list_id, None)
+            self._drop(list_id)
         self._evict()
+
+    def _drop(self, list_id: str) -> None:
+        """Drop a list's state and its changes from memory (Rules 3 and 10)."""
+        self._cache.pop(list_id, None)
+        self._changes.pop(list_id, None)
 
     def _maintain(self) -> None:
         """Rule 5: reload the suspects and a slice of the store; check a slice of the
@@ -529,17 +569,70 @@ class ServerCore(Generic[S]):
         ctx = None if state is None else context_of(state)
         return _EMPTY_CONTEXT if ctx is None else ctx.to_dict()
 
-    def _apply(self, list_id: str, delta: S) -> Persist | None:
+    def _apply(self, list_id: str, delta: S, *, small: bool = True) -> Persist | None:
         """Join ``delta`` into the list; return the write to persist, or None if the
-        delta changes nothing (Rule 2)."""
+        delta changes nothing (Rule 2). ``small``: a client's delta or its propagation,
+        kept for replies since a version (Rule 10); otherwise they start afresh."""
         state = self._get(list_id)
         if state is None:
             state = self._cache[list_id] = self.doc_type()
+            self._changes.pop(list_id, None)
         elif delta <= state:
             return None
         state.join(delta)
         self._mark_dirty(list_id)
+        changes = self._changes.get(list_id)
+        if changes is not None:
+            self._version += 1
+            if not small:
+                self._changes[list_id] = _Changes(self._version)
+            else:
+                kept = changes.deltas
+                kept.append((self._version, delta.copy()))
+                if len(kept) > MAX_CHANGES:
+                    changes.base = kept.pop(0)[0]
         return self._write(list_id, delta)
+
+    def _reply(
+        self, request_id: str, list_id: str, ctx: DotContext | None, since: str | None
+    ) -> SyncReply:
+        """The reply to a client's sync of ``list_id`` (Rule 10)."""
+        state = self._get(list_id)
+        if state is None:
+            return SyncReply(request_id, list_id, None)
+        changes = self._changes.pop(list_id, None)
+        if changes is None:
+            self._version += 1
+            changes = _Changes(self._version)
+        self._changes[list_id] = changes  # most recently used last
+        if len(self._changes) > max(self.config.cache_lists, MIN_CHANGED_LISTS):
+            del self._changes[next(iter(self._changes))]
+        delta = self._changes_since(changes, since)
+        if delta is None:
+            delta = missing_for(state, ctx)
+        else:
+            self.replies_since += 1
+        return SyncReply(
+            request_id, list_id, delta.to_dict(), f"{self._version_tag}:{self._version}"
+        )
+
+    def _changes_since(self, changes: _Changes[S], since: str | None) -> S | None:
+        """The join of the changes after version ``since``, or None if ``since`` is not
+        a version these changes reach back to."""
+        if since is None:
+            return None
+        tag, _, number = since.rpartition(":")
+        if tag != self._version_tag or not (number.isascii() and number.isdigit()):
+            return None
+        version = int(number)
+        if not changes.base <= version <= self._version:
+            return None
+        out = self.doc_type()
+        for at, delta in reversed(changes.deltas):
+            if at <= version:
+                break
+            out.join(delta)
+        return out
 
     def _write(self, list_id: str, delta: S) -> Persist:
         token = self._next_token
@@ -600,9 +693,7 @@ class ServerCore(Generic[S]):
             if refusal is not None:
                 return [Send(broker, Deliver(fwd.client, refusal))]
         if delta is None:
-            state = self._get(req.list_id)
-            encoded = None if state is None else missing_for(state, ctx).to_dict()
-            reply = SyncReply(req.request_id, req.list_id, encoded)
+            reply = self._reply(req.request_id, req.list_id, ctx, req.since)
             return [Send(broker, Deliver(fwd.client, reply))]
         refusal = self._check_push(req, delta)
         if refusal is not None:
@@ -638,7 +729,7 @@ class ServerCore(Generic[S]):
         else:
             out.extend(self._propagate(req.list_id, delta))
         self._pending[write.token] = _PendingAck(
-            broker, fwd.client, req.request_id, req.list_id, ctx
+            broker, fwd.client, req.request_id, req.list_id, ctx, req.since
         )
         out.insert(0, write)
         return out
@@ -734,7 +825,7 @@ class ServerCore(Generic[S]):
             for k, v in msg.deltas.items()
             if self._holds(k)
         ]
-        out.extend(w for k, d in decoded if (w := self._apply(k, d)) is not None)
+        out.extend(w for k, d in decoded if (w := self._apply(k, d, small=False)) is not None)
         if msg.contexts:
             deltas = self._missing(msg.contexts, "ae_deltas.contexts")
             if deltas:

@@ -419,6 +419,10 @@ class SyncRequest(Message):
             ``None`` asks for the whole state.
         delta: the join of the client's queued deltas, or ``None`` for a pure pull.
         token: the session token (optional today; checked once accounts exist).
+        since: the ``version`` of the last reply for this list that the client joined,
+            or ``None``. A server that recognises it answers with what changed since
+            (the cost of the change, not of the list); otherwise with what ``context``
+            lacks.
     """
 
     kind: ClassVar[str] = "sync"
@@ -429,17 +433,24 @@ class SyncRequest(Message):
     context: EncodedContext | None = attrs.field(validator=_valid(_optional(_check_context)))
     delta: EncodedState | None = attrs.field(validator=_valid(_optional(_check_state)))
     token: str | None = attrs.field(validator=_valid(_check_token), default=None)
+    since: str | None = attrs.field(validator=_valid(_check_token), default=None)
 
 
 @attrs.frozen
 class SyncReply(Message):
     """Server to client (through the broker): the pushed delta is durable at the server,
-    and here is what the client's context lacks (``None`` if the server has no such list)."""
+    and here is what the client lacks (``None`` if the server has no such list).
+
+    ``version`` names the server's state of the list that the client holds once it has
+    joined ``delta``; the client sends it back as :attr:`SyncRequest.since`. It is opaque
+    to the client, and ``None`` from a server that offers none.
+    """
 
     kind: ClassVar[str] = "sync_ok"
     request_id: str = attrs.field(validator=_valid(_check_id))
     list_id: str = attrs.field(validator=_valid(check_list_id))
     delta: EncodedState | None = attrs.field(validator=_valid(_optional(_check_state)))
+    version: str | None = attrs.field(validator=_valid(_check_token), default=None)
 
 
 @attrs.frozen

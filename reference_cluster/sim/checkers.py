@@ -43,6 +43,8 @@ class RunResult:
         lost_acked: acknowledged edits missing from a server's final state.
         acked_not_durable: acknowledgements sent while the pushed delta was not yet
             durable on the acknowledging server.
+        short_replies: replies that, once joined, left a client without part of what
+            the replying server held when it replied.
         counter_violations: counters outside their bounds (per list and server).
         phantoms: items present that no edit created (per list and replica).
         shrunk: times a replica's state was seen to lose something.
@@ -64,6 +66,7 @@ class RunResult:
     divergent: int
     lost_acked: int
     acked_not_durable: int
+    short_replies: int
     counter_violations: int
     phantoms: int
     shrunk: int

@@ -12,7 +12,7 @@ from typing import Any
 from crdts import DotContext
 from reference_cluster.cores.client import ClientCore
 from reference_cluster.cores.server import ServerCore
-from reference_cluster.protocol.effects import Effect, SaveEdit, Send
+from reference_cluster.protocol.effects import Effect, Persist, SaveEdit, Send
 from reference_cluster.protocol.messages import Deliver, ErrorReply, Forward, SyncReply, SyncRequest
 from reference_cluster.protocol.replication import S, missing_for
 
@@ -22,6 +22,7 @@ __all__ = [
     "ForgetfulClient",
     "NoAntiEntropyServer",
     "NoAuthorshipServer",
+    "UnrecordedRepairServer",
 ]
 
 
@@ -60,6 +61,21 @@ class NoAuthorshipServer(ServerCore[S]):
         return None
 
 
+class UnrecordedRepairServer(ServerCore[S]):
+    """Leaves the deltas that anti-entropy brings out of a list's changes since a
+    version (Rule 10 of the server core): a client that syncs since a version of before
+    the repair is never sent what the repair brought."""
+
+    def _apply(self, list_id: str, delta: S, *, small: bool = True) -> Persist | None:
+        if small:
+            return super()._apply(list_id, delta)
+        changes = self._changes.pop(list_id, None)
+        write = super()._apply(list_id, delta)
+        if changes is not None:
+            self._changes[list_id] = changes
+        return write
+
+
 class ForgetfulClient(ClientCore[S]):
     """Does not make its edits durable: a restart forgets them and reuses their dots."""
 
@@ -72,6 +88,7 @@ MUTANTS: dict[str, tuple[str, type[Any]]] = {
     "ack-before-persist": ("server", AckBeforePersistServer),
     "no-anti-entropy": ("server", NoAntiEntropyServer),
     "no-authorship": ("server", NoAuthorshipServer),
+    "unrecorded-repair": ("server", UnrecordedRepairServer),
     "forgetful-client": ("client", ForgetfulClient),
 }
 """Mutant name -> (the role it replaces, its class)."""

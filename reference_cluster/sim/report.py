@@ -93,6 +93,7 @@ class Summary:
     divergent: int
     lost_acked: int
     acked_not_durable: int
+    short_replies: int
     counter_violations: int
     phantoms: int
     shrunk: int
@@ -125,6 +126,7 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
         divergent=sum(r.divergent for r in results),
         lost_acked=sum(r.lost_acked for r in results),
         acked_not_durable=sum(r.acked_not_durable for r in results),
+        short_replies=sum(r.short_replies for r in results),
         counter_violations=sum(r.counter_violations for r in results),
         phantoms=sum(r.phantoms for r in results),
         shrunk=sum(r.shrunk for r in results),
@@ -151,6 +153,7 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
         ("divergent lists", f"{s.divergent}"),
         ("lost acknowledged edits", f"{s.lost_acked}"),
         ("acknowledged before durable", f"{s.acked_not_durable}"),
+        ("replies that left a client short", f"{s.short_replies}"),
         ("counter violations", f"{s.counter_violations}"),
         ("phantom items", f"{s.phantoms}"),
         ("replicas that shrank", f"{s.shrunk}"),

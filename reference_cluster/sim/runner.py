@@ -40,7 +40,14 @@ from reference_cluster.protocol.effects import (
     Send,
     SyncFailed,
 )
-from reference_cluster.protocol.messages import Deliver, ErrorReply, SyncReply, SyncRequest, encode
+from reference_cluster.protocol.messages import (
+    Deliver,
+    ErrorReply,
+    SyncReply,
+    SyncRequest,
+    decode,
+    encode,
+)
 from reference_cluster.protocol.replication import context_of
 from reference_cluster.sim.byzantine import ByzantineCore
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
@@ -237,7 +244,9 @@ class Simulation:
         self._issued: dict[tuple[str, str, int], int] = {}
         self.reused_dots = 0
         self.shrunk = 0
-        self.acked_not_durable = 0
+        self.acked_not_durable = self.short_replies = 0
+        # encoded reply -> (the server, the list's state there when it replied)
+        self._replied: dict[bytes, tuple[str, Any]] = {}
         self._pushes: dict[str, tuple[str, Any]] = {}
         """request id -> (list id, encoded delta) of every push a client sent; every
         attempt of a request carries the same delta."""
@@ -316,7 +325,13 @@ class Simulation:
         if node.role != "server" or not isinstance(msg, Deliver):
             return
         reply = msg.reply
-        if not isinstance(reply, SyncReply) or reply.request_id not in self._pushes:
+        if not isinstance(reply, SyncReply):
+            return
+        if reply.delta is not None:
+            state = node.core.view(reply.list_id)
+            if state is not None:
+                self._replied.setdefault(encode(reply), (node.name, state.copy()))
+        if reply.request_id not in self._pushes:
             return
         list_id, encoded = self._pushes[reply.request_id]
         store = self.server_stores[node.name]
@@ -438,6 +453,7 @@ class Simulation:
         lost = 0
         if node.role == "server":
             lost = self.server_stores[node.name].crash()
+            self.stats["replies since a version"] += node.core.replies_since
         elif node.role == "client":
             for list_id in node.core.list_ids():
                 self._snapshots[("crash", node.name, list_id)] = node.core.state(list_id)
@@ -500,6 +516,24 @@ class Simulation:
             return
         self._trace(f"recv {src}>{dst} {kind}")
         self._call(node, node.core.receive, src, data)
+        if node.role == "client" and data in self._replied:
+            self._check_reply(node, data)
+
+    def _check_reply(self, node: _Node, data: bytes) -> None:
+        """Once a client has taken a reply, it holds everything the replying server held
+        when it replied: whether the reply was what the request's context lacked or what
+        changed since the request's version (Rule 10 of the server core)."""
+        server, held = self._replied[data]
+        reply = decode(data)
+        assert isinstance(reply, SyncReply)
+        mine = node.core.state(reply.list_id)
+        if mine is None or held <= mine:
+            return
+        self.short_replies += 1
+        self.problems.append(
+            f"{node.name} took {server}'s reply {reply.request_id} on list "
+            f"{reply.list_id[:8]} and still lacks part of what {server} held"
+        )
 
     def _on_persisted(self, name: str, incarnation: int, token: int) -> None:
         node = self.nodes[name]
@@ -739,6 +773,7 @@ class Simulation:
             divergent=final.divergent,
             lost_acked=final.lost_acked,
             acked_not_durable=self.acked_not_durable,
+            short_replies=self.short_replies,
             counter_violations=final.counter_violations,
             phantoms=final.phantoms,
             shrunk=self.shrunk,
@@ -763,6 +798,9 @@ class Simulation:
         """With no write in flight, what a server holds is what its store holds (Rule 2 of
         the server core, with eviction and reloads in play)."""
         self.stats["server loads from store"] = sum(st.loads for st in self.server_stores.values())
+        self.stats["replies since a version"] += sum(
+            self.nodes[s].core.replies_since for s in self.topology.servers
+        )
         for name, lists in servers.items():
             store = self.server_stores[name]
             if store.pending:
