@@ -155,10 +155,13 @@ def drive_steps(
     broker_key: bytes | None,
     warmup: Sequence[bytes] = (),
     timeout: float = 300.0,
+    since: bool = False,
 ) -> list[tuple[HopStats, list[tuple[bytes, bytes]]]]:
     """Drive each step's frames as :func:`drive_frames` does, on the same sockets from
     step to step (one socket per client of the first step); ``warmup``: one untimed
-    request per socket first (connections made, handshakes done).
+    request per socket first (connections made, handshakes done). ``since``: each
+    request carries the version of the reply before it on its socket, as the client core
+    sends it (where the code has ``SyncRequest.since``); the pairs hold what was sent.
 
     Returns:
         Per step: the figures and every ``(request, reply)`` pair.
@@ -170,6 +173,9 @@ def drive_steps(
     ctx: zmq.Context[Any] = zmq.Context.instance()
     socks: list[zmq.Socket[Any]] = []
     out = []
+    versions: dict[int, str] | None = (
+        {} if since and "since" in attrs.fields_dict(SyncRequest) else None
+    )
     try:
         for _ in steps[0]:
             sock = ctx.socket(zmq.REQ)
@@ -178,10 +184,10 @@ def drive_steps(
             sock.connect(endpoint)
             socks.append(sock)
         if warmup:
-            _run(socks, [[frame] for frame in warmup], [], timeout)
+            _run(socks, [[frame] for frame in warmup], [], timeout, versions)
         for frames in steps:
             pairs: list[tuple[bytes, bytes]] = []
-            latencies, elapsed = _run(socks, [list(f) for f in frames], pairs, timeout)
+            latencies, elapsed = _run(socks, [list(f) for f in frames], pairs, timeout, versions)
             out.append((summarize(latencies, len(frames), elapsed), pairs))
     finally:
         for sock in socks:
@@ -189,12 +195,30 @@ def drive_steps(
     return out
 
 
+def _with_since(frame: bytes, version: str | None) -> bytes:
+    """``frame`` (a sync request) carrying ``version`` as its ``since``."""
+    request = decode(frame)
+    assert isinstance(request, SyncRequest)
+    return encode(attrs.evolve(request, since=version))  # type: ignore[misc]
+
+
 def _run(
     socks: list[zmq.Socket[Any]],
     queues: list[list[bytes]],
     pairs: list[tuple[bytes, bytes]],
     timeout: float,
+    versions: dict[int, str] | None = None,
 ) -> tuple[list[float], float]:
+    """Send each socket's queue in order, one in flight per socket. ``versions``: socket
+    index -> the version of its last reply, put into its next request and updated."""
+
+    def send(sock: zmq.Socket[Any], i: int) -> None:
+        frame = queues[i][nxt[i]]
+        if versions is not None and i in versions:
+            frame = queues[i][nxt[i]] = _with_since(frame, versions[i])
+        sent_at[sock] = time.perf_counter()
+        sock.send(frame)
+
     poller = zmq.Poller()
     for sock in socks:
         poller.register(sock, zmq.POLLIN)
@@ -205,10 +229,9 @@ def _run(
     total = sum(len(q) for q in queues)
     start = time.perf_counter()
     deadline = start + timeout
-    for sock, queue in zip(socks, queues, strict=True):
+    for i, (sock, queue) in enumerate(zip(socks, queues, strict=True)):
         if queue:
-            sent_at[sock] = time.perf_counter()
-            sock.send(queue[0])
+            send(sock, i)
     while len(latencies) < total:
         left = deadline - time.perf_counter()
         if left <= 0:
@@ -218,10 +241,13 @@ def _run(
             latencies.append(time.perf_counter() - sent_at.pop(sock))
             i = index[sock]
             pairs.append((queues[i][nxt[i]], reply))
+            if versions is not None:
+                answer = decode(reply)
+                if isinstance(answer, SyncReply) and answer.version is not None:
+                    versions[i] = answer.version
             nxt[i] += 1
             if nxt[i] < len(queues[i]):
-                sent_at[sock] = time.perf_counter()
-                sock.send(queues[i][nxt[i]])
+                send(sock, i)
     return latencies, time.perf_counter() - start
 
 

@@ -23,11 +23,14 @@ finds out which protocol it runs against (:class:`Code`):
    handles it: a ``Forward`` decoded and applied by a ``ServerCore``, its ``Persist``
    committed with ``ServerStore.apply_many``, then ``persisted`` and the reply encoded.
    Server CPU, bytes the process wrote (``/proc/self/io`` ``wchar`` around the commit)
-   and wall time from the frame to the encoded reply.
+   and wall time from the frame to the encoded reply. The device joins each reply and,
+   where the code offers it, sends its version back with the next edit (as the client
+   core does), so the reply is what changed since.
 5. **8-client throughput on growing lists.** A real local cluster (2 brokers, 3 servers);
    8 clients each add items one at a time to a list of their own until it holds
    ``--grow`` items; acknowledgements per second over the first and the last step of
-   edits.
+   edits. Each request carries the version of the reply before it, where the code has
+   one (as the client core sends it).
 
 Stores of ``n`` lists are built once per code version and kept under ``--workdir``
 (default ``~/.cache/dotted-crdts/bench-scale``): 10,000 lists per transaction with
@@ -102,12 +105,15 @@ class Code:
         root: the folder the package was imported from.
         digests_protocol: anti-entropy sends every digest (``AeDigests``); else a tree.
         core_takes_store: ``ServerCore(..., store=...)`` exists (states on demand).
+        replies_since: requests carry the version of the client's last reply
+            (``SyncRequest.since``), so a reply can be the changes since.
         fingerprint: a hash of the storage and document code (names cached stores).
     """
 
     root: str
     digests_protocol: bool
     core_takes_store: bool
+    replies_since: bool
     fingerprint: str
 
     @classmethod
@@ -126,6 +132,7 @@ class Code:
             root=str(root.parent),
             digests_protocol=hasattr(messages, "AeDigests"),
             core_takes_store="store" in inspect.signature(ServerCore.__init__).parameters,
+            replies_since="since" in attrs.fields_dict(messages.SyncRequest),
             fingerprint=h.hexdigest()[:12],
         )
 
@@ -545,11 +552,19 @@ def _filled(replica: str, items: int) -> Any:
     return state
 
 
-def measure_edits(
-    code: Code, scratch: Path, *, sizes: Sequence[int], edits: int, warmup: int
-) -> dict[str, Any]:
-    """Per list size: the server's cost of one client edit (see the module notes)."""
-    from reference_cluster.cores.server import ServerCore
+def _one_edit(
+    core: Any,
+    store: Any,
+    client: Any,
+    *,
+    size: int,
+    list_id: str,
+    i: int,
+    since: dict[str, Any],
+    wal: Path,
+) -> tuple[dict[str, float], Any]:
+    """Edit ``i`` of the device's list, as the server shell handles it: its costs, and the
+    reply."""
     from reference_cluster.protocol.effects import Persist, Send
     from reference_cluster.protocol.messages import (
         Deliver,
@@ -559,6 +574,53 @@ def measure_edits(
         decode,
         encode,
     )
+
+    delta = client.set_quantity("dev", f"thing {(i * 7) % size}", i % 9 + 1)
+    client.seal()
+    request = SyncRequest(
+        request_id=f"e{i}",
+        list_id=list_id,
+        replica="dev",
+        attempt=0,
+        context=client.context.to_dict(),
+        delta=delta.to_dict(),
+        token=None,
+        **since,
+    )
+    frame = encode(Forward("c1", request))
+    wal_before = wal.stat().st_size if wal.exists() else 0
+    w0, c0 = time.perf_counter(), time.process_time()
+    effects = core.receive("b0", frame, NOW)
+    sent = [encode(e.message) for e in effects if isinstance(e, Send)]
+    persists = [e for e in effects if isinstance(e, Persist)]
+    io0 = _wchar()
+    store.apply_many((p.list_id, p.delta) for p in persists)
+    io1 = _wchar()
+    for p in persists:
+        sent.extend(encode(e.message) for e in core.persisted(p.token, NOW) if isinstance(e, Send))
+    c1, w1 = time.process_time(), time.perf_counter()
+    replies = [m for d in sent if isinstance(m := decode(d), Deliver)]
+    if not (
+        len(persists) == 1
+        and len(replies) == 1
+        and isinstance(replies[0].reply, SyncReply)
+        and replies[0].reply.request_id == f"e{i}"
+    ):
+        raise RuntimeError(f"edit {i} of a {size}-item list was not acknowledged")
+    costs = {
+        "cpu": c1 - c0,
+        "wall": w1 - w0,
+        "wchar": io1 - io0,
+        "wal_growth": (wal.stat().st_size if wal.exists() else 0) - wal_before,
+    }
+    return costs, replies[0].reply
+
+
+def measure_edits(
+    code: Code, scratch: Path, *, sizes: Sequence[int], edits: int, warmup: int
+) -> dict[str, Any]:
+    """Per list size: the server's cost of one client edit (see the module notes)."""
+    from reference_cluster.cores.server import ServerCore
     from reference_cluster.shopping_list import ShoppingList
     from reference_cluster.storage.server_store import ServerStore
 
@@ -580,58 +642,26 @@ def measure_edits(
             else:
                 core = ServerCore("s1", ShoppingList, lists=store.load_all(), **common)
             wal = Path(str(path) + "-wal")
-            cpu, walls, wrote, wal_growth = [], [], [], []
+            measured: dict[str, list[float]] = {}
+            since: dict[str, Any] = {}
             for i in range(warmup + edits):
-                delta = client.set_quantity("dev", f"thing {(i * 7) % size}", i % 9 + 1)
-                client.seal()
-                request = SyncRequest(
-                    request_id=f"e{i}",
-                    list_id=list_id,
-                    replica="dev",
-                    attempt=0,
-                    context=client.context.to_dict(),
-                    delta=delta.to_dict(),
-                    token=None,
+                costs, reply = _one_edit(
+                    core, store, client, size=size, list_id=list_id, i=i, since=since, wal=wal
                 )
-                frame = encode(Forward("c1", request))
-                wal_before = wal.stat().st_size if wal.exists() else 0
-                w0, c0 = time.perf_counter(), time.process_time()
-                effects = core.receive("b0", frame, NOW)
-                sent = [encode(e.message) for e in effects if isinstance(e, Send)]
-                persists = [e for e in effects if isinstance(e, Persist)]
-                io0 = _wchar()
-                store.apply_many((p.list_id, p.delta) for p in persists)
-                io1 = _wchar()
-                for p in persists:
-                    sent.extend(
-                        encode(e.message)
-                        for e in core.persisted(p.token, NOW)
-                        if isinstance(e, Send)
-                    )
-                c1, w1 = time.process_time(), time.perf_counter()
-                replies = [m for d in sent if isinstance(m := decode(d), Deliver)]
-                if not (
-                    len(persists) == 1
-                    and len(replies) == 1
-                    and isinstance(replies[0].reply, SyncReply)
-                    and replies[0].reply.request_id == f"e{i}"
-                ):
-                    raise RuntimeError(f"edit {i} of a {size}-item list was not acknowledged")
+                if reply.delta is not None:
+                    client.join(ShoppingList.from_dict(reply.delta))
+                if code.replies_since:  # as the client core does (its Rule 5)
+                    since = {"since": reply.version}
                 if i >= warmup:
-                    cpu.append(c1 - c0)
-                    walls.append(w1 - w0)
-                    wrote.append(io1 - io0)
-                    wal_growth.append((wal.stat().st_size if wal.exists() else 0) - wal_before)
+                    for key, value in costs.items():
+                        measured.setdefault(key, []).append(value)
             stored = store.load(list_id)
             if stored is None or stored.digest() != client.digest():
                 raise RuntimeError(f"the stored {size}-item list is not the client's")
-            out[str(size)] = {
-                "cpu": statistics.median(cpu),
-                "wall": statistics.median(walls),
-                "wchar": statistics.median(wrote),
-                "wal_growth": statistics.median(wal_growth),
-                "edits": edits,
-            }
+            if code.replies_since and core.replies_since < edits:
+                raise RuntimeError("the replies were not the changes since the last version")
+            out[str(size)] = {k: statistics.median(v) for k, v in measured.items()}
+            out[str(size)]["edits"] = edits
         finally:
             store.close()
     return out
@@ -683,6 +713,7 @@ def measure_throughput(scratch: Path, *, clients: int, grow: int, step: int) -> 
                 steps,
                 broker_key=cluster.broker_key,
                 warmup=[_pull(token, k, replica) for k in lists],
+                since=True,
             )
             for i, (stats, pairs) in enumerate(done):
                 check_pairs(pairs)
