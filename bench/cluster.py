@@ -199,7 +199,7 @@ def _with_since(frame: bytes, version: str | None) -> bytes:
     """``frame`` (a sync request) carrying ``version`` as its ``since``."""
     request = decode(frame)
     assert isinstance(request, SyncRequest)
-    return encode(attrs.evolve(request, since=version))  # type: ignore[misc]
+    return encode(attrs.evolve(request, since=version))
 
 
 def _run(
