@@ -8,9 +8,9 @@ concurrent add carries a dot the remove never saw, so the add wins.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from crdts._codec import check_element, decode_element, encode_element
+from crdts._codec import MAX_INT, check_element, decode_element, encode_element
 from crdts._dots import DotContext, RawDot, check_replica
 from crdts._kernel import Causal
 
@@ -23,6 +23,12 @@ _Dots = RawDot | frozenset[RawDot]
 # Deltas are built with object.__new__ and their fields set directly: the constructors
 # would allocate empty stores and contexts only for them to be replaced.
 _new = object.__new__
+
+_MATERIALIZED = frozenset({"_entries", "_ctx", "_index"})
+
+# A light delta (see AWORSet): the dot added and its element (None, None for a removal),
+# and the dots the change removed.
+_Light = tuple[RawDot | None, Any, tuple[RawDot, ...]]
 
 
 def _one_dot_context(dot: RawDot) -> DotContext:
@@ -46,37 +52,48 @@ class AWORSet(Causal):
     >>> _ = a.remove("a", "milk"); _ = b.add("b", "milk")   # concurrent
     >>> "milk" in (a | b)
     True
+
+    Light deltas: :meth:`add` and :meth:`remove` return a delta that holds only the dot
+    added, its element and the dots removed. Its store, context and index are built the
+    first time anything reads them (``__getattr__``), so it is the same value, with the
+    same encoding and the same laws, as the full delta it stands for; :meth:`join` and
+    :meth:`copy` use the light form directly.
     """
 
-    __slots__ = ("_index",)
+    __slots__ = ("_index", "_light")
     type_name = "AWORSet"
     _INDEXED: ClassVar[bool] = True
 
     def _index_rebuild(self) -> None:
+        self._light: _Light | None = None
         self._index: dict[Any, _Dots] = {}
         for dot, element in self._entries.items():
             self._index_insert(dot, element)
 
     def _index_copy_from(self, other: AWORSet) -> None:
+        self._light = None
         self._index = dict(other._index)
 
     def _index_insert(self, dot: RawDot, element: Any) -> None:
-        index = self._index
-        cur = index.get(element)
-        if cur is None:
-            index[element] = dot
-        elif isinstance(cur, frozenset):
-            index[element] = cur | {dot}
+        cur = self._index.setdefault(element, dot)
+        if cur is not dot:  # the element already had dots
+            self._index_also(element, cur, dot)
+
+    def _index_also(self, element: Any, cur: _Dots, dot: RawDot) -> None:
+        """Record ``dot`` as one more dot of ``element``, which has dots ``cur``."""
+        if isinstance(cur, frozenset):
+            self._index[element] = cur | {dot}
         else:
-            index[element] = frozenset((cur, dot))
+            self._index[element] = frozenset((cur, dot))
 
     def _index_insert_all(self, dots: list[RawDot], store: Mapping[RawDot, Any]) -> None:
         # What _index_insert does for each dot, without a call per dot (joins).
         setdefault = self._index.setdefault
         for dot in dots:
             element = store[dot]
-            if setdefault(element, dot) is not dot:  # the element already had dots
-                self._index_insert(dot, element)
+            cur = setdefault(element, dot)
+            if cur is not dot:  # the element already had dots
+                self._index_also(element, cur, dot)
 
     def _index_delete(self, dot: RawDot, element: Any) -> None:
         index = self._index
@@ -86,6 +103,78 @@ class AWORSet(Causal):
             index[element] = next(iter(rest)) if len(rest) == 1 else rest
         else:
             del index[element]
+
+    # -- light deltas -------------------------------------------------------------------
+
+    if not TYPE_CHECKING:  # (so that type checkers still catch misspelt attributes)
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for a slot not set: a light delta's store, context and index.
+            if name == "_light":
+                return None
+            if name in _MATERIALIZED:
+                light = object.__getattribute__(self, "_light")
+                if light is not None:
+                    self._materialize(light)
+                    return object.__getattribute__(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _materialize(self, light: _Light) -> None:
+        """Build the store, context and index of the light delta ``light``."""
+        dot, element, gone = light
+        if dot is None:
+            self._entries = {}
+            self._index = {}
+            dots = gone
+        else:
+            self._entries = {dot: element}
+            self._index = {element: dot}
+            dots = (dot, *gone)
+        self._ctx = _one_dot_context(dots[0]) if len(dots) == 1 else DotContext._of_raw_dots(dots)
+        self._light = None
+
+    def copy(self) -> AWORSet:
+        light = self._light
+        if light is None:
+            return super().copy()
+        s = _new(type(self))
+        s._light = light  # immutable: the copy may share it
+        return s
+
+    def join(self, other: AWORSet) -> None:
+        """Join ``other`` into this state; a light delta costs a few dictionary steps."""
+        light = other._light if type(other) is type(self) else None
+        if light is None:
+            super().join(other)
+            return
+        dot, element, gone = light
+        entries = self._entries
+        ctx = self._ctx
+        vv = ctx._vv
+        cloud = ctx._cloud
+        # The dots removed: drop those held here (held means seen), record the others.
+        for d in gone:
+            if d in entries:
+                self._index_delete(d, entries.pop(d))
+            else:
+                r, c = d
+                if c > vv.get(r, 0) and (not cloud or c not in cloud.get(r, ())):
+                    ctx._add(r, c)
+        if dot is None:
+            return
+        # The dot added: new here unless seen (then it is held, or was removed here).
+        r, c = dot
+        n = vv.get(r, 0)
+        if c <= n or (cloud and c in cloud.get(r, ())):
+            return
+        entries[dot] = element
+        cur = self._index.setdefault(element, dot)
+        if cur is not dot:
+            self._index_also(element, cur, dot)
+        if c == n + 1 and r not in cloud:
+            vv[r] = c
+        else:
+            ctx._add(r, c)
 
     @classmethod
     def _encode_payload(cls, payload: Any) -> Any:
@@ -98,7 +187,7 @@ class AWORSet(Causal):
     # -- mutators -----------------------------------------------------------------------
 
     def add(self, replica: str, element: Any) -> AWORSet:
-        """Add ``element`` on behalf of ``replica``; return the delta.
+        """Add ``element`` on behalf of ``replica``; return the delta (a light one).
 
         Raises:
             InvalidArgument: bad replica id. InvalidElement: element of a type the
@@ -113,15 +202,19 @@ class AWORSet(Causal):
         index = self._index
         if element in index:
             return self._readd(replica, element, index[element])
-        counter = self._ctx._issue(replica)
+        # The hottest path (bench/): DotContext._issue inline, and a light delta.
+        ctx = self._ctx
+        vv = ctx._vv
+        counter = vv.get(replica, 0) + 1
+        if counter > MAX_INT or replica in ctx._cloud:
+            counter = ctx._issue(replica)
+        else:
+            vv[replica] = counter
         dot = (replica, counter)
         self._entries[dot] = element
         index[element] = dot
-        # The hottest path (bench/): the delta is built field by field, see _new.
         delta = _new(AWORSet)
-        delta._entries = {dot: element}
-        delta._ctx = _one_dot_context(dot)
-        delta._index = {element: dot}
+        delta._light = (dot, element, ())
         return delta
 
     def _readd(self, replica: str, element: Any, old: _Dots) -> AWORSet:
@@ -134,10 +227,13 @@ class AWORSet(Causal):
             del entries[d]
         entries[dot] = element
         self._index[element] = dot
-        return self._make({dot: element}, DotContext._of_raw_dots((dot, *old_dots)))
+        delta = _new(AWORSet)
+        delta._light = (dot, element, old_dots)
+        return delta
 
     def remove(self, replica: str, element: Any) -> AWORSet:
-        """Remove ``element`` as this replica has observed it; return the delta.
+        """Remove ``element`` as this replica has observed it; return the delta (a light
+        one).
 
         Removing an absent element is allowed and returns the bottom delta.
 
@@ -154,16 +250,16 @@ class AWORSet(Causal):
         if old is None:
             return AWORSet()
         entries = self._entries
+        gone: tuple[RawDot, ...]
         if isinstance(old, frozenset):  # concurrent adds left several dots
-            for d in old:
+            gone = tuple(old)
+            for d in gone:
                 del entries[d]
-            return self._make({}, DotContext._of_raw_dots(old))
-        # One dot, the usual case: drop it and build the delta directly (see _new).
-        del entries[old]
+        else:
+            gone = (old,)
+            del entries[old]
         delta = _new(AWORSet)
-        delta._entries = {}
-        delta._ctx = _one_dot_context(old)
-        delta._index = {}
+        delta._light = (None, None, gone)
         return delta
 
     def clear(self, replica: str) -> AWORSet:

@@ -243,6 +243,14 @@ class DotContext:
             if d not in skip and d[1] > get(d[0], 0) and d[1] not in cloud.get(d[0], ())
         ]
 
+    def _shares_replica(self, other: DotContext) -> bool:
+        """Whether some replica has dots seen both here and in ``other``."""
+        vv = self._vv
+        cloud = self._cloud
+        return any(r in vv or r in cloud for r in other._vv) or any(
+            r in vv or r in cloud for r in other._cloud
+        )
+
     def __le__(self, other: DotContext) -> bool:
         """Set inclusion: every dot seen here is seen by ``other``."""
         if not isinstance(other, DotContext):

@@ -121,8 +121,10 @@ class Causal(Crdt):
 
         # Entries other has seen but no longer holds were removed there. The candidates
         # come from the smaller side: other's context, or our store (Rule 4). Membership
-        # is tested first, so only the dots one side lacks meet the contexts.
-        if entries:
+        # is tested first, so only the dots one side lacks meet the contexts; and where
+        # the contexts share no replica, neither side has seen a dot of the other.
+        shared = ctx._shares_replica(o_ctx)
+        if entries and shared:
             if o_ctx.dot_count() < len(entries):
                 removed = o_ctx._removed_from(entries, o_entries)
             else:
@@ -131,12 +133,11 @@ class Causal(Crdt):
                 self._remove_dots(removed)
 
         # Entries other holds that we lack and have not seen are new here.
-        fresh = ctx._unseen_of(o_entries, skip=entries)
+        fresh = ctx._unseen_of(o_entries, skip=entries) if shared else list(o_entries)
         if fresh:
             # One store per dot, no (dot, payload) pairs: a join into a big state should
             # not allocate an object per dot, which would set off collections (bench/).
-            for d in fresh:
-                entries[d] = o_entries[d]
+            entries.update(zip(fresh, map(o_entries.__getitem__, fresh), strict=True))
             if self._INDEXED:
                 self._index_insert_all(fresh, o_entries)
         ctx.join(o_ctx)

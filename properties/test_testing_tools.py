@@ -150,6 +150,29 @@ class BrokenSharedDelta(MaxRegister):
         return self
 
 
+class BrokenLightDelta(MaxRegister):
+    """Deltas carry a mark that sends them down their own path in join, which overwrites
+    instead of taking the maximum; the same delta decoded joins correctly."""
+
+    __slots__ = ("_light",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._light = False
+
+    def set(self, replica: str, value: int) -> Self:
+        super().set(replica, value)
+        delta = self._of(value)
+        delta._light = True
+        return delta
+
+    def join(self, other: Self) -> None:
+        if other._light:
+            self._v = other._v
+        else:
+            super().join(other)
+
+
 class BrokenLossyEncoding(MaxRegister):
     """The encoding drops the lowest bit."""
 
@@ -225,6 +248,7 @@ def notes_of(error: BaseException) -> str:
         (BrokenEmptyDelta, "test_mutators_inflate_with_their_delta"),
         (BrokenSharedDelta, "test_deltas_are_values"),
         (BrokenSumJoin, "test_deltas_in_any_order_with_duplicates"),
+        (BrokenLightDelta, "test_deltas_join_as_their_encoding"),
         (BrokenLossyEncoding, "test_encoding_round_trips"),
         (BrokenDigest, "test_encoding_is_faithful"),
         (BrokenCopy, "test_copy_is_independent"),
@@ -262,6 +286,7 @@ def test_check_laws_returns_a_pytest_class_with_every_law() -> None:
         "test_copy_is_independent",
         "test_deltas_are_values",
         "test_deltas_in_any_order_with_duplicates",
+        "test_deltas_join_as_their_encoding",
         "test_encoding_is_faithful",
         "test_encoding_round_trips",
         "test_join_associative",

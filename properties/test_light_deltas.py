@@ -1,0 +1,116 @@
+"""AWORSet's light deltas: the delta ``add`` and ``remove`` return holds only the dot,
+the element and the dots removed, and builds its store, context and index on first use.
+
+These tests check that a light delta is the same value as the full delta it stands for,
+whatever reads it first, and that ``join`` takes the same decisions on its light path as
+on the general one (``crdts.testing.check_laws`` checks the same for every type).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdts import AWORSet, DotContext
+from crdts.testing import AWORSET_ELEMENTS, History, aworset_operations, histories
+
+
+def is_light(s: AWORSet) -> bool:
+    return s._light is not None
+
+
+def full(delta: AWORSet) -> AWORSet:
+    """The delta as the general form (decoded from its encoding)."""
+    return AWORSet.from_dict(delta.to_dict())
+
+
+def test_add_and_remove_return_light_deltas_that_copy_light() -> None:
+    s = AWORSet()
+    added = s.add("a", "milk")
+    removed = s.remove("a", "milk")
+    assert is_light(added) and is_light(removed)
+    assert is_light(added.copy())
+    assert added.copy() == added
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda d: d.value,
+        len,
+        lambda d: "milk" in d,
+        lambda d: d.context,
+        lambda d: d.to_dict(),
+        lambda d: d.dots_of("milk"),
+        lambda d: d.stats(),
+        repr,
+        lambda d: d <= AWORSet(),
+    ],
+    ids=["value", "len", "in", "context", "to_dict", "dots_of", "stats", "repr", "le"],
+)
+def test_any_read_sees_the_full_delta(read: Any) -> None:
+    s = AWORSet()
+    s.add("a", "eggs")
+    s.add("a", "milk")
+    light = s.add("a", "milk")  # a re-add: one new dot, one removed
+    expected = full(light)
+    assert read(light) == read(expected)
+    assert not is_light(light)  # built once, then an ordinary state
+    assert light == expected
+    assert light.to_dict() == expected.to_dict()
+
+
+def test_a_light_delta_mutated_as_a_state_stays_consistent() -> None:
+    s = AWORSet()
+    delta = s.add("a", "milk")
+    delta.add("b", "eggs")
+    delta.remove("b", "milk")
+    assert delta.value == frozenset({"eggs"})
+    assert delta.context == DotContext.from_dots([("a", 1), ("b", 1)])
+    assert not is_light(delta)
+    # The state that made it did not change.
+    assert s.value == frozenset({"milk"})
+
+
+def test_light_into_light_and_into_itself() -> None:
+    s = AWORSet()
+    a = s.add("a", "milk")
+    b = s.add("a", "eggs")
+    a.join(b)
+    assert a.value == frozenset({"milk", "eggs"})
+    c = s.remove("a", "milk")
+    before = full(c.copy())
+    c.join(c)
+    assert c == before
+
+
+def test_unknown_attributes_still_raise_attribute_error() -> None:
+    delta = AWORSet().add("a", "milk")
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = delta.nope  # type: ignore[attr-defined]
+    assert is_light(delta)
+
+
+@given(
+    histories(AWORSet, aworset_operations(AWORSET_ELEMENTS), replicas=3, max_ops=30),
+    st.integers(0, 2),
+    st.randoms(use_true_random=False),
+)
+def test_light_and_full_deltas_join_alike_in_any_order(
+    h: History[AWORSet], target: int, rnd: Any
+) -> None:
+    """Every delta, joined light or full, into any replica, in any order and repeated:
+    the states stay equal after every step."""
+    deltas = list(h.deltas) + rnd.sample(h.deltas, len(h.deltas) // 2)
+    rnd.shuffle(deltas)
+    light_side, full_side = h.replicas[target].copy(), h.replicas[target].copy()
+    fulls = [full(d.copy()) for d in deltas]
+    for d, f in zip(deltas, fulls, strict=True):
+        light_side.join(d.copy())
+        full_side.join(f)
+        assert light_side == full_side
+        assert light_side.value == full_side.value
+        assert light_side.to_dict() == full_side.to_dict()
