@@ -8,8 +8,9 @@ concurrent add carries a dot the remove never saw, so the add wins.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from crdts._base import light_type
 from crdts._codec import MAX_INT, check_element, decode_element, encode_element
 from crdts._dots import DotContext, RawDot, check_replica
 from crdts._kernel import Causal
@@ -23,8 +24,6 @@ _Dots = RawDot | frozenset[RawDot]
 # Deltas are built with object.__new__ and their fields set directly: the constructors
 # would allocate empty stores and contexts only for them to be replaced.
 _new = object.__new__
-
-_MATERIALIZED = frozenset({"_entries", "_ctx", "_index"})
 
 # A light delta (see AWORSet): the dot added and its element (None, None for a removal),
 # and the dots the change removed.
@@ -53,11 +52,11 @@ class AWORSet(Causal):
     >>> "milk" in (a | b)
     True
 
-    Light deltas: :meth:`add` and :meth:`remove` return a delta that holds only the dot
-    added, its element and the dots removed. Its store, context and index are built the
-    first time anything reads them (``__getattr__``), so it is the same value, with the
-    same encoding and the same laws, as the full delta it stands for; :meth:`join` and
-    :meth:`copy` use the light form directly.
+    Light deltas: :meth:`add` and :meth:`remove` return a light delta (see
+    :class:`crdts._base.LightDelta`) that holds only the dot added, its element and the
+    dots removed. Its store, context and index are built the first time anything reads
+    them, so it is the same value, with the same encoding and laws, as the full delta it
+    stands for; :meth:`join` reads the light fields directly, and ``copy()`` keeps them.
     """
 
     __slots__ = ("_index", "_light")
@@ -65,13 +64,11 @@ class AWORSet(Causal):
     _INDEXED: ClassVar[bool] = True
 
     def _index_rebuild(self) -> None:
-        self._light: _Light | None = None
         self._index: dict[Any, _Dots] = {}
         for dot, element in self._entries.items():
             self._index_insert(dot, element)
 
     def _index_copy_from(self, other: AWORSet) -> None:
-        self._light = None
         self._index = dict(other._index)
 
     def _index_insert(self, dot: RawDot, element: Any) -> None:
@@ -106,22 +103,11 @@ class AWORSet(Causal):
 
     # -- light deltas -------------------------------------------------------------------
 
-    if not TYPE_CHECKING:  # (so that type checkers still catch misspelt attributes)
+    _light: _Light  # set only in a light delta
 
-        def __getattr__(self, name: str) -> Any:
-            # Reached only for a slot not set: a light delta's store, context and index.
-            if name == "_light":
-                return None
-            if name in _MATERIALIZED:
-                light = object.__getattribute__(self, "_light")
-                if light is not None:
-                    self._materialize(light)
-                    return object.__getattribute__(self, name)
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _materialize(self, light: _Light) -> None:
-        """Build the store, context and index of the light delta ``light``."""
-        dot, element, gone = light
+    def _materialize_light(self) -> None:
+        """Build the store, context and index of a light delta from ``_light``."""
+        dot, element, gone = self._light
         if dot is None:
             self._entries = {}
             self._index = {}
@@ -131,22 +117,18 @@ class AWORSet(Causal):
             self._index = {element: dot}
             dots = (dot, *gone)
         self._ctx = _one_dot_context(dots[0]) if len(dots) == 1 else DotContext._of_raw_dots(dots)
-        self._light = None
 
-    def copy(self) -> AWORSet:
-        light = self._light
-        if light is None:
-            return super().copy()
-        s = _new(type(self))
-        s._light = light  # immutable: the copy may share it
-        return s
+    def _copy_light(self) -> AWORSet:
+        c = _new(_LightAWORSet)
+        c._light = self._light  # immutable: the copy may share it
+        return c
 
     def join(self, other: AWORSet) -> None:
         """Join ``other`` into this state; a light delta costs a few dictionary steps."""
-        light = other._light if type(other) is type(self) else None
-        if light is None:
+        if type(other) is not _LightAWORSet:
             super().join(other)
             return
+        light = other._light
         dot, element, gone = light
         entries = self._entries
         ctx = self._ctx
@@ -213,7 +195,7 @@ class AWORSet(Causal):
         dot = (replica, counter)
         self._entries[dot] = element
         index[element] = dot
-        delta = _new(AWORSet)
+        delta = _new(_LightAWORSet)
         delta._light = (dot, element, ())
         return delta
 
@@ -227,7 +209,7 @@ class AWORSet(Causal):
             del entries[d]
         entries[dot] = element
         self._index[element] = dot
-        delta = _new(AWORSet)
+        delta = _new(_LightAWORSet)
         delta._light = (dot, element, old_dots)
         return delta
 
@@ -258,7 +240,7 @@ class AWORSet(Causal):
         else:
             gone = (old,)
             del entries[old]
-        delta = _new(AWORSet)
+        delta = _new(_LightAWORSet)
         delta._light = (None, None, gone)
         return delta
 
@@ -299,3 +281,13 @@ class AWORSet(Causal):
     def __repr__(self) -> str:
         shown = sorted(map(repr, self._index))
         return f"AWORSet({{{', '.join(shown)}}})"
+
+
+_LightAWORSet: type[AWORSet] = light_type(
+    AWORSet,
+    {
+        "_LAZY_FIELDS": frozenset({"_entries", "_ctx", "_index"}),
+        "_materialize": AWORSet._materialize_light,
+        "copy": AWORSet._copy_light,
+    },
+)

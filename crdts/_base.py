@@ -13,15 +13,15 @@ Every type ``T`` is a join-semilattice:
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import attrs
 
 from crdts._codec import canonical_json, digest
 
-__all__ = ["Crdt", "Stats"]
+__all__ = ["Crdt", "LightDelta", "Stats", "light_type"]
 
 
 @attrs.frozen
@@ -121,3 +121,105 @@ class Crdt(ABC):
     def _check_same_type(self, other: object) -> None:
         if type(other) is not type(self):
             raise TypeError(f"cannot join {type(self).__name__} with {type(other).__name__}")
+
+
+class LightDelta(Crdt):
+    """Mixin of a *light delta* class: a subclass of a CRDT type, with the same slots,
+    whose instances hold only a mutator's change in a few fields of their own.
+
+    Rule 1 (the same value). A light delta is the delta it stands for: the first read
+    of a field of the full form (a name in ``_LAZY_FIELDS``) builds the full form with
+    ``_materialize()`` and turns the object into an instance of the full type, and every
+    operation that compares types (join, order, equality, ``|``) does so first.
+
+    Rule 2 (its own path). The full type's ``join`` recognises the light type and reads
+    the change from the light fields directly: this is what makes a mutator and the join
+    of its delta cost a few dictionary steps. ``check_laws`` checks that a delta joins as
+    its encoding does.
+
+    The full type keeps no ``__getattr__``: attribute reads on ordinary states stay on
+    the interpreter's fast path. Only light deltas, which are read once or twice, pay.
+    """
+
+    __slots__ = ()
+    _full_type: ClassVar[type[Crdt]]
+    _LAZY_FIELDS: ClassVar[frozenset[str]]
+
+    def _materialize(self) -> None:
+        """Set the full form's fields from the light ones (each type defines it)."""
+        raise NotImplementedError
+
+    def _become_full(self) -> None:
+        self._materialize()
+        object.__setattr__(self, "__class__", self._full_type)
+
+    if not TYPE_CHECKING:  # (so that type checkers still catch misspelt attributes)
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for a slot not set: a field of the full form.
+            if name in self._LAZY_FIELDS:
+                self._become_full()
+                return getattr(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # Each operation that compares types first turns both operands full (a binary
+    # operator is not tried reflected when both operands have the same light type).
+
+    def join(self, other: Self) -> None:
+        self._become_full()
+        self.join(other)  # the full type's join reads a light ``other`` directly
+
+    def __eq__(self, other: object) -> bool:
+        _become_full(self, other)
+        return self.__eq__(other)
+
+    def __le__(self, other: Self) -> bool:
+        _become_full(self, other)
+        return self.__le__(other)
+
+    def __ge__(self, other: Self) -> bool:
+        _become_full(self, other)
+        return self.__ge__(other)
+
+    def __lt__(self, other: Self) -> bool:
+        _become_full(self, other)
+        return self.__lt__(other)
+
+    def __gt__(self, other: Self) -> bool:
+        _become_full(self, other)
+        return self.__gt__(other)
+
+    def __or__(self, other: Self) -> Self:
+        _become_full(self, other)
+        return self.__or__(other)
+
+    def __ror__(self, other: Self) -> Self:
+        _become_full(self, other)
+        return other.__or__(self)
+
+    def __copy__(self) -> Self:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self.copy()
+
+
+def _become_full(*states: object) -> None:
+    for state in states:
+        if isinstance(state, LightDelta):
+            state._become_full()
+
+
+def light_type(full: type[Crdt], namespace: dict[str, Any]) -> type[Any]:
+    """The light delta class of ``full``: ``LightDelta`` first, then ``full``; it shows
+    the same name, so errors and reprs read as the full type's."""
+    ns = {
+        "__slots__": (),
+        "__module__": full.__module__,
+        "__qualname__": full.__qualname__,
+        "__doc__": f"A light delta of {full.__name__} (see crdts._base.LightDelta).",
+        "_full_type": full,
+        **namespace,
+    }
+    made: type[Any] = ABCMeta(full.__name__, (LightDelta, full), ns)
+    return made

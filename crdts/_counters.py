@@ -8,9 +8,9 @@ the acting replica's new tally.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
-from crdts._base import Crdt, Stats
+from crdts._base import Crdt, LightDelta, Stats, light_type
 from crdts._codec import FORMAT_VERSION, MAX_INT, check_header, describe
 from crdts._dots import check_counter, check_replica, decode_replica
 from crdts.errors import DecodeError, InvalidArgument
@@ -53,7 +53,7 @@ def _check_step(replica: object, amount: object, what: str) -> None:
     check_counter(amount, what)
 
 
-# A mutator builds its delta with object.__new__ and sets the tallies directly: the
+# A mutator builds its delta with object.__new__ and sets its fields directly: the
 # constructor would allocate empty dicts only for them to be replaced. Mutators are the
 # hot path of a counter (bench/).
 _new = object.__new__
@@ -68,16 +68,35 @@ class GCounter(Crdt):
     (2, 2)
     """
 
-    __slots__ = ("_counts",)
+    __slots__ = ("_counts", "_r", "_t")
     type_name = "GCounter"
+    _light_type: ClassVar[type[Any]]
+    # A light delta (crdts._base.LightDelta) holds the replica ``_r`` and its new tally
+    # ``_t``; its dict is built the first time anything reads it.
+    _r: str
+    _t: int
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not issubclass(cls, LightDelta):  # a subclass's deltas are of its own type
+            cls._light_type = _light_of(cls)
 
     @classmethod
     def _of(cls, counts: dict[str, int]) -> Self:
         c = cls.__new__(cls)
         c._counts = counts
+        return c
+
+    def _materialize_light(self) -> None:
+        self._counts = {self._r: self._t}
+
+    def _copy_light(self) -> Self:
+        c = _new(type(self))
+        c._r = self._r
+        c._t = self._t
         return c
 
     def increment(self, replica: str, amount: int = 1) -> Self:
@@ -94,8 +113,9 @@ class GCounter(Crdt):
             _check_step(replica, amount, "increment")  # the amount itself may be too big
             raise _overflow(replica)
         counts[replica] = total
-        delta = _new(type(self))
-        delta._counts = {replica: total}
+        delta: Self = _new(self._light_type)
+        delta._r = replica
+        delta._t = total
         return delta
 
     @property
@@ -109,6 +129,11 @@ class GCounter(Crdt):
         return dict(self._counts)
 
     def join(self, other: Self) -> None:
+        if type(other) is self._light_type:
+            counts = self._counts
+            if other._t > counts.get(other._r, 0):
+                counts[other._r] = other._t
+            return
         if type(other) is not type(self):
             self._check_same_type(other)
         _join_tallies(self._counts, other._counts)
@@ -152,18 +177,39 @@ class PNCounter(Crdt):
     3
     """
 
-    __slots__ = ("_n", "_p")
+    __slots__ = ("_n", "_p", "_r", "_t")
     type_name = "PNCounter"
+    _light_type: ClassVar[type[Any]]
+    # A light delta (crdts._base.LightDelta) holds the replica ``_r`` and its new tally
+    # ``_t``, negated for the decrement tally; its dicts are built the first time anything
+    # reads them.
+    _r: str
+    _t: int
 
     def __init__(self) -> None:
         self._p: dict[str, int] = {}
         self._n: dict[str, int] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not issubclass(cls, LightDelta):  # a subclass's deltas are of its own type
+            cls._light_type = _light_of(cls)
 
     @classmethod
     def _of(cls, p: dict[str, int], n: dict[str, int]) -> Self:
         c = cls.__new__(cls)
         c._p = p
         c._n = n
+        return c
+
+    def _materialize_light(self) -> None:
+        t = self._t
+        self._p, self._n = ({self._r: t}, {}) if t > 0 else ({}, {self._r: -t})
+
+    def _copy_light(self) -> Self:
+        c = _new(type(self))
+        c._r = self._r
+        c._t = self._t
         return c
 
     def increment(self, replica: str, amount: int = 1) -> Self:
@@ -180,9 +226,9 @@ class PNCounter(Crdt):
             _check_step(replica, amount, "increment")  # the amount itself may be too big
             raise _overflow(replica)
         tally[replica] = total
-        delta = _new(type(self))
-        delta._p = {replica: total}
-        delta._n = {}
+        delta: Self = _new(self._light_type)
+        delta._r = replica
+        delta._t = total
         return delta
 
     def decrement(self, replica: str, amount: int = 1) -> Self:
@@ -199,9 +245,9 @@ class PNCounter(Crdt):
             _check_step(replica, amount, "decrement")  # the amount itself may be too big
             raise _overflow(replica)
         tally[replica] = total
-        delta = _new(type(self))
-        delta._n = {replica: total}
-        delta._p = {}
+        delta: Self = _new(self._light_type)
+        delta._r = replica
+        delta._t = -total
         return delta
 
     @property
@@ -220,6 +266,16 @@ class PNCounter(Crdt):
         return dict(self._n)
 
     def join(self, other: Self) -> None:
+        if type(other) is self._light_type:
+            t = other._t
+            if t > 0:
+                tally = self._p
+            else:
+                tally = self._n
+                t = -t
+            if t > tally.get(other._r, 0):
+                tally[other._r] = t
+            return
         if type(other) is not type(self):
             self._check_same_type(other)
         _join_tallies(self._p, other._p)
@@ -258,3 +314,20 @@ class PNCounter(Crdt):
 
     def __repr__(self) -> str:
         return f"PNCounter(value={self.value})"
+
+
+def _light_of(cls: type[GCounter] | type[PNCounter]) -> type[Any]:
+    """The light delta type of a counter class (see crdts._base.LightDelta)."""
+    lazy = frozenset({"_counts"}) if issubclass(cls, GCounter) else frozenset({"_p", "_n"})
+    return light_type(
+        cls,
+        {
+            "_LAZY_FIELDS": lazy,
+            "_materialize": cls._materialize_light,
+            "copy": cls._copy_light,
+        },
+    )
+
+
+GCounter._light_type = _light_of(GCounter)
+PNCounter._light_type = _light_of(PNCounter)

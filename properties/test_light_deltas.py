@@ -8,18 +8,20 @@ on the general one (``crdts.testing.check_laws`` checks the same for every type)
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdts import AWORSet, DotContext
+from crdts import AWORSet, DotContext, GCounter, PNCounter
 from crdts.testing import AWORSET_ELEMENTS, History, aworset_operations, histories
 
 
 def is_light(s: AWORSet) -> bool:
-    return s._light is not None
+    """Light deltas are instances of a subclass until something reads their full form."""
+    return isinstance(s, AWORSet) and type(s) is not AWORSet
 
 
 def full(delta: AWORSet) -> AWORSet:
@@ -58,7 +60,7 @@ def test_any_read_sees_the_full_delta(read: Any) -> None:
     light = s.add("a", "milk")  # a re-add: one new dot, one removed
     expected = full(light)
     assert read(light) == read(expected)
-    assert not is_light(light)  # built once, then an ordinary state
+    assert type(light) is AWORSet  # built once, then an ordinary state
     assert light == expected
     assert light.to_dict() == expected.to_dict()
 
@@ -114,3 +116,87 @@ def test_light_and_full_deltas_join_alike_in_any_order(
         assert light_side == full_side
         assert light_side.value == full_side.value
         assert light_side.to_dict() == full_side.to_dict()
+
+
+def test_a_light_delta_shows_the_full_type_and_compares_both_ways() -> None:
+    s = AWORSet()
+    light = s.add("a", "milk")
+    other = AWORSet()
+    other.add("a", "milk")
+    assert type(light).__name__ == "AWORSet"
+    assert light == other and other == light.copy()
+    assert other <= light.copy() and light.copy() <= other
+    assert light.copy() >= other and not other < light.copy()
+    assert (other | light.copy()) == other
+    assert (light.copy() | other) == other
+    assert copy.deepcopy(light) == other
+    with pytest.raises(TypeError, match="cannot join AWORSet with GCounter"):
+        light.copy().join(GCounter())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot join GCounter with AWORSet"):
+        GCounter().join(light.copy())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", [GCounter, PNCounter])
+def test_counter_deltas_are_light_and_the_same_value(cls: type[Any]) -> None:
+    c = cls()
+    c.increment("a", 3)
+    delta = c.increment("a", 2)
+    assert type(delta) is not cls and isinstance(delta, cls)
+    assert type(delta.copy()) is type(delta)
+    expected = cls.from_dict(delta.to_dict())
+    assert type(delta) is cls  # to_dict read the full form
+    assert delta == expected and delta.value == 5
+    state = cls()
+    state.join(c.increment("b", 1))
+    state.join(c.increment("a", 1))
+    assert state == cls.from_dict(
+        {
+            "type": cls.type_name,
+            "v": 1,
+            **(
+                {"counts": {"a": 6, "b": 1}}
+                if cls is GCounter
+                else {"p": {"a": 6, "b": 1}, "n": {}}
+            ),
+        }
+    )
+
+
+def test_pn_counter_decrement_delta_is_light_and_joins_its_tally() -> None:
+    c = PNCounter()
+    c.decrement("a", 4)
+    state = PNCounter()
+    state.join(c.decrement("a", 1))
+    assert state.decrements == {"a": 5} and state.increments == {}
+    state.join(c.increment("a", 2))
+    assert state.value == -3
+
+
+class CountingCounter(GCounter):
+    """A user subclass: its deltas must stay of its own type."""
+
+
+def test_a_subclass_of_a_counter_gets_deltas_of_its_own_type() -> None:
+    c = CountingCounter()
+    delta = c.increment("a", 1)
+    state = CountingCounter()
+    state.join(delta)
+    assert isinstance(delta, CountingCounter)
+    assert state.value == 1 and state == delta
+
+
+@pytest.mark.parametrize("cls", [AWORSet, GCounter, PNCounter])
+def test_operators_between_two_light_deltas(cls: type[Any]) -> None:
+    s = cls()
+    mutate = s.add if cls is AWORSet else (lambda r, x: s.increment(r))
+    d1, d2 = mutate("a", "x"), mutate("a", "y")
+    e1, e2 = (cls.from_dict(d.copy().to_dict()) for d in (d1, d2))
+    assert (d1.copy() | d2.copy()) == (e1 | e2)
+    assert (d1.copy() == d2.copy()) == (e1 == e2)
+    assert (d1.copy() <= d2.copy()) == (e1 <= e2)
+    assert (d1.copy() >= d2.copy()) == (e1 >= e2)
+    assert (d1.copy() < d2.copy()) == (e1 < e2)
+    assert (d1.copy() > d2.copy()) == (e1 > e2)
+    joined = d1.copy()
+    joined.join(d2.copy())
+    assert joined == e1 | e2

@@ -240,7 +240,7 @@ class ClientCore(Generic[S]):
         if state is None:
             state = self.doc_type()
         delta = mutate(state, self.replica)
-        if type(delta) is not self.doc_type:
+        if not isinstance(delta, self.doc_type):  # a light delta is a subclass
             raise TypeError(
                 f"mutate must return a {self.doc_type.__name__} delta, got {type(delta).__name__}"
             )

@@ -545,7 +545,7 @@ class SqliteStore(Generic[S]):
             raise StoreCorrupt(f"{where}: not a {self._state_type.__name__}: {exc}") from exc
 
     def _check_state(self, state: object, what: str = "delta") -> S:
-        if type(state) is not self._state_type:
+        if not isinstance(state, self._state_type):  # (a light delta is a subclass)
             raise WrongStateType(
                 f"this store holds {self._state_type.__name__} states, got a {what} of type "
                 f"{type(state).__name__}"
