@@ -155,12 +155,17 @@ class Causal(Crdt):
     def __le__(self, other: Self) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        if not self._ctx <= other._ctx:
+        ctx = self._ctx
+        if not ctx <= other._ctx:
             return False
         mine = self._entries
-        seen = self._ctx.contains
-        # Everything other holds that we have seen, we must still hold.
-        return all(d in mine or not seen(d) for d in other._entries)
+        theirs = other._entries
+        # Everything other holds that we have seen, we must still hold. The dots to test
+        # come from the smaller side (Rule 4): other's store, or our context (a delta's).
+        if ctx.dot_count() < len(theirs):
+            return all(d in mine or d not in theirs for d in ctx._raw_dots())
+        seen = ctx.contains
+        return all(d in mine or not seen(d) for d in theirs)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
