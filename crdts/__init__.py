@@ -14,7 +14,8 @@ from crdts._counters import GCounter, PNCounter
 from crdts._dots import Dot, DotContext
 from crdts._flags import DWFlag, EWFlag
 from crdts._kernel import Causal
-from crdts._ormap import KeyPath, ORMap, Record
+from crdts._keypath import KeyPath
+from crdts._ormap import ORMap, Record
 from crdts._registers import LWWRegister, MVRegister
 from crdts._registry import decode, register
 from crdts.errors import (

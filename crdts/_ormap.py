@@ -45,17 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from types import MappingProxyType
-from typing import (
-    Any,
-    ClassVar,
-    Concatenate,
-    Generic,
-    ParamSpec,
-    Self,
-    TypeVar,
-    cast,
-    overload,
-)
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 
 from crdts._aworset import AWORSet
 from crdts._ccounter import Epoch, check_not_stale
@@ -64,14 +54,13 @@ from crdts._dots import DotContext, RawDot, check_replica
 from crdts._kernel import Causal
 from crdts.errors import DecodeError, InvalidArgument
 
-__all__ = ["KeyPath", "ORMap", "Record", "mutators_of"]
+__all__ = ["ORMap", "Record", "mutators_of", "type_below"]
+
+if TYPE_CHECKING:
+    from crdts._keypath import KeyPath
 
 V = TypeVar("V", bound=Causal)
 W = TypeVar("W", bound=Causal)
-R = TypeVar("R", bound="_Embedding")
-V_co = TypeVar("V_co", bound=Causal, covariant=True)
-R_co = TypeVar("R_co", bound="_Embedding", covariant=True)
-P = ParamSpec("P")
 _Call = Callable[[Causal], Causal]
 
 _KNOWN_MUTATORS: dict[type, frozenset[str]] = {AWORSet: frozenset({"add", "remove", "clear"})}
@@ -208,15 +197,14 @@ class _Embedding(Causal):
     ) -> Self:
         """Call the mutator ``op`` on the embedded state at ``path`` (checked by
         :class:`KeyPath`); return the delta."""
-        key = path[0]
-        inner_type = self._type_of(key)
-        call: _Call
-        if len(path) == 1:
-            call = lambda sub: cast(Causal, op(sub, replica, *args, **kwargs))  # noqa: E731
-        else:
-            rest = path[1:]
-            call = lambda sub: cast(_Embedding, sub)._edit(replica, rest, op, args, kwargs)  # noqa: E731
-        return self._mutate(key, inner_type, call)
+        key, rest = path[0], path[1:]
+
+        def call(sub: Causal) -> Causal:
+            if rest:
+                return cast(_Embedding, sub)._edit(replica, rest, op, args, kwargs)
+            return cast(Causal, op(sub, replica, *args, **kwargs))
+
+        return self._mutate(key, self._type_of(key), call)
 
     def _mutate(self, key: Any, inner_type: type[Causal], call: _Call) -> Self:
         """Run ``call`` (one mutator) on the live object under ``key`` and mirror what it
@@ -335,98 +323,14 @@ def _read_only_value(state: Causal) -> Any:
     return state.value
 
 
-class KeyPath(Generic[V_co, R_co]):
-    """A typed path from a map or record (the root) to one embedded value.
+def type_below(t: type[_Embedding], key: Any, kind: object) -> type[Causal]:
+    """The type under ``key`` of the map or record type ``t``; for a record, ``kind``
+    must be the field's declared type (what lets a type checker know it).
 
-    ``m.at(key)`` starts one; ``.at(key)`` goes into a nested map and
-    ``.at(field, FieldType)`` into a record's field. :meth:`update` calls the value's own
-    mutator, passed as the class's function (``CCounter.increment``), so a type checker
-    checks the mutator's name, the value's type and the arguments; the delta comes back
-    at the level of the root::
-
-        d = counts.at("milk").update("alice", CCounter.increment, 2)
-        d = nested.at("shop").at("milk").update("alice", CCounter.increment, 2)
-        d = items.at("milk").at("count", CCounter).update("alice", CCounter.increment, 2)
-
-    It reads like ``apply`` with strings (same state, same delta), which stays for generic
-    code. A path holds no copy: it reads the root as it is when asked.
+    Raises:
+        InvalidArgument: a field ``t`` lacks, or ``kind`` is not its type (or is given
+        for a map key). InvalidElement: a map key the encoding cannot carry.
     """
-
-    __slots__ = ("_path", "_root", "_type")
-
-    def __init__(self, root: R_co, path: tuple[Any, ...], value_type: type[V_co]) -> None:
-        self._root = root
-        self._path = path
-        self._type = value_type
-
-    @overload
-    def at(self: KeyPath[ORMap[W], R], key: Hashable) -> KeyPath[W, R]: ...
-
-    @overload
-    def at(self: KeyPath[Record, R], key: str, kind: type[W]) -> KeyPath[W, R]: ...
-
-    def at(self, key: Any, kind: Any = None) -> KeyPath[Any, Any]:
-        """The path one level down: a key of a nested map, or a field of a record (with
-        the field's type, which must be the one the record declares).
-
-        Raises:
-            InvalidArgument: the value here embeds nothing, a field it does not have, or
-            ``kind`` is not the field's type. InvalidElement: a map key the encoding
-            cannot carry.
-        """
-        t = self._type
-        if not issubclass(t, _Embedding):
-            raise InvalidArgument(f"{t.__name__} embeds nothing; cannot look up {describe(key)}")
-        return KeyPath(self._root, (*self._path, key), _step(t, key, kind))
-
-    def update(
-        self,
-        replica: str,
-        op: Callable[Concatenate[V_co, str, P], object],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R_co:
-        """Call ``op`` (a mutator of the value's type, such as ``CCounter.increment``) with
-        ``replica`` and the arguments on the value at this path, creating it from bottom if
-        absent; return the root's delta (as ``apply`` would).
-
-        Raises:
-            InvalidArgument: bad replica id, ``op`` is not a mutator of the value's type,
-            or the mutator refused its arguments. Nothing changed in any case.
-        """
-        check_replica(replica)
-        t = self._type
-        name = getattr(op, "__name__", None)
-        allowed = mutators_of(t)
-        if type(name) is not str or name not in allowed or getattr(t, name, None) is not op:
-            expected = ", ".join(f"{t.__name__}.{n}" for n in sorted(allowed))
-            raise InvalidArgument(
-                f"{describe(op)} is not a mutator of {t.__name__}; expected one of {expected}"
-            )
-        root = cast(_Embedding, self._root)
-        return cast(R_co, root._edit(replica, self._path, op, args, kwargs))
-
-    @property
-    def value(self) -> Any:
-        """The value at this path (the bottom value if nothing is there)."""
-        return cast(_Embedding, self._root).value_at(*self._path)
-
-    def holds(self) -> bool:
-        """Whether the value at this path holds any dot (a map key is present)."""
-        return cast(_Embedding, self._root).holds(*self._path)
-
-    def state(self) -> V_co:
-        """An independent copy of the state at this path (bottom if absent)."""
-        return cast(V_co, cast(_Embedding, self._root).state_at(*self._path))
-
-    def __repr__(self) -> str:
-        keys = ", ".join(describe(k) for k in self._path)
-        return f"KeyPath({type(self._root).__name__}, [{keys}] -> {self._type.__name__})"
-
-
-def _step(t: type[_Embedding], key: Any, kind: object) -> type[Causal]:
-    """The type under ``key`` of ``t`` (with ``kind``, the type a record field must have)."""
     if issubclass(t, Record):
         inner = t._type_of(key)
         if kind is None or kind is not inner:
@@ -523,6 +427,8 @@ class ORMap(_Embedding, Generic[V]):
         Raises:
             InvalidElement: a key the encoding cannot carry.
         """
+        from crdts._keypath import KeyPath  # it reads this module
+
         return KeyPath(self, (key,), cast(type[V], self._type_of(key)))
 
     def apply(self, replica: str, key: Any, op: str, *args: Any) -> Self:
@@ -679,7 +585,9 @@ class Record(_Embedding):
         Raises:
             InvalidArgument: no such field, or ``kind`` is not its type.
         """
-        return KeyPath(self, (field,), cast(type[W], _step(type(self), field, kind)))
+        from crdts._keypath import KeyPath  # it reads this module
+
+        return KeyPath(self, (field,), cast(type[W], type_below(type(self), field, kind)))
 
     def apply(self, replica: str, field: str, op: str, *args: Any) -> Self:
         """Call the mutator ``op`` of ``field`` with ``replica`` and ``args``; return the delta.
