@@ -523,7 +523,11 @@ class Record(_Embedding):
             fields = {"count": CCounter, "done": EWFlag}
 
     A field that holds no dot reads as its type's bottom value; ``reset(replica, field)``
-    is an observed reset of one field.
+    is an observed reset of one field. ``rec.at("count", CCounter).update(replica,
+    CCounter.increment, 2)`` is the typed edit of a field (see :class:`crdts.KeyPath`);
+    ``rec["count"]`` reads its value. To decode a record by its tag (:func:`crdts.decode`,
+    a map of records), register it with :func:`crdts.register`: its fields are not in
+    its tag.
     """
 
     __slots__ = ()

@@ -240,18 +240,29 @@ counts.at("milk").at("deeper")  # ERROR
 
 
 def test_mypy_checks_typed_edits(tmp_path: Path) -> None:
-    """mypy --strict accepts the typed edits of maps, nested maps and records, and reports
-    each mistyped mutator name, another type's mutator, a wrong argument type and a path
-    into a value that embeds nothing: errors on exactly the marked lines."""
+    """mypy --strict accepts the typed edits of maps, nested maps and records (and the
+    README's example), and reports each mistyped mutator name, another type's mutator, a
+    wrong argument type and a path into a value that embeds nothing: errors on exactly the
+    marked lines."""
     pytest.importorskip("mypy")
     source = tmp_path / "snippet.py"
     source.write_text(MYPY_SNIPPET, "utf-8")
+    example = ROOT / "properties" / "readme_typed_example.py"
     # One mypy run, in a process of its own: mypy.api.run in this one would raise the
     # recursion limit and change the garbage collector's settings for every later test.
     env = {**os.environ, "MYPYPATH": str(ROOT)}  # this tree's crdts, not an installed one
     argv = ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", *argv, "--python-version", "3.11", str(source)],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            *argv,
+            "--python-version",
+            "3.11",
+            str(source),
+            str(example),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -260,9 +271,14 @@ def test_mypy_checks_typed_edits(tmp_path: Path) -> None:
         check=False,
     )
     flagged = sorted(
-        {int(m.group(1)) for m in re.finditer(r"^\S*snippet\.py:(\d+): error:", done.stdout, re.M)}
+        (Path(m.group(1)).name, int(m.group(2)))
+        for m in re.finditer(r"^(\S+\.py):(\d+): error:", done.stdout, re.M)
     )
-    marked = [i for i, line in enumerate(MYPY_SNIPPET.splitlines(), 1) if "# ERROR" in line]
+    marked = [
+        ("snippet.py", i)
+        for i, line in enumerate(MYPY_SNIPPET.splitlines(), 1)
+        if "# ERROR" in line
+    ]
     assert (1, marked) == (done.returncode, flagged), done.stdout + done.stderr
 
 
