@@ -23,7 +23,17 @@ deltas, or the state): a delta made before a later fold, shipped alone, could le
 concurrent reset miss one change. Until the first ``seal()`` nothing is open, so an object
 whose owner never seals is exact and simply keeps one dot per change.
 
-Rule 3 (bounded metadata). With sealing, a counter holds at most one dot per replica per
+Rule 3 (the guard). Each delta remembers the sealed interval (:class:`Epoch`) it was made
+in, and the interval remembers the dots its folds removed. A delta that still holds such
+a dot is *stale*: shipped alone it is the "3, reset || +1 gives 4" answer (a reset that
+saw it misses the change folded into its dot, and the fold brings it back). Encoding a
+stale delta (``to_dict``, ``to_json``, ``digest``) raises :class:`~crdts.errors.StaleDelta`.
+Joining the deltas of an interval, in any order, drops the folded dots, so what Rule 2
+asks to ship always encodes; copies keep the guard. Joining a stale delta into another
+state in the same process is not refused (it is how the shipment is built); the guard
+stands where a delta leaves the process, its encoding.
+
+Rule 4 (bounded metadata). With sealing, a counter holds at most one dot per replica per
 *sealed interval* in which that replica changed it since the last reset that observed
 it: growth follows sync rounds, not changes. A reset removes everything observed, so a
 reset counter is bottom. A fold that sums to zero keeps a dot of amount 0: folding is
@@ -35,14 +45,40 @@ The open set lives outside the lattice state: it is not compared, encoded or cop
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from crdts._codec import MAX_INT, MIN_INT, describe
 from crdts._dots import DotContext, RawDot, check_counter, check_replica
 from crdts._kernel import Causal
-from crdts.errors import DecodeError, InvalidArgument
+from crdts.errors import DecodeError, InvalidArgument, StaleDelta
 
-__all__ = ["CCounter"]
+__all__ = ["CCounter", "Epoch", "check_not_stale"]
+
+
+class Epoch:
+    """One sealed interval of a folding object: the dots it may still fold into (open) and
+    the dots its folds removed (Rules 1 and 3). ``seal()`` starts a new one."""
+
+    __slots__ = ("folded", "open")
+
+    def __init__(self) -> None:
+        self.open: set[RawDot] = set()
+        self.folded: set[RawDot] = set()
+
+
+def check_not_stale(state: Causal) -> None:
+    """Raise StaleDelta if ``state`` is a delta that holds a dot a later fold removed
+    (Rule 3); any other state passes."""
+    epoch: Epoch | None = getattr(state, "_made_in", None)
+    if epoch is None or not epoch.folded or epoch.folded.isdisjoint(state._entries):
+        return
+    raise StaleDelta(
+        f"this {type(state).__name__} delta holds a change that a later change of the same "
+        "replica folded into a new dot (no seal() between them); shipped alone, a reset "
+        "that sees it would not see the later change and the fold would bring it back. "
+        "Ship the join of every delta made since the last seal() (for example d1 | d2), "
+        "or the state"
+    )
 
 
 class CCounter(Causal):
@@ -55,12 +91,13 @@ class CCounter(Causal):
     1
     """
 
-    __slots__ = ("_open",)
+    __slots__ = ("_made_in", "_open")
     type_name = "CCounter"
     mutators: ClassVar[frozenset[str]] = frozenset({"increment", "decrement", "reset"})
     _FOLDS: ClassVar[bool] = True
 
-    _open: set[RawDot] | None
+    _open: Epoch | None
+    _made_in: Epoch | None
 
     @classmethod
     def _encode_payload(cls, payload: Any) -> Any:
@@ -108,13 +145,32 @@ class CCounter(Causal):
 
     def seal(self) -> None:
         """Close every open dot: from now on, changes fold only into dots made after this
-        call. Call it each time anything of this replica is shipped (Rule 2)."""
-        self._open = set()
+        call. Call it each time anything of this replica is shipped, and ship what was
+        made since the previous call as one delta (Rule 2); a delta made before a later
+        fold refuses to encode alone (:class:`~crdts.errors.StaleDelta`, Rule 3)."""
+        self._open = Epoch()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON-safe form (see :meth:`crdts.Crdt.to_dict`).
+
+        Raises:
+            StaleDelta: this is a delta a later fold made stale (Rule 3).
+        """
+        check_not_stale(self)
+        return super().to_dict()
+
+    def copy(self) -> Self:
+        s = super().copy()
+        made_in = getattr(self, "_made_in", None)
+        if made_in is not None:
+            s._made_in = made_in
+        return s
 
     def _change(self, replica: str, amount: int) -> CCounter:
         entries = self._entries
         ctx = self._ctx
-        open_dots: set[RawDot] | None = getattr(self, "_open", None)
+        epoch: Epoch | None = getattr(self, "_open", None)
+        open_dots = None if epoch is None else epoch.open
         folded: RawDot | None = None
         if open_dots:
             for d in entries:
@@ -129,8 +185,9 @@ class CCounter(Causal):
         if folded is not None:
             del entries[folded]
             touched.append(folded)
-            assert open_dots is not None
+            assert epoch is not None and open_dots is not None
             open_dots.discard(folded)
+            epoch.folded.add(folded)
         counter = ctx._next_counter(replica)
         dot = (replica, counter)
         entries[dot] = amount
@@ -138,7 +195,9 @@ class CCounter(Causal):
         if open_dots is not None:
             open_dots.add(dot)
         touched.append(dot)
-        return self._make({dot: amount}, DotContext._of_raw_dots(touched))
+        delta = self._make({dot: amount}, DotContext._of_raw_dots(touched))
+        delta._made_in = epoch
+        return delta
 
     # -- reading ------------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import reprlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
 from crdts.errors import DecodeError, InvalidArgument, InvalidElement
@@ -30,6 +31,7 @@ __all__ = [
     "check_element",
     "decode_element",
     "describe",
+    "describe_keys",
     "digest",
     "element_sort_key",
     "encode_element",
@@ -63,6 +65,28 @@ def describe(value: object) -> str:
     """A short ``repr`` of ``value`` for error messages, bounded in length and nesting (safe
     on hostile input: deep nesting, huge integers, long strings)."""
     return _SHORT.repr(value)
+
+
+SHOWN_KEYS = 5
+"""How many unexpected keys an error message names (the rest are counted)."""
+
+
+def describe_keys(keys: Collection[object]) -> str:
+    """A short, sorted list of ``keys`` for error messages: at most :data:`SHOWN_KEYS` of
+    them, each through :func:`describe`, then how many there are.
+
+    Safe on hostile keys: nothing is passed to ``str()`` or ``repr()`` unbounded, so a
+    tuple nested thousands deep or an int of more than 4,300 digits is described, not
+    raised on. String keys are sorted; other keys follow, in the order they come.
+    """
+    texts = sorted(k for k in keys if type(k) is str)[:SHOWN_KEYS]
+    shown = [describe(k) for k in texts]
+    if len(shown) < SHOWN_KEYS:
+        others = (k for k in keys if type(k) is not str)
+        shown += [describe(k) for k in itertools.islice(others, SHOWN_KEYS - len(shown))]
+    if len(keys) <= SHOWN_KEYS:
+        return f"[{', '.join(shown)}]"
+    return f"[{', '.join(shown)}, ...] ({len(keys)} keys)"
 
 
 def check_element(value: object, what: str = "element") -> None:
@@ -184,7 +208,7 @@ def check_header(data: object, type_name: str, keys: frozenset[str]) -> Mapping[
     extra = set(data) - allowed
     missing = allowed - set(data)
     if extra:
-        raise DecodeError(f"{type_name}: unexpected keys {describe(sorted(map(str, extra)))}")
+        raise DecodeError(f"{type_name}: unexpected keys {describe_keys(extra)}")
     if missing:
         raise DecodeError(f"{type_name}: missing keys {sorted(missing)}")
     return data

@@ -36,7 +36,8 @@ def _decode_tallies(data: object, path: str) -> dict[str, int]:
         decode_replica(r, path)
         if type(n) is not int or not 0 <= n <= MAX_INT:
             raise DecodeError(
-                f"{path}[{r!r}]: tally must be an int from 0 to 2**63 - 1, got {describe(n)}"
+                f"{path}[{describe(r)}]: tally must be an int from 0 to 2**63 - 1, "
+                f"got {describe(n)}"
             )
         if n:
             out[r] = n

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from crdts._codec import MAX_INT, describe
+from crdts._codec import MAX_INT, describe, describe_keys
 from crdts.errors import DecodeError, InvalidArgument
 
 __all__ = ["Dot", "DotContext"]
@@ -417,7 +417,7 @@ class DotContext:
             raise DecodeError(f"{path}: expected an object, got {type(data).__name__}")
         extra = set(data) - {"vv", "cloud"}
         if extra:
-            raise DecodeError(f"{path}: unexpected keys {describe(sorted(map(str, extra)))}")
+            raise DecodeError(f"{path}: unexpected keys {describe_keys(extra)}")
         vv_in = data.get("vv", {})
         cloud_in = data.get("cloud", [])
         if not isinstance(vv_in, Mapping):
@@ -429,7 +429,8 @@ class DotContext:
             decode_replica(r, f"{path}.vv")
             if type(n) is not int or not 0 <= n <= MAX_INT:
                 raise DecodeError(
-                    f"{path}.vv[{r!r}]: expected an int from 0 to 2**63 - 1, got {describe(n)}"
+                    f"{path}.vv[{describe(r)}]: expected an int from 0 to 2**63 - 1, "
+                    f"got {describe(n)}"
                 )
             if n:
                 vv[r] = n
@@ -438,7 +439,7 @@ class DotContext:
             r, c = decode_dot(item, f"{path}.cloud[{i}]")
             s = cloud.setdefault(r, set())
             if c in s:
-                raise DecodeError(f"{path}.cloud[{i}]: duplicate dot {[r, c]!r}")
+                raise DecodeError(f"{path}.cloud[{i}]: duplicate dot {describe([r, c])}")
             s.add(c)
         ctx = cls._of(vv, cloud)
         ctx.compact()

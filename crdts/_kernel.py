@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Self
 
 from crdts._base import Crdt, Stats
 from crdts._codec import FORMAT_VERSION, check_header, describe
+from crdts._context_view import ContextView
 from crdts._dots import DotContext, RawDot, check_replica, decode_dot
 from crdts.errors import DecodeError
 
@@ -106,9 +107,12 @@ class Causal(Crdt):
     # -- the contract -------------------------------------------------------------------
 
     @property
-    def context(self) -> DotContext:
-        """A copy of the causal context."""
-        return self._ctx.copy()
+    def context(self) -> ContextView:
+        """The causal context, as a read-only view that follows this state (no copy, so
+        reading it costs the same whatever its size). ``.copy()`` gives a
+        :class:`DotContext` of your own; the view's ``add``/``join``/``compact`` raise
+        :class:`~crdts.errors.ReadOnlyError`."""
+        return ContextView(self._ctx)
 
     def join(self, other: Self) -> None:
         """Join ``other`` into this state (Rule 3), at a cost that follows ``other`` (Rule 4)."""
@@ -269,9 +273,9 @@ class Causal(Crdt):
                 )
             dot = decode_dot(item[:2], path)
             if dot in entries:
-                raise DecodeError(f"{path}: duplicate dot {list(dot)!r}")
+                raise DecodeError(f"{path}: duplicate dot {describe(list(dot))}")
             if not ctx.contains(dot):
-                raise DecodeError(f"{path}: dot {list(dot)!r} is not in the context")
+                raise DecodeError(f"{path}: dot {describe(list(dot))} is not in the context")
             entries[dot] = cls._decode_payload(item[2], f"{path}[2]")
         state = cls._make(entries, ctx)
         state._check_decoded(name)

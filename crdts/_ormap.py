@@ -18,7 +18,10 @@ Rule 3 (mutating through a view). ``apply(replica, key, op, *args)`` calls the e
 mutator ``op`` on the key's object. The mutator changes the object in place and advances
 the shared context; the map mirrors the change in its own store (the delta's removed
 dots go, its new dots are stored tagged) and returns the delta tagged with the key.
-Mutators validate before changing anything, so a refused call changes nothing.
+Mutators validate before changing anything, so a refused call changes nothing. The typed
+path (``m.at(key).update(replica, T.mutator, *args)``, a :class:`KeyPath`) takes the same
+road; the live objects never leave this module, so no caller can change one behind the
+map's back.
 
 Rule 4 (a key is its dots). A key is present exactly while its embedded state holds a
 dot. Removing a key is an observed reset: the delta's context holds the key's dots and the
@@ -29,21 +32,36 @@ leak memory; what remains is the context, which is one integer per replica once 
 Rule 5 (folding). Causal counters fold consecutive changes into open dots (see
 :mod:`crdts._ccounter`). The open set belongs to the object the replica mutates, here the
 outermost map; it is handed down to the embedded object for each call. ``seal()`` on the
-outer map seals every counter inside it.
+outer map seals every counter inside it. The map's delta carries the sealed interval it
+was made in, so the guard against shipping a stale delta alone holds for maps too.
+
+Rule 6 (reading). ``m[key]`` is the key's value, read-only (a nested map or record reads
+as a read-only mapping), and raises ``KeyError`` for an absent key, as a dict does; it
+is never a state that could be mutated to no effect. ``state_at`` gives an independent
+copy of an embedded state, under a name that says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Self, cast
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 
 from crdts._aworset import AWORSet
+from crdts._ccounter import Epoch, check_not_stale
 from crdts._codec import check_element, decode_element, describe, encode_element
 from crdts._dots import DotContext, RawDot, check_replica
 from crdts._kernel import Causal
 from crdts.errors import DecodeError, InvalidArgument
 
-__all__ = ["ORMap", "Record", "mutators_of"]
+__all__ = ["ORMap", "Record", "mutators_of", "type_below"]
+
+if TYPE_CHECKING:
+    from crdts._keypath import KeyPath
+
+V = TypeVar("V", bound=Causal)
+W = TypeVar("W", bound=Causal)
+_Call = Callable[[Causal], Causal]
 
 _KNOWN_MUTATORS: dict[type, frozenset[str]] = {AWORSet: frozenset({"add", "remove", "clear"})}
 
@@ -80,12 +98,13 @@ class _Embedding(Causal):
     """A dot kernel whose payloads are ``(key, inner payload)``; the shared machinery of
     :class:`ORMap` and :class:`Record`."""
 
-    __slots__ = ("_index", "_open")
+    __slots__ = ("_index", "_made_in", "_open")
     _INDEXED: ClassVar[bool] = True
     _FOLDS: ClassVar[bool] = True
 
     _index: dict[Any, Causal]
-    _open: set[RawDot] | None
+    _open: Epoch | None
+    _made_in: Epoch | None
 
     # -- what subclasses say --------------------------------------------------------------
 
@@ -166,13 +185,38 @@ class _Embedding(Causal):
                 f"{describe(op)} is not a mutator of {inner_type.__name__}; "
                 f"expected one of {sorted(mutators_of(inner_type))}"
             )
+        return self._mutate(key, inner_type, lambda sub: getattr(sub, op)(replica, *args))
+
+    def _edit(
+        self,
+        replica: str,
+        path: tuple[Any, ...],
+        op: Callable[..., object],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Self:
+        """Call the mutator ``op`` on the embedded state at ``path`` (checked by
+        :class:`KeyPath`); return the delta."""
+        key, rest = path[0], path[1:]
+
+        def call(sub: Causal) -> Causal:
+            if rest:
+                return cast(_Embedding, sub)._edit(replica, rest, op, args, kwargs)
+            return cast(Causal, op(sub, replica, *args, **kwargs))
+
+        return self._mutate(key, self._type_of(key), call)
+
+    def _mutate(self, key: Any, inner_type: type[Causal], call: _Call) -> Self:
+        """Run ``call`` (one mutator) on the live object under ``key`` and mirror what it
+        did in this store (Rule 3); return the delta tagged with ``key``."""
         sub = self._index.get(key)
         created = sub is None
         if sub is None:
             sub = inner_type._make({}, self._ctx)
-        if getattr(inner_type, "_FOLDS", False):
+        folds = getattr(inner_type, "_FOLDS", False)
+        if folds:
             cast(Any, sub)._open = getattr(self, "_open", None)
-        delta = getattr(sub, op)(replica, *args)
+        delta = call(sub)
         # The mutator changed ``sub`` and the shared context; mirror it in our store.
         entries = self._entries
         tagged = {dot: (key, p) for dot, p in delta._entries.items()}
@@ -185,7 +229,12 @@ class _Embedding(Causal):
                 self._index[key] = sub
         elif not sub._entries:
             del self._index[key]
-        return self._make(tagged, delta._ctx)
+        result = self._make(tagged, delta._ctx)
+        if folds:
+            made_in = getattr(delta, "_made_in", None)
+            if made_in is not None:
+                result._made_in = made_in
+        return result
 
     def _remove_key(self, replica: str, key: Any) -> Self:
         check_replica(replica)
@@ -197,8 +246,26 @@ class _Embedding(Causal):
 
     def seal(self) -> None:
         """Seal every causal counter inside (see :meth:`crdts.CCounter.seal`): call it each
-        time anything of this replica is shipped."""
-        self._open = set()
+        time anything of this replica is shipped, and ship what was made since the
+        previous call as one delta."""
+        self._open = Epoch()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON-safe form (see :meth:`crdts.Crdt.to_dict`).
+
+        Raises:
+            StaleDelta: this is a delta that holds a change a later fold replaced, with no
+            ``seal()`` between them (see :mod:`crdts._ccounter`, Rule 3).
+        """
+        check_not_stale(self)
+        return super().to_dict()
+
+    def copy(self) -> Self:
+        s = super().copy()
+        made_in = getattr(self, "_made_in", None)
+        if made_in is not None:
+            s._made_in = made_in
+        return s
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -208,7 +275,9 @@ class _Embedding(Causal):
         t: type[Causal] = type(self)
         for key in path:
             if not issubclass(t, _Embedding):
-                raise InvalidArgument(f"{t.__name__} embeds nothing; cannot look up {key!r:.80}")
+                raise InvalidArgument(
+                    f"{t.__name__} embeds nothing; cannot look up {describe(key)}"
+                )
             inner_type = t._type_of(key)
             state = None if state is None else cast(_Embedding, state)._index.get(key)
             t = inner_type
@@ -233,7 +302,8 @@ class _Embedding(Causal):
         return self._live(path)[0] is not None
 
     def state_at(self, *path: Any) -> Causal:
-        """An independent copy of the embedded state at ``path`` (bottom if absent).
+        """An independent copy of the embedded state at ``path`` (bottom if absent):
+        changing it does not change this state.
 
         Raises:
             InvalidArgument: a key or field that this type cannot hold.
@@ -241,25 +311,58 @@ class _Embedding(Causal):
         state, t = self._live(path)
         return state.copy() if state is not None else t()
 
+    def _read_only(self) -> Mapping[Any, Any]:
+        """The value, with every nested map and record as a read-only mapping."""
+        raise NotImplementedError
 
-_MAP_TYPES: dict[type[Causal], type[ORMap]] = {}
+
+def _read_only_value(state: Causal) -> Any:
+    """``state.value``, with maps and records inside as read-only mappings (Rule 6)."""
+    if isinstance(state, _Embedding):
+        return state._read_only()
+    return state.value
+
+
+def type_below(t: type[_Embedding], key: Any, kind: object) -> type[Causal]:
+    """The type under ``key`` of the map or record type ``t``; for a record, ``kind``
+    must be the field's declared type (what lets a type checker know it).
+
+    Raises:
+        InvalidArgument: a field ``t`` lacks, or ``kind`` is not its type (or is given
+        for a map key). InvalidElement: a map key the encoding cannot carry.
+    """
+    if issubclass(t, Record):
+        inner = t._type_of(key)
+        if kind is None or kind is not inner:
+            raise InvalidArgument(
+                f"{t.type_name}.{key} is a {inner.__name__}: pass it as "
+                f"at({key!r}, {inner.__name__}), got {describe(kind)}"
+            )
+        return inner
+    if kind is not None:
+        raise InvalidArgument(f"a key of {t.type_name} takes no type (got {describe(kind)})")
+    return t._type_of(key)
+
+
+_MAP_TYPES: dict[type[Causal], type[ORMap[Any]]] = {}
 _NO_DOTS = DotContext()
 """The context of the throw-away bottom states that read an empty field (never mutated)."""
 
 
-class ORMap(_Embedding):
+class ORMap(_Embedding, Generic[V]):
     """An observed-remove map from keys to embedded causal CRDTs sharing one context.
 
     ``ORMap.of(T)`` is the map type with values of causal type ``T`` (``CCounter``,
-    ``EWFlag``, ``MVRegister``, ``AWORSet``, another ``ORMap.of(...)``, a :class:`Record`).
+    ``EWFlag``, ``MVRegister``, ``AWORSet``, another ``ORMap.of(...)``, a :class:`Record`);
+    a type checker sees it as ``ORMap[T]``.
 
     >>> from crdts import CCounter
     >>> Counts = ORMap.of(CCounter)
     >>> a, b = Counts(), Counts()
-    >>> b.join(a.apply("a", "milk", "increment", 3))
+    >>> b.join(a.at("milk").update("a", CCounter.increment, 3))
     >>> _ = a.remove("a", "milk"); _ = b.apply("b", "milk", "increment", 1)  # concurrent
-    >>> (a | b).value
-    {'milk': 1}
+    >>> (a | b).value, (a | b)["milk"]
+    ({'milk': 1}, 1)
     """
 
     __slots__ = ()
@@ -273,7 +376,7 @@ class ORMap(_Embedding):
         super().__init__()
 
     @classmethod
-    def of(cls, value_type: type[Causal]) -> type[ORMap]:
+    def of(cls, value_type: type[W]) -> type[ORMap[W]]:
         """The map type whose values are of causal type ``value_type`` (one class per type).
 
         Raises:
@@ -284,12 +387,27 @@ class ORMap(_Embedding):
         if made is None:
             name = f"ORMap[{vt.type_name}]"
             made = cast(
-                type[ORMap],
+                type[ORMap[Any]],
                 type(name, (ORMap,), {"__slots__": (), "type_name": name, "value_type": vt}),
             )
             made.__module__ = ORMap.__module__
             _MAP_TYPES[vt] = made
-        return made
+        return cast(type[ORMap[W]], made)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Decode :meth:`to_dict` output. On ``ORMap`` itself, the tag picks the map type
+        (``ORMap[CCounter]`` decodes as ``ORMap.of(CCounter)``, a record's tag must be
+        registered: see :func:`crdts.decode`).
+
+        Raises:
+            DecodeError: (a ``ValueError``) the input is malformed; the message says how.
+        """
+        if cls is ORMap:
+            from crdts._registry import decode_as  # the registry imports this module
+
+            return cast(Self, decode_as(ORMap, data))
+        return super().from_dict(data)
 
     @classmethod
     def _type_of(cls, key: Any) -> type[Causal]:
@@ -302,11 +420,23 @@ class ORMap(_Embedding):
 
     # -- mutators ---------------------------------------------------------------------------
 
+    def at(self, key: Hashable) -> KeyPath[V, Self]:
+        """The typed path to the value under ``key``: ``m.at(key).update(replica,
+        T.mutator, *args)`` changes it and returns this map's delta (see :class:`KeyPath`).
+
+        Raises:
+            InvalidElement: a key the encoding cannot carry.
+        """
+        from crdts._keypath import KeyPath  # it reads this module
+
+        return KeyPath(self, (key,), cast(type[V], self._type_of(key)))
+
     def apply(self, replica: str, key: Any, op: str, *args: Any) -> Self:
         """Call the embedded mutator ``op`` (with ``replica`` and ``args``) on the value
         under ``key``, creating it from bottom if absent; return the delta.
 
-        Nesting: ``m.apply(r, "a", "apply", "b", "increment", 2)``.
+        Nesting: ``m.apply(r, "a", "apply", "b", "increment", 2)``. For code that knows
+        its types, :meth:`at` offers the same edit checked by a type checker.
 
         Raises:
             InvalidArgument: bad replica id, or ``op`` is not a mutator of the value type,
@@ -341,9 +471,26 @@ class ORMap(_Embedding):
         """A fresh dict of each present key to its embedded value."""
         return {key: sub.value for key, sub in self._index.items()}
 
-    def __getitem__(self, key: Any) -> Causal:
-        """An independent copy of the value under ``key`` (bottom if absent)."""
-        return self.state_at(key)
+    def __getitem__(self, key: Any) -> Any:
+        """The value under ``key``, read-only (a nested map or record as a read-only
+        mapping), as :attr:`value` holds it.
+
+        Raises:
+            KeyError: ``key`` is not present (as in a dict). Use :meth:`get` for a default,
+            :meth:`state_at` for a copy of the embedded state, :meth:`at` to change it.
+        """
+        sub = self._index.get(key)
+        if sub is None:
+            raise KeyError(key)
+        return _read_only_value(sub)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value under ``key`` as ``m[key]`` reads it, or ``default`` if absent."""
+        sub = self._index.get(key)
+        return default if sub is None else _read_only_value(sub)
+
+    def _read_only(self) -> Mapping[Any, Any]:
+        return MappingProxyType({k: _read_only_value(sub) for k, sub in self._index.items()})
 
     def __contains__(self, key: object) -> bool:
         return key in self._index
@@ -376,7 +523,11 @@ class Record(_Embedding):
             fields = {"count": CCounter, "done": EWFlag}
 
     A field that holds no dot reads as its type's bottom value; ``reset(replica, field)``
-    is an observed reset of one field.
+    is an observed reset of one field. ``rec.at("count", CCounter).update(replica,
+    CCounter.increment, 2)`` is the typed edit of a field (see :class:`crdts.KeyPath`);
+    ``rec["count"]`` reads its value. To decode a record by its tag (:func:`crdts.decode`,
+    a map of records), register it with :func:`crdts.register`: its fields are not in
+    its tag.
     """
 
     __slots__ = ()
@@ -415,6 +566,33 @@ class Record(_Embedding):
             raise DecodeError(f"{path}: expected a field name, got {describe(data)}")
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Decode :meth:`to_dict` output. On ``Record`` itself, the tag picks the record
+        type, which must be registered (:func:`crdts.register`): its fields are not in
+        its tag.
+
+        Raises:
+            DecodeError: (a ``ValueError``) the input is malformed; the message says how.
+        """
+        if not cls.fields:
+            from crdts._registry import decode_as  # the registry imports this module
+
+            return cast(Self, decode_as(Record, data))
+        return super().from_dict(data)
+
+    def at(self, field: str, kind: type[W]) -> KeyPath[W, Self]:
+        """The typed path to ``field``, whose type ``kind`` a type checker cannot read
+        from ``fields`` and so is named here (and checked):
+        ``rec.at("count", CCounter).update(replica, CCounter.increment, 2)``.
+
+        Raises:
+            InvalidArgument: no such field, or ``kind`` is not its type.
+        """
+        from crdts._keypath import KeyPath  # it reads this module
+
+        return KeyPath(self, (field,), cast(type[W], type_below(type(self), field, kind)))
+
     def apply(self, replica: str, field: str, op: str, *args: Any) -> Self:
         """Call the mutator ``op`` of ``field`` with ``replica`` and ``args``; return the delta.
 
@@ -441,9 +619,28 @@ class Record(_Embedding):
             for name, t in self.fields.items()
         }
 
-    def __getitem__(self, field: str) -> Causal:
-        """An independent copy of ``field``'s state."""
-        return self.state_at(field)
+    def __getitem__(self, field: str) -> Any:
+        """The value of ``field``, read-only (a nested map or record as a read-only
+        mapping); a field that holds no dot reads as its type's bottom value.
+
+        Raises:
+            KeyError: the record has no such field. Use :meth:`state_at` for a copy of
+            the field's state, :meth:`at` to change it.
+        """
+        t = self.fields.get(field) if type(field) is str else None
+        if t is None:
+            raise KeyError(field)
+        sub = self._index.get(field)
+        return _read_only_value(sub if sub is not None else t._make({}, _NO_DOTS))
+
+    def _read_only(self) -> Mapping[str, Any]:
+        index = self._index
+        return MappingProxyType(
+            {
+                name: _read_only_value(index[name] if name in index else t._make({}, _NO_DOTS))
+                for name, t in self.fields.items()
+            }
+        )
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.value.items())

@@ -160,8 +160,27 @@ class LWWRegister(Crdt):
 
     @property
     def value(self) -> Any:
-        """The winning value, or ``None`` if nothing was written (see :attr:`timestamp`)."""
+        """The winning value, or ``None`` if nothing was written: ``None`` also after a
+        write of ``None``, so use :attr:`is_set` or :meth:`get` to tell the two apart."""
         return None if self._write is None else self._write[2]
+
+    @property
+    def is_set(self) -> bool:
+        """Whether any write was made here or joined in (``False`` only at bottom).
+
+        >>> r = LWWRegister()
+        >>> r.is_set, r.value
+        (False, None)
+        >>> _ = r.write("a", None)
+        >>> r.is_set, r.value
+        (True, None)
+        """
+        return self._write is not None
+
+    def get(self, default: Any = None) -> Any:
+        """The winning value, or ``default`` if nothing was written (a written ``None``
+        is returned as ``None``)."""
+        return default if self._write is None else self._write[2]
 
     @property
     def timestamp(self) -> int | None:

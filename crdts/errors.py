@@ -7,7 +7,14 @@ code keeps working.
 
 from __future__ import annotations
 
-__all__ = ["CrdtError", "DecodeError", "InvalidArgument", "InvalidElement"]
+__all__ = [
+    "CrdtError",
+    "DecodeError",
+    "InvalidArgument",
+    "InvalidElement",
+    "ReadOnlyError",
+    "StaleDelta",
+]
 
 
 class CrdtError(Exception):
@@ -28,4 +35,20 @@ class DecodeError(CrdtError, ValueError):
     """``from_dict`` was given something that is not a valid encoded state.
 
     The message names the path inside the input and what was wrong there.
+    """
+
+
+class ReadOnlyError(CrdtError, TypeError):
+    """A mutator was called on a read-only view (``state.context``). Nothing changed;
+    ``copy()`` gives an object you can change."""
+
+
+class StaleDelta(CrdtError, ValueError):
+    """A delta was encoded (``to_dict``, ``to_json``, ``digest``) after a later change of
+    the same replica folded into one of its dots, with no ``seal()`` between them.
+
+    Shipped alone, it could let a concurrent reset see the earlier change without the
+    later one, and the fold would bring the earlier change back. Ship the join of every
+    delta made since the last ``seal()`` (or the state) instead; see
+    :mod:`crdts._ccounter`, Rule 2. Nothing changed.
     """

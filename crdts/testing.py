@@ -420,7 +420,7 @@ def ormaps(
     *,
     replicas: int = 3,
     max_ops: int = 25,
-) -> st.SearchStrategy[ORMap]:
+) -> st.SearchStrategy[ORMap[Any]]:
     """States of ``ORMap.of(value_type)`` reached by replaying generated histories.
 
     Args:
@@ -431,7 +431,7 @@ def ormaps(
         InvalidArgument: at first draw, if an argument is out of its domain.
     """
 
-    def build() -> st.SearchStrategy[ORMap]:
+    def build() -> st.SearchStrategy[ORMap[Any]]:
         _check_strategy(keys, "keys")
         map_type = ORMap.of(value_type)
         return _states(map_type, ormap_operations(value_type, keys), replicas, max_ops)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdts import AWORSet, Dot, DotContext, InvalidArgument, InvalidElement
+from crdts import AWORSet, Dot, DotContext, InvalidArgument, InvalidElement, ReadOnlyError
 from crdts.testing import History, aworsets, histories, operations_for
 
 
@@ -181,13 +181,22 @@ def test_iterating_while_mutating_is_safe() -> None:
     assert frozenset() == s.value
 
 
-def test_context_property_is_a_copy() -> None:
-    """Changing the returned context does not change the set."""
+def test_context_property_is_a_read_only_view() -> None:
+    """The returned context refuses changes (the set is untouched), follows the set, and
+    its copy() is an independent DotContext."""
     s = AWORSet()
     s.add("r", "x")
     ctx = s.context
-    ctx.add(Dot("r", 2))
-    assert frozenset({Dot("r", 1)}) == frozenset(s.context.dots())
+    with pytest.raises(ReadOnlyError):
+        ctx.add(Dot("r", 2))
+    mine = ctx.copy()
+    mine.add(Dot("r", 5))
+    s.add("r", "y")
+    assert (frozenset({Dot("r", 1), Dot("r", 2)}), DotContext) == (
+        frozenset(ctx.dots()),
+        type(mine),
+    )
+    assert frozenset({Dot("r", 1), Dot("r", 5)}) == frozenset(mine.dots())
 
 
 def test_repr_lists_elements_sorted() -> None:

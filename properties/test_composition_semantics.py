@@ -152,14 +152,16 @@ def test_a_value_back_at_bottom_drops_its_key() -> None:
     assert ("k" in m, len(m)) == (False, 0)
 
 
-def test_getitem_returns_an_independent_copy() -> None:
-    """Mutating what m[key] returned does not touch the map."""
+def test_getitem_returns_the_value_and_raises_key_error_when_absent() -> None:
+    """m[key] is the key's value (not a state that could be mutated to no effect) and an
+    absent key raises KeyError, as in a dict; state_at is the explicit copy."""
     m = ORMap.of(CCounter)()
     m.apply("a", "k", "increment", 1)
-    view = m["k"]
-    assert isinstance(view, CCounter)
-    view.increment("a", 5)
-    assert (1, 0) == (m.value["k"], m["absent"].value)
+    copied = m.state_at("k")
+    copied.increment("a", 5)
+    assert (1, 1, 6) == (m["k"], m.value["k"], copied.value)
+    with pytest.raises(KeyError):
+        m["absent"]
 
 
 def test_map_delta_is_small_whatever_the_map_size() -> None:

@@ -638,7 +638,8 @@ class ShoppingList(Crdt):
 
     @property
     def context(self) -> DotContext:
-        """A copy of the list's causal context."""
+        """The list's causal context: a read-only view that follows the list (see
+        :attr:`crdts.Causal.context`); ``.copy()`` for one to keep or change."""
         return self._s.context
 
     def stats(self) -> Stats:
