@@ -46,7 +46,7 @@ from crdts._flags import DWFlag, EWFlag
 from crdts._kernel import Causal
 from crdts._ormap import ORMap, Record
 from crdts._registers import LWWRegister, MVRegister
-from crdts.errors import InvalidArgument
+from crdts.errors import InvalidArgument, StaleDelta
 
 __all__ = [
     "AWORSET_ELEMENTS",
@@ -571,8 +571,12 @@ def check_laws(
             with its own path through join)."""
             as_returned, as_decoded = h.replicas[i].copy(), h.replicas[i].copy()
             for d in h.deltas:
+                try:
+                    encoded = d.copy().to_dict()  # (a copy: ``d`` joins as returned)
+                except StaleDelta:  # a folding counter's delta that must not ship alone
+                    continue
                 as_returned.join(d)
-                as_decoded.join(cls.from_dict(d.to_dict()))
+                as_decoded.join(cls.from_dict(encoded))
                 assert as_returned == as_decoded
             assert as_returned.to_dict() == as_decoded.to_dict()
 
