@@ -18,11 +18,13 @@ The work, at each size (elements in the set):
   single-operation call, with whatever it produces: this library returns a delta, pycrdt
   runs each change in its own implicit transaction, automerge in its own transaction
   (one change each). Plain: ``s.add(x)``, then ``s.discard(x)``.
-- **full merge**: a replica holding the half of the elements that replica "a" added
-  merges the state of a replica holding the other half ("b"'s); per element of the
-  result. Peers that merge from bytes (pycrdt's update, nexus-crdt's log) have the other
-  replica's state encoded before the timer starts: the timer covers decoding and
-  applying it. Plain: ``s |= other``.
+- **full merge**: a replica holding the half of the elements that one replica added
+  merges the replica holding the other half, which another replica added; per element of
+  the result. The timer covers every call the library needs to merge two replicas in one
+  process: ``join`` here, ``merge`` for automerge, xotl.crdt and python3-crdt, encoding
+  the other replica and applying that for the peers that merge from bytes (pycrdt's
+  ``get_update``/``apply_update``, nexus-crdt's ``encode``/``merge``). Plain:
+  ``s |= other``.
 - **lookups**: 200 membership tests, half of them present. Plain: ``x in s``.
 
 Timing is ``ratios.py``'s: CPU time of each batch less the timer's own cost, the CRDT and
@@ -76,19 +78,21 @@ from timing import Spread, spread_text
 SIZES = (1_000, 10_000, 100_000)
 WORKS = ("add+remove", "full merge", "lookups")
 PLAIN_DOES = {
-    "add+remove": "s.add(x) for 100 new x, then s.discard(x)",
-    "full merge": "s \\|= other (each added half)",
-    "lookups": "x in s (half hits)",
+    "add+remove": "`s.add(x)` for 100 new x, then `s.discard(x)`",
+    "full merge": "`s |= other`",
+    "lookups": "`x in s`, half of them hits",
 }
+"""What the plain side does, as markdown (printed above the table, not in it)."""
 CHANGES = 100
 """New elements added, then removed, in one add+remove batch."""
 PROBES = 200
 """Membership tests in one lookups batch."""
 WRITERS = 8
 """Replicas whose states one replica merges for the memory figure."""
-ROUND_BUDGET = 0.2
-"""Seconds of CRDT rounds to aim for in one run of a cell (at least one round)."""
-MAX_ROUNDS = 30
+ROUND_BUDGET = 0.3
+"""Seconds of CRDT rounds to aim for in one run of a cell."""
+MIN_ROUNDS, MAX_ROUNDS = 3, 30
+"""Rounds in one run of a cell (fewer than the minimum only where the limit says so)."""
 
 
 class OverLimit(BaseException):
@@ -130,7 +134,6 @@ class Peer:
 
     name = ""
     title = ""
-    module = ""
     dist = ""
     build = ""
     native = False
@@ -170,7 +173,7 @@ class Peer:
 
 
 class Dotted(Peer):
-    name, title, module, dist = "dotted-crdts", "dotted-crdts (this library)", "crdts", ""
+    name, title, dist = "dotted-crdts", "dotted-crdts (this library)", ""
     build = "pure Python, this tree"
 
     def load(self) -> None:
@@ -214,7 +217,7 @@ class Dotted(Peer):
 class Pycrdt(Peer):
     """pycrdt (Rust Yrs): a ``Map`` of element -> True. State: (doc, map)."""
 
-    name, title, module, dist = "pycrdt", "pycrdt", "pycrdt", "pycrdt"
+    name, title, dist = "pycrdt", "pycrdt", "pycrdt"
     build = "Rust (Yrs) bindings; a Map of element -> True"
     native = True
 
@@ -265,7 +268,7 @@ class Pycrdt(Peer):
 class Automerge(Peer):
     """automerge (Rust): the document's root map, element -> True, one change per op."""
 
-    name, title, module, dist = "automerge", "automerge", "automerge", "automerge"
+    name, title, dist = "automerge", "automerge", "automerge"
     build = "Rust bindings; the root map, element -> True"
     native = True
 
@@ -312,7 +315,7 @@ class Automerge(Peer):
 class Nexus(Peer):
     """nexus-crdt: a ``NexusMap`` OR-set field; merges from the encoded log."""
 
-    name, title, module, dist = "nexus-crdt", "nexus-crdt", "nexus", "nexus-crdt"
+    name, title, dist = "nexus-crdt", "nexus-crdt", "nexus-crdt"
     build = "pure Python; OR-set field of a map"
 
     def load(self) -> None:
@@ -360,7 +363,7 @@ class Nexus(Peer):
 class Py3crdt(Peer):
     """python3-crdt (``py3crdt``): the caller makes each add's unique tag."""
 
-    name, title, module, dist = "python3-crdt", "python3-crdt", "py3crdt", "python3-crdt"
+    name, title, dist = "python3-crdt", "python3-crdt", "python3-crdt"
     build = "pure Python; sorted lists of tags"
 
     def load(self) -> None:
@@ -412,7 +415,7 @@ class Py3crdt(Peer):
 class Xotl(Peer):
     """xotl.crdt: ``ORSet`` over a vector-clocked set of (element, process, tick)."""
 
-    name, title, module, dist = "xotl.crdt", "xotl.crdt", "xotl.crdt.sets", "xotl.crdt"
+    name, title, dist = "xotl.crdt", "xotl.crdt", "xotl.crdt"
     build = "pure Python; vector clock and a set of tagged elements"
 
     def load(self) -> None:
@@ -504,7 +507,8 @@ def measure(work: Work, runs: int, limit: float) -> dict[str, Any]:
         return {"over": f"one batch over {limit:g} s"}
     if wrong:
         return {"wrong": wrong, "round_s": took}
-    rounds = max(1, min(MAX_ROUNDS, int(ROUND_BUDGET / took)))
+    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, int(ROUND_BUDGET / took)))
+    rounds = max(1, min(rounds, int(limit / took)))
     runs_here = max(1, min(runs, int(limit / (took * rounds))))
     ratios: list[float] = []
     mine: list[float] = []
@@ -547,7 +551,7 @@ class States:
 
     full: Any
     half_a: Any
-    half_b_export: Any
+    half_b: Any
     elements: list[str]
     plain_a: set[str]
     plain_b: set[str]
@@ -564,7 +568,7 @@ def prepare(peer: Peer, size: int) -> States:
     return States(
         full=full,
         half_a=half_a,
-        half_b_export=peer.export(half_b),
+        half_b=half_b,
         elements=elements,
         plain_a=set(elements[:half]),
         plain_b=set(elements[half:]),
@@ -593,7 +597,7 @@ def works(peer: Peer, st: States) -> dict[str, Work]:
         return s
 
     def merge(state: Any, other: Any) -> Any:
-        peer.merge(state, other)
+        peer.merge(state, peer.export(other))
         return state
 
     def plain_merge(s: set[str], other: set[str]) -> set[str]:
@@ -618,7 +622,7 @@ def works(peer: Peer, st: States) -> dict[str, Work]:
             same_set,
         ),
         "full merge": Work(
-            Side(lambda: (peer.fork(st.half_a, 2), st.half_b_export), merge),
+            Side(lambda: (peer.fork(st.half_a, 2), st.half_b), merge),
             Side(lambda: (set(st.plain_a), st.plain_b), plain_merge),
             size,
             same_set,
@@ -787,8 +791,10 @@ def run_peer(peer: Peer, sizes: tuple[int, ...], runs: int, limit: float) -> dic
     out: dict[str, Any] = {"peer": peer.name, "python": sys.version.split()[0]}
     try:
         peer.load()
-    except ImportError as exc:
-        return out | {"installed": False, "error": f"{type(exc).__name__}: {exc}"}
+    except ModuleNotFoundError as exc:
+        return out | {"installed": False, "error": f"not installed ({exc})"}
+    except Exception as exc:  # a package that is there but does not import here
+        return out | {"installed": False, "error": f"does not import: {type(exc).__name__}"}
     out |= {"installed": True, "version": peer.version(), "cells": {}}
     skipped: dict[str, str] = {}
     built: list[int] = []
@@ -871,6 +877,16 @@ def run_all(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     return found
 
 
+def _why_not(peer: dict[str, Any]) -> str:
+    """Why a peer has no figures: its process failed, or the package is not usable."""
+    if "failed" in peer:
+        return f"failed: {peer['failed']}"
+    error = str(peer.get("error", ""))
+    if error.startswith("not installed"):
+        return f"not installed (`pip install {PEERS[peer['peer']].dist}`)"
+    return error
+
+
 def _at(size: int) -> str:
     return "" if size == max(SIZES) else f" (at {size:,} elements)"
 
@@ -884,6 +900,7 @@ def _memory_text(mem: dict[str, Any]) -> str:
 def report(found: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     sizes = args.sizes
     python = next((r["python"] for r in found if "python" in r), sys.version.split()[0])
+    plain = "; ".join(f"{work}: {does}" for work, does in PLAIN_DOES.items())
     lines = [
         f"Python {python}, {datetime.date.today().isoformat()}; `python bench/peers.py "
         f"--runs {args.runs} --limit {args.limit:g}`; sizes "
@@ -892,22 +909,20 @@ def report(found: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
         "Python's for the same work in that process (timer cost subtracted), the median "
         "over the runs (lowest–highest run).",
         "",
-        "| peer | work | plain side does | " + " | ".join(f"{s:,}" for s in sizes) + " |",
-        "|---|---|---|" + "---:|" * len(sizes),
+        f"Plain side: {plain}.",
+        "",
+        "| peer | work | " + " | ".join(f"{s:,}" for s in sizes) + " |",
+        "|---|---|" + "---:|" * len(sizes),
     ]
     for peer in found:
         if not peer.get("installed", False):
-            why = peer.get("failed") or "not installed"
-            lines.append(f"| {peer['peer']} | {why} | | " + " | ".join("" for _ in sizes) + " |")
+            why = _why_not(peer)
+            lines.append(f"| {peer['peer']} | {why} | " + " | ".join("" for _ in sizes) + " |")
             continue
         for work in WORKS:
             cells = peer["cells"].get(work, {})
             texts = [_cell_text(cells[str(s)]) if str(s) in cells else "" for s in sizes]
-            lines.append(
-                f"| {PEERS[peer['peer']].title} | {work} | `{PLAIN_DOES[work]}` | "
-                + " | ".join(texts)
-                + " |"
-            )
+            lines.append(f"| {PEERS[peer['peer']].title} | {work} | " + " | ".join(texts) + " |")
     lines += [
         "",
         f"| peer | version | what it is | bytes/element of one replica merged from {WRITERS} "
@@ -918,7 +933,7 @@ def report(found: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     plain = ""
     for peer in found:
         if not peer.get("installed", False):
-            lines.append(f"| {peer['peer']} | not installed | | | | | |")
+            lines.append(f"| {peer['peer']} | {_why_not(peer)} | | | | | |")
             continue
         mem, sem, about = peer["memory"], peer["semantics"], PEERS[peer["peer"]]
         if "plain_bytes_per_element" in mem and not plain:
@@ -948,6 +963,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer-timeout", type=float, default=900.0, help="seconds per peer process"
     )
+    parser.add_argument("--json-out", type=Path, help="also write every peer's results here")
+    parser.add_argument(
+        "--from-json", type=Path, help="print the report of a --json-out file (no measuring)"
+    )
     args = parser.parse_args(argv)
     args.sizes = sorted(set(args.sizes))
     if args.runs < 1:
@@ -956,7 +975,15 @@ def main(argv: list[str] | None = None) -> int:
         result = run_peer(PEERS[args.peer], tuple(args.sizes), args.runs, args.limit)
         print(json.dumps(result))
         return 0
-    found = run_all(args.only or list(PEERS), args)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        found = saved["peers"]
+        args.sizes, args.runs, args.limit = saved["sizes"], saved["runs"], saved["limit"]
+    else:
+        found = run_all(args.only or list(PEERS), args)
+    if args.json_out:
+        saved = {"sizes": args.sizes, "runs": args.runs, "limit": args.limit, "peers": found}
+        args.json_out.write_text(json.dumps(saved, indent=1) + "\n")
     print("\n".join(report(found, args)))
     return 0
 
