@@ -10,8 +10,12 @@ in ``Case.plain_does``; the rule is that it does the same work as the CRDT minus
 metadata: where the CRDT returns a delta, the plain side builds a one-element set or dict
 that would carry the same change.
 
-Sizes are elements in the set, or replicas in a counter's tallies (a counter's join walks
-one tally per replica, so that is its size).
+A case's size is the number of entries in the state: elements in a set (each with one
+dot, except in the concurrent-adds full join, where the shared half has two), and
+(replica, count) entries in a counter's tallies. A GCounter of size n has n replicas in its
+one tally; a PNCounter of size n has n/2 replicas in each of its two tallies. The plain
+side holds the same number of entries: a set of the same elements, a dict (or two) of the
+same tallies.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class Case:
     size: int
     ops: int
     rounds: int
-    target: float | None
+    target: float
     plain_does: str
     build: Callable[[int, int], Pair]
 
@@ -224,6 +228,62 @@ def aworset_full_join(size: int, ops: int) -> Pair:
     )
 
 
+def aworset_full_join_concurrent(size: int, ops: int) -> Pair:
+    """Two replicas of ``size`` elements each that never synced: half the elements were
+    added by both, concurrently ("a" in one state, "b" in the other), so after the join
+    each shared element holds two dots; the other half is each replica's own adds."""
+    shared = items(0, size // 2)
+    mine, theirs = AWORSet(), AWORSet()
+    for x in shared:
+        mine.add("a", x)
+        theirs.add("b", x)
+    for x in items(size, size - len(shared)):
+        mine.add("a", x)
+    for x in items(2 * size, size - len(shared)):
+        theirs.add("b", x)
+    plain_mine, plain_theirs = set(mine.value), set(theirs.value)
+
+    def crdt(s: AWORSet, other: AWORSet) -> AWORSet:
+        s.join(other)
+        return s
+
+    def baseline(s: set[str], other: set[str]) -> set[str]:
+        s |= other
+        return s
+
+    return Pair(
+        Workload(lambda: (mine.copy(), theirs), crdt, _set_value),
+        Workload(lambda: (set(plain_mine), plain_theirs), baseline, _plain_set_value),
+    )
+
+
+def aworset_one_delta_join(size: int, ops: int) -> Pair:
+    """One-element add deltas from another replica, each joined into the state, beside a
+    one-element union of the same element."""
+    base = items(0, size)
+    state = synced_set(base)
+    other = state.copy()
+    new = items(size, ops)
+    deltas = [other.add("b", x) for x in new]
+    plain = set(base)
+    plain_deltas = [{x} for x in new]
+
+    def crdt(s: AWORSet) -> AWORSet:
+        for delta in deltas:
+            s.join(delta)
+        return s
+
+    def baseline(s: set[str]) -> set[str]:
+        for delta in plain_deltas:
+            s |= delta
+        return s
+
+    return Pair(
+        Workload(lambda: (state.copy(),), crdt, _set_value),
+        Workload(lambda: (set(plain),), baseline, _plain_set_value),
+    )
+
+
 def aworset_delta_join(size: int, ops: int) -> Pair:
     """One-element deltas from another replica: alternately an add and a remove."""
     base = items(0, size)
@@ -257,6 +317,11 @@ def aworset_delta_join(size: int, ops: int) -> Pair:
 
 def replica_ids(count: int) -> list[str]:
     return [f"r{i}" for i in range(count)]
+
+
+def pn_replica_ids(entries: int) -> list[str]:
+    """The replicas of a PNCounter of ``entries`` entries: each has one in either tally."""
+    return replica_ids(entries // 2)
 
 
 def tallies(replicas: list[str], seed: int) -> dict[str, int]:
@@ -367,7 +432,7 @@ def gcounter_delta_join(size: int, ops: int) -> Pair:
 
 
 def _pn_step(size: int, ops: int, decrement: bool) -> Pair:
-    replicas = replica_ids(size)
+    replicas = pn_replica_ids(size)
     p, n = tallies(replicas, 0), tallies(replicas, 3)
     state = pncounter_of(p, n)
     actors = spread(replicas, ops)
@@ -405,7 +470,7 @@ def pncounter_decrement(size: int, ops: int) -> Pair:
 
 
 def pncounter_full_join(size: int, ops: int) -> Pair:
-    replicas = replica_ids(size)
+    replicas = pn_replica_ids(size)
     mine = tallies(replicas, 0), tallies(replicas, 3)
     theirs = tallies(replicas, 5), tallies(replicas, 9)
     state, other = pncounter_of(*mine), pncounter_of(*theirs)
@@ -427,7 +492,7 @@ def pncounter_full_join(size: int, ops: int) -> Pair:
 
 def pncounter_delta_join(size: int, ops: int) -> Pair:
     """One-entry deltas from another replica: alternately an increment and a decrement."""
-    replicas = replica_ids(size)
+    replicas = pn_replica_ids(size)
     p, n = tallies(replicas, 0), tallies(replicas, 3)
     state = pncounter_of(p, n)
     other = state.copy()
@@ -457,12 +522,20 @@ def pncounter_delta_join(size: int, ops: int) -> Pair:
 # -- the table of cases --------------------------------------------------------------------
 
 _OPS = [
-    # kind, op, builder, target ratio, what the plain side does
+    # kind, op, builder, target ratio (every size), what the plain side does
     ("AWORSet", "add", aworset_add, 8.0, "s.add(x); delta = {x}"),
     ("AWORSet", "remove", aworset_remove, 8.0, "s.discard(x); delta = {x}"),
     ("AWORSet", "contains", aworset_contains, 8.0, "x in s (half hits)"),
     ("AWORSet", "full join", aworset_full_join, 10.0, "s |= other (each half shared)"),
-    ("AWORSet", "delta join", aworset_delta_join, None, "s |= {x}; s -= {y}"),
+    (
+        "AWORSet",
+        "full join, concurrent adds",
+        aworset_full_join_concurrent,
+        10.0,
+        "s |= other (half added by both)",
+    ),
+    ("AWORSet", "delta join", aworset_delta_join, 20.0, "s |= {x}; s -= {y}"),
+    ("AWORSet", "one-element delta join", aworset_one_delta_join, 20.0, "s |= {x}"),
     ("GCounter", "increment", gcounter_increment, 3.0, "t = d.get(r, 0) + 1; d[r] = t; {r: t}"),
     ("GCounter", "full join", gcounter_full_join, 3.0, "per-replica max over other's dict"),
     ("GCounter", "delta join", gcounter_delta_join, 3.0, "per-replica max of a 1-entry dict"),
@@ -475,14 +548,15 @@ _OPS = [
 
 def ops_for(op: str, size: int) -> int:
     """Operations per timed batch: one full join of ``size``, else up to 1,000 small ops."""
-    if op == "full join":
+    if op.startswith("full join"):
         return size
     return min(1_000, size // 10)
 
 
 def rounds_for(size: int) -> int:
-    """Timed rounds per side; fewer for big states, whose setup copies cost more."""
-    return {1_000: 400, 10_000: 200}.get(size, 60)
+    """Timed rounds per side in one run; fewer for big states, whose setup copies cost more.
+    ``ratios.py`` makes several runs (five by default), each with this many rounds."""
+    return {1_000: 200, 10_000: 100}.get(size, 40)
 
 
 def cases(sizes: tuple[int, ...] = SIZES) -> Iterator[Case]:
