@@ -8,7 +8,7 @@ concurrent add carries a dot the remove never saw, so the add wins.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from crdts._base import light_type
 from crdts._codec import MAX_INT, check_element, decode_element, encode_element
@@ -17,9 +17,10 @@ from crdts._kernel import Causal
 
 __all__ = ["AWORSet"]
 
-# An element's dots: usually one dot, a frozenset while concurrent adds coexist. Keeping a
+# An element's dots: usually one dot, a tuple of dots while concurrent adds coexist (told
+# apart by their first item: a dot's is its replica id, a string). Keeping a
 # single dot unboxed saves a container per element.
-_Dots = RawDot | frozenset[RawDot]
+_Dots = RawDot | tuple[RawDot, ...]
 
 # Deltas are built with object.__new__ and their fields set directly: the constructors
 # would allocate empty stores and contexts only for them to be replaced.
@@ -28,6 +29,13 @@ _new = object.__new__
 # A light delta (see AWORSet): the dot added and its element (None, None for a removal),
 # and the dots the change removed.
 _Light = tuple[RawDot | None, Any, tuple[RawDot, ...]]
+
+
+def _as_dots(dots: _Dots) -> tuple[RawDot, ...]:
+    """An element's dots as a tuple of dots."""
+    if type(dots[0]) is str:
+        return (dots,)
+    return cast(tuple[RawDot, ...], dots)
 
 
 def _one_dot_context(dot: RawDot) -> DotContext:
@@ -78,10 +86,10 @@ class AWORSet(Causal):
 
     def _index_also(self, element: Any, cur: _Dots, dot: RawDot) -> None:
         """Record ``dot`` as one more dot of ``element``, which has dots ``cur``."""
-        if isinstance(cur, frozenset):
-            self._index[element] = cur | {dot}
+        if type(cur[0]) is str:
+            self._index[element] = (cur, dot)
         else:
-            self._index[element] = frozenset((cur, dot))
+            self._index[element] = (*_as_dots(cur), dot)
 
     def _index_insert_all(self, dots: list[RawDot], store: Mapping[RawDot, Any]) -> None:
         # What _index_insert does for each dot, without a call per dot (joins).
@@ -95,11 +103,11 @@ class AWORSet(Causal):
     def _index_delete(self, dot: RawDot, element: Any) -> None:
         index = self._index
         cur = index[element]
-        if isinstance(cur, frozenset):
-            rest = cur - {dot}
-            index[element] = next(iter(rest)) if len(rest) == 1 else rest
-        else:
+        if type(cur[0]) is str:
             del index[element]
+        else:
+            rest = tuple(d for d in _as_dots(cur) if d != dot)
+            index[element] = rest[0] if len(rest) == 1 else rest
 
     # -- light deltas -------------------------------------------------------------------
 
@@ -204,7 +212,7 @@ class AWORSet(Causal):
         counter = self._ctx._issue(replica)
         dot = (replica, counter)
         entries = self._entries
-        old_dots: tuple[RawDot, ...] = tuple(old) if isinstance(old, frozenset) else (old,)
+        old_dots = _as_dots(old)
         for d in old_dots:
             del entries[d]
         entries[dot] = element
@@ -232,14 +240,9 @@ class AWORSet(Causal):
         if old is None:
             return AWORSet()
         entries = self._entries
-        gone: tuple[RawDot, ...]
-        if isinstance(old, frozenset):  # concurrent adds left several dots
-            gone = tuple(old)
-            for d in gone:
-                del entries[d]
-        else:
-            gone = (old,)
-            del entries[old]
+        gone = _as_dots(old)  # several dots where concurrent adds left them
+        for d in gone:
+            del entries[d]
         delta = _new(_LightAWORSet)
         delta._light = (None, None, gone)
         return delta
@@ -276,7 +279,7 @@ class AWORSet(Causal):
         cur = self._index.get(element)
         if cur is None:
             return frozenset()
-        return cur if isinstance(cur, frozenset) else frozenset((cur,))
+        return frozenset(_as_dots(cur))
 
     def __repr__(self) -> str:
         shown = sorted(map(repr, self._index))
