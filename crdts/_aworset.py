@@ -91,14 +91,24 @@ class AWORSet(Causal):
         else:
             self._index[element] = (*_as_dots(cur), dot)
 
-    def _index_insert_all(self, dots: list[RawDot], store: Mapping[RawDot, Any]) -> None:
-        # What _index_insert does for each dot, without a call per dot (joins).
-        setdefault = self._index.setdefault
-        for dot in dots:
-            element = store[dot]
+    def _index_insert_items(self, added: Mapping[RawDot, Any]) -> None:
+        # What _index_insert does for each entry, without a call per entry (joins).
+        index = self._index
+        elements = added.values()
+        if index.keys().isdisjoint(elements):
+            # Elements new here, the usual case of a join: one update in C, unless an
+            # element arrived with two dots (then index them again, one at a time).
+            before = len(index)
+            index.update(zip(elements, added, strict=True))
+            if len(index) == before + len(added):
+                return
+            for element in elements:
+                index.pop(element, None)
+        setdefault = index.setdefault
+        for dot, element in added.items():
             cur = setdefault(element, dot)
             if cur is not dot:  # the element already had dots
-                self._index_also(element, cur, dot)
+                index[element] = (cur, dot) if type(cur[0]) is str else (*cur, dot)
 
     def _index_delete(self, dot: RawDot, element: Any) -> None:
         index = self._index

@@ -220,28 +220,30 @@ class DotContext:
         return out
 
     def _seen_of(self, dots: Iterable[RawDot], skip: Mapping[RawDot, Any]) -> list[RawDot]:
-        """The dots of ``dots`` that ``skip`` lacks and this context has seen."""
+        """The dots of ``dots`` that this context has seen and ``skip`` lacks (the context
+        is tested first: it hashes the replica id, whose hash Python keeps, where a test of
+        ``skip`` hashes the dot tuple)."""
         get = self._vv.get
         cloud = self._cloud
         if not cloud:
-            return [d for d in dots if d not in skip and d[1] <= get(d[0], 0)]
+            return [d for d in dots if d[1] <= get(d[0], 0) and d not in skip]
         return [
             d
             for d in dots
-            if d not in skip and (d[1] <= get(d[0], 0) or d[1] in cloud.get(d[0], ()))
+            if (d[1] <= get(d[0], 0) or d[1] in cloud.get(d[0], ())) and d not in skip
         ]
 
-    def _unseen_of(self, dots: Iterable[RawDot], skip: Mapping[RawDot, Any]) -> list[RawDot]:
-        """The dots of ``dots`` that ``skip`` lacks and this context has not seen."""
+    def _unseen_entries(self, entries: Mapping[RawDot, Any]) -> dict[RawDot, Any]:
+        """The entries of ``entries`` whose dots this context has not seen."""
         get = self._vv.get
         cloud = self._cloud
         if not cloud:
-            return [d for d in dots if d not in skip and d[1] > get(d[0], 0)]
-        return [
-            d
-            for d in dots
-            if d not in skip and d[1] > get(d[0], 0) and d[1] not in cloud.get(d[0], ())
-        ]
+            return {d: p for d, p in entries.items() if d[1] > get(d[0], 0)}
+        return {
+            d: p
+            for d, p in entries.items()
+            if d[1] > get(d[0], 0) and d[1] not in cloud.get(d[0], ())
+        }
 
     def _shares_replica(self, other: DotContext) -> bool:
         """Whether some replica has dots seen both here and in ``other``."""

@@ -85,12 +85,12 @@ class Causal(Crdt):
     def _index_delete(self, dot: RawDot, payload: Any) -> None:
         """``dot`` with ``payload`` was removed from the store."""
 
-    def _index_insert_all(self, dots: list[RawDot], store: Mapping[RawDot, Any]) -> None:
-        """``dots``, with their payloads in ``store``, were added to the store (by a join);
-        by default, one :meth:`_index_insert` each."""
+    def _index_insert_items(self, added: Mapping[RawDot, Any]) -> None:
+        """The entries of ``added`` were added to the store (by a join); by default, one
+        :meth:`_index_insert` each."""
         insert = self._index_insert
-        for d in dots:
-            insert(d, store[d])
+        for d, payload in added.items():
+            insert(d, payload)
 
     # -- payloads -----------------------------------------------------------------------
 
@@ -136,14 +136,15 @@ class Causal(Crdt):
             if removed:
                 self._remove_dots(removed)
 
-        # Entries other holds that we lack and have not seen are new here.
-        fresh = ctx._unseen_of(o_entries, skip=entries) if shared else list(o_entries)
+        # Entries other holds that we have not seen are new here (and, by Rule 1, not
+        # held here either). The new entries are collected in a dict, so that hashing a
+        # dot tuple, which Python does on every lookup, happens once per new entry: the
+        # store's update and the index read the dict's stored hashes and items.
+        fresh = ctx._unseen_entries(o_entries) if shared else o_entries
         if fresh:
-            # One store per dot, no (dot, payload) pairs: a join into a big state should
-            # not allocate an object per dot, which would set off collections (bench/).
-            entries.update(zip(fresh, map(o_entries.__getitem__, fresh), strict=True))
+            entries.update(fresh)
             if self._INDEXED:
-                self._index_insert_all(fresh, o_entries)
+                self._index_insert_items(fresh)
         ctx.join(o_ctx)
 
     def _remove_dots(self, dots: list[RawDot]) -> None:

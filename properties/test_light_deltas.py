@@ -200,3 +200,42 @@ def test_operators_between_two_light_deltas(cls: type[Any]) -> None:
     joined = d1.copy()
     joined.join(d2.copy())
     assert joined == e1 | e2
+
+
+def index_agrees_with_store(s: AWORSet) -> bool:
+    """The element index (values, membership, dots_of) says what the dot store says."""
+    by_element: dict[Any, set[Any]] = {}
+    for dot, element in s._entries.items():
+        by_element.setdefault(element, set()).add(dot)
+    return s.value == frozenset(by_element) and all(
+        s.dots_of(e) == dots for e, dots in by_element.items()
+    )
+
+
+def test_a_join_brings_an_element_with_two_dots_into_a_state_without_it() -> None:
+    a, b = AWORSet(), AWORSet()
+    a.add("a", "milk")
+    b.add("b", "milk")
+    both = a | b  # milk has two dots
+    target = AWORSet()
+    target.add("c", "eggs")
+    target.join(both)
+    assert target.dots_of("milk") == {("a", 1), ("b", 1)}
+    assert index_agrees_with_store(target)
+    target.remove("c", "milk")
+    assert "milk" not in target and index_agrees_with_store(target)
+
+
+@given(
+    histories(AWORSet, aworset_operations(AWORSET_ELEMENTS), replicas=4, max_ops=40),
+    st.randoms(use_true_random=False),
+)
+def test_the_index_agrees_with_the_store_after_any_joins(h: History[AWORSet], rnd: Any) -> None:
+    """Full states and deltas joined in any order: every replica's element index matches
+    its dot store at every step (equality and digests read only the store)."""
+    states = [r.copy() for r in h.replicas]
+    parts = states + list(h.deltas)
+    for _ in range(3 * len(states)):
+        target = rnd.choice(states)
+        target.join(rnd.choice(parts).copy())
+        assert index_agrees_with_store(target)
