@@ -124,9 +124,9 @@ class Causal(Crdt):
         ctx = self._ctx
 
         # Entries other has seen but no longer holds were removed there. The candidates
-        # come from the smaller side: other's context, or our store (Rule 4). Membership
-        # is tested first, so only the dots one side lacks meet the contexts; and where
-        # the contexts share no replica, neither side has seen a dot of the other.
+        # come from the smaller side: other's context, or our store (Rule 4). Where the
+        # contexts share no replica, neither side has seen a dot of the other, and both
+        # walks are skipped.
         shared = ctx._shares_replica(o_ctx)
         if entries and shared:
             if o_ctx.dot_count() < len(entries):
