@@ -219,26 +219,37 @@ class DotContext:
                     out.append(d)
         return out
 
-    def _seen_of(self, dots: Iterable[RawDot], skip: Mapping[RawDot, Any]) -> list[RawDot]:
-        """The dots of ``dots`` that this context has seen and ``skip`` lacks (the context
-        is tested first: it hashes the replica id, whose hash Python keeps, where a test of
-        ``skip`` hashes the dot tuple)."""
+    def _limits(self, replicas: Iterable[str]) -> dict[str, int]:
+        """``{r: vv[r]}`` (0 if absent) for each of ``replicas``: a walk over dots whose
+        replicas are all among them reads a limit with ``[]`` instead of a ``get`` call."""
         get = self._vv.get
+        return {r: get(r, 0) for r in replicas}
+
+    def _seen_of(
+        self, dots: Iterable[RawDot], skip: Mapping[RawDot, Any], of: DotContext
+    ) -> list[RawDot]:
+        """The dots of ``dots`` that this context has seen and ``skip`` lacks. Every dot of
+        ``dots`` is in the context ``of``. The context is tested first: it hashes the
+        replica id, whose hash Python keeps, where a test of ``skip`` hashes the dot."""
         cloud = self._cloud
         if not cloud:
-            return [d for d in dots if d[1] <= get(d[0], 0) and d not in skip]
+            lim = self._limits(of._vv.keys() | of._cloud.keys())
+            return [d for d in dots if d[1] <= lim[d[0]] and d not in skip]
+        get = self._vv.get
         return [
             d
             for d in dots
             if (d[1] <= get(d[0], 0) or d[1] in cloud.get(d[0], ())) and d not in skip
         ]
 
-    def _unseen_entries(self, entries: Mapping[RawDot, Any]) -> dict[RawDot, Any]:
-        """The entries of ``entries`` whose dots this context has not seen."""
-        get = self._vv.get
+    def _unseen_entries(self, entries: Mapping[RawDot, Any], of: DotContext) -> dict[RawDot, Any]:
+        """The entries of ``entries`` whose dots this context has not seen. Every dot of
+        ``entries`` is in the context ``of``."""
         cloud = self._cloud
         if not cloud:
-            return {d: p for d, p in entries.items() if d[1] > get(d[0], 0)}
+            lim = self._limits(of._vv.keys() | of._cloud.keys())
+            return {d: p for d, p in entries.items() if d[1] > lim[d[0]]}
+        get = self._vv.get
         return {
             d: p
             for d, p in entries.items()

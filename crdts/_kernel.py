@@ -124,15 +124,19 @@ class Causal(Crdt):
         ctx = self._ctx
 
         # Entries other has seen but no longer holds were removed there. The candidates
-        # come from the smaller side: other's context, or our store (Rule 4). Where the
-        # contexts share no replica, neither side has seen a dot of the other, and both
-        # walks are skipped.
+        # come from the smaller side: other's context, or our store (Rule 4). There are
+        # none where other holds every dot it has seen (it removed nothing: its store is
+        # its whole context, Rule 1), or where the contexts share no replica (neither
+        # side has seen a dot of the other); then the walk is skipped.
         shared = ctx._shares_replica(o_ctx)
         if entries and shared:
-            if o_ctx.dot_count() < len(entries):
+            seen_there = o_ctx.dot_count()
+            if seen_there == len(o_entries):
+                removed = []
+            elif seen_there < len(entries):
                 removed = o_ctx._removed_from(entries, o_entries)
             else:
-                removed = o_ctx._seen_of(entries, skip=o_entries)
+                removed = o_ctx._seen_of(entries, skip=o_entries, of=ctx)
             if removed:
                 self._remove_dots(removed)
 
@@ -140,7 +144,7 @@ class Causal(Crdt):
         # held here either). The new entries are collected in a dict, so that hashing a
         # dot tuple, which Python does on every lookup, happens once per new entry: the
         # store's update and the index read the dict's stored hashes and items.
-        fresh = ctx._unseen_entries(o_entries) if shared else o_entries
+        fresh = ctx._unseen_entries(o_entries, of=o_ctx) if shared else o_entries
         if fresh:
             entries.update(fresh)
             if self._INDEXED:
