@@ -172,17 +172,27 @@ def test_pn_counter_decrement_delta_is_light_and_joins_its_tally() -> None:
     assert state.value == -3
 
 
-class CountingCounter(GCounter):
-    """A user subclass: its deltas must stay of its own type."""
+@pytest.mark.parametrize("base", [GCounter, PNCounter])
+def test_a_subclass_of_a_counter_gets_light_deltas_of_its_own_type(base: type[Any]) -> None:
+    class Tally(base):  # type: ignore[valid-type,misc]
+        """A user subclass: its deltas must be of its own type."""
 
-
-def test_a_subclass_of_a_counter_gets_deltas_of_its_own_type() -> None:
-    c = CountingCounter()
-    delta = c.increment("a", 1)
-    state = CountingCounter()
+    c = Tally()
+    delta = c.increment("a", 2)
+    assert isinstance(delta, Tally) and type(delta) is not Tally
+    assert type(delta).__name__ == "Tally"
+    copied = delta.copy()
+    assert type(copied) is type(delta)  # a copy stays light
+    state = Tally()
     state.join(delta)
-    assert isinstance(delta, CountingCounter)
-    assert state.value == 1 and state == delta
+    assert state.value == 2 and state == delta and type(delta) is Tally
+    assert copied.to_dict() == state.to_dict() and type(copied) is Tally
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = c.increment("a", 1).nope
+    if base is PNCounter:
+        down = c.decrement("b", 3)
+        assert type(down) is not Tally
+        assert down.decrements == {"b": 3} and down.increments == {}
 
 
 @pytest.mark.parametrize("cls", [AWORSet, GCounter, PNCounter])
