@@ -31,7 +31,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import preference
 
 LIST = str(uuid.UUID(int=42, version=4))
 SERVERS = ("s1", "s2", "s3")
@@ -94,7 +94,7 @@ def test_an_empty_broker_has_no_deadline() -> None:
 def test_a_first_attempt_goes_to_the_preferred_live_holder() -> None:
     """Attempt 0 goes to the first holder in placement order."""
     b = broker_with(*SERVERS)
-    first = holders(LIST, SERVERS)[0]
+    first = preference(LIST, SERVERS)[0]
     assert [Send(f"peer-{first}", Forward("c-addr", request()))] == b.receive(
         "c-addr", encode(request()), 1.0
     )
@@ -104,7 +104,7 @@ def test_a_first_attempt_goes_to_the_preferred_live_holder() -> None:
 def test_attempt_k_goes_to_the_kth_live_holder(attempt: int) -> None:
     """Retries walk the holders, so a dead but unpurged server is skipped (Rule 4)."""
     b = broker_with(*SERVERS)
-    order = holders(LIST, SERVERS)
+    order = preference(LIST, SERVERS)
     (out,) = b.receive("c-addr", encode(request(attempt)), 1.0)
     assert f"peer-{order[attempt % 3]}" == out.to  # type: ignore[union-attr]
 
