@@ -893,9 +893,7 @@ class ServerCore(Generic[S]):
         out.extend(self._leaves(peer, tree, msg.round, leaves))
         return out
 
-    def _leaves(
-        self, peer: str, tree: HashTree, round_: int, prefixes: list[str]
-    ) -> list[Effect]:
+    def _leaves(self, peer: str, tree: HashTree, round_: int, prefixes: list[str]) -> list[Effect]:
         """AeLeaves for ``prefixes`` of ``tree``, at most :data:`MAX_AE_LISTS` digests
         each."""
         out: list[Effect] = []
