@@ -291,10 +291,7 @@ class BrokerCore:
             candidates = preference(key, (s for s, e in servers.items() if e.expires > now))
         if not candidates:
             self.refused += 1
-            detail = "no live server holds the list"
-            if placed and members is not None:
-                detail += " (holders: " + ", ".join(placement) + ")"
-            reply = ErrorReply(request.request_id, "unavailable", detail[:200])
+            reply = ErrorReply(request.request_id, "unavailable", "no live server holds the list")
             return [Send(peer, reply)]
         server = candidates[request.attempt % len(candidates)]
         self.routed += 1
