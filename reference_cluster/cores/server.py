@@ -23,12 +23,12 @@ the list from memory once its other writes are done (memory goes back to what is
 and the next round reloads it. Without a store, every list stays in memory.
 
 Rule 4 (propagate, then repair). A client's delta is sent at once to every other server
-that holds the list (:class:`~reference_cluster.protocol.messages.Propagate`, no reply).
+that holds the list (Rule 6) (:class:`~reference_cluster.protocol.messages.Propagate`, no reply).
 What a lost propagation misses, anti-entropy repairs, by descent of a hash tree of the
 lists' digests (:mod:`reference_cluster.protocol.hashtree`). A list's digest is computed
 when a round needs it, not on every write (a dirty list's digest waits in memory). Every
-``anti_entropy_interval`` the server sends its tree's root to each peer
-(:class:`~reference_cluster.protocol.messages.AeTree`); a peer whose root is equal stays
+``anti_entropy_interval`` the server sends each peer the root of the tree of the lists
+they share (Rule 6; :class:`~reference_cluster.protocol.messages.AeTree`); a peer whose root is equal stays
 silent, so an idle round is one small message per peer whatever the number of lists.
 Otherwise the two sides answer each other's differing nodes with their children until a
 node has few lists under it, then send those lists' digests
