@@ -28,8 +28,9 @@ What a lost propagation misses, anti-entropy repairs, by descent of a hash tree 
 lists' digests (:mod:`reference_cluster.protocol.hashtree`). A list's digest is computed
 when a round needs it, not on every write (a dirty list's digest waits in memory). Every
 ``anti_entropy_interval`` the server sends each peer the root of the tree of the lists
-they share (Rule 6; :class:`~reference_cluster.protocol.messages.AeTree`); a peer whose root is equal stays
-silent, so an idle round is one small message per peer whatever the number of lists.
+they share (Rule 6; :class:`~reference_cluster.protocol.messages.AeTree`); a peer whose
+root is equal stays silent, so an idle round is one small message per peer whatever the
+number of lists.
 Otherwise the two sides answer each other's differing nodes with their children until a
 node has few lists under it, then send those lists' digests
 (:class:`~reference_cluster.protocol.messages.AeLeaves`). For the lists whose digests
@@ -606,13 +607,11 @@ class ServerCore(Generic[S]):
             at = self._check_at % len(names)
             slice_ = [names[(at + i) % len(names)] for i in range(min(count, len(names)))]
             self._check_at = at + len(slice_)
+            # Placement does not change while the core runs, so a list is in a peer's
+            # tree only if they share it: each tree is checked against the digests.
             wrong: list[str] = []
-            if self._everywhere:
-                for tree in self._all_trees:
-                    wrong.extend(tree.check(slice_, self._digests.get))
-            else:
-                for peer, tree in self._trees.items():
-                    wrong.extend(tree.check(slice_, self._shared_digest(peer)))
+            for tree in self._all_trees:
+                wrong.extend(tree.check(slice_, self._digests.get))
             if wrong:
                 self.repaired_digests += len(wrong)
                 log.warning(
@@ -644,16 +643,6 @@ class ServerCore(Generic[S]):
         if self.server_id not in held:
             return []
         return [trees[p] for p in held if p in trees]
-
-    def _shared_digest(self, peer: str) -> Callable[[str], str | None]:
-        """``digest(list_id)`` for the tree check of ``peer``'s tree: None for a list not
-        shared with it (its entry is wrong there)."""
-        digests = self._digests
-
-        def digest(list_id: str) -> str | None:
-            return digests.get(list_id) if self._shares(peer, list_id) else None
-
-        return digest
 
     def _decode_state(self, data: EncodedState, what: str) -> S:
         try:
