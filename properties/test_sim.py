@@ -27,6 +27,7 @@ from reference_cluster.sim import (
     Restart,
     SetLinkFaults,
     SimConfig,
+    Simulation,
     Topology,
     Workload,
     run,
@@ -157,6 +158,31 @@ def test_any_fault_schedule_with_three_replicas_ends_converged(schedule: FaultSc
     config = SimConfig(heal_at=8.0, settle=4.0, edits_per_client=6, replicas=3)
     result = run(7, config=config, schedule=schedule)
     assert ((), True) == (result.problems, result.rounds is not None and result.rounds <= 2)
+
+
+def test_edits_wait_on_the_clients_while_every_holder_of_their_list_is_down() -> None:
+    """With all 3 holders of a list crashed and the other 2 servers up, the brokers
+    answer ``unavailable`` and no other server takes the list; the edits wait on the
+    clients, reach the holders after the heal, and nothing is lost."""
+    lists = (new_list_id(__import__("random").Random(11)),)
+    config = SimConfig(heal_at=8.0, settle=4.0, replicas=3)
+    holders = Simulation(0, config=config).membership.holders(lists[0], 3)
+    ops = tuple(
+        ClientOp(1.5 + i, f"c{1 + i % 3}", 0, Op("add_item", (f"item {i}", 1 + i)))
+        for i in range(5)
+    )
+    crashes = tuple(Crash(1.0, h) for h in holders)
+    result = run(
+        3, config=config, schedule=FaultSchedule(crashes, 8.0), workload=Workload(lists, ops)
+    )
+    stats = dict(result.stats)
+    assert (True, 0, True, 5, 5) == (
+        result.ok(2),
+        result.misplaced,
+        stats.get("error replies: unavailable", 0) > 0,
+        result.edits,
+        result.acked,
+    )
 
 
 def test_a_server_that_keeps_lists_placed_elsewhere_is_caught() -> None:
