@@ -52,7 +52,7 @@ from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_
 from reference_cluster.processes.config import LocalLayout
 from reference_cluster.processes.security import client_keys
 from reference_cluster.protocol.messages import SyncReply, SyncRequest, decode, encode
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import preference
 from reference_cluster.shopping_list import ShoppingList, new_list_id
 from reference_cluster.storage.client_store import ClientStore
 
@@ -299,7 +299,7 @@ def lists_on(server: str, servers: Sequence[str], count: int) -> list[str]:
     out: list[str] = []
     for _ in range(100 * count):
         list_id = new_list_id()
-        if holders(list_id, servers)[0] == server:
+        if preference(list_id, servers)[0] == server:
             out.append(list_id)
             if len(out) == count:
                 return out

@@ -19,7 +19,7 @@ from cluster import (
     signed_up_client,
 )
 
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import preference
 from reference_cluster.shopping_list import ShoppingList
 
 
@@ -48,7 +48,7 @@ def test_driven_edits_are_acknowledged_and_reach_every_server(tmp_path: Path) ->
         edit(state, replica, n)
     expected = [state.to_dict()] * 2
     assert (2, 70, 80) == (stats.clients, stats.requests, len(pairs))
-    assert ["s1", "s1"] == [holders(k, cluster.servers)[0] for k in lists]
+    assert ["s1", "s1"] == [preference(k, cluster.servers)[0] for k in lists]
     assert status is not None
     assert expected == [status.states[k] for k in lists]
 

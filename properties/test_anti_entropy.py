@@ -182,7 +182,7 @@ def test_a_wrong_tree_entry_is_put_right_by_the_tree_check() -> None:
     delta = AWORSet().add("c2", "hidden")
     pair.carry("s1", a.receive_message("s2", Propagate("s2", victim, delta.to_dict()), 0.0), [])
     a.tree_root()
-    a._tree.put(victim, b.digest(victim) or "")  # the tree now agrees with the peer
+    a._trees["s2"].put(victim, b.digest(victim) or "")  # the tree now agrees with the peer
     rounds = 0
     while "hidden" not in b.state(victim).value and rounds < 300:  # type: ignore[union-attr]
         pair.round("s1")
@@ -269,7 +269,7 @@ def test_a_list_written_since_the_last_round_is_not_taken_for_a_tree_error() -> 
             "s1", s.receive_message("s2", Propagate("s2", list_id(i), delta.to_dict()), 0.0), []
         )
     pair.round("s1")
-    assert (0, 0) == (s.repaired_digests, s._tree.nodes_repaired)
+    assert (0, 0) == (s.repaired_digests, s._trees["s2"].nodes_repaired)
 
 
 def test_a_store_that_fails_to_read_does_not_stop_the_round() -> None:

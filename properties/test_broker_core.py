@@ -31,7 +31,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import Membership, preference
 
 LIST = str(uuid.UUID(int=42, version=4))
 SERVERS = ("s1", "s2", "s3")
@@ -94,7 +94,7 @@ def test_an_empty_broker_has_no_deadline() -> None:
 def test_a_first_attempt_goes_to_the_preferred_live_holder() -> None:
     """Attempt 0 goes to the first holder in placement order."""
     b = broker_with(*SERVERS)
-    first = holders(LIST, SERVERS)[0]
+    first = preference(LIST, SERVERS)[0]
     assert [Send(f"peer-{first}", Forward("c-addr", request()))] == b.receive(
         "c-addr", encode(request()), 1.0
     )
@@ -104,7 +104,7 @@ def test_a_first_attempt_goes_to_the_preferred_live_holder() -> None:
 def test_attempt_k_goes_to_the_kth_live_holder(attempt: int) -> None:
     """Retries walk the holders, so a dead but unpurged server is skipped (Rule 4)."""
     b = broker_with(*SERVERS)
-    order = holders(LIST, SERVERS)
+    order = preference(LIST, SERVERS)
     (out,) = b.receive("c-addr", encode(request(attempt)), 1.0)
     assert f"peer-{order[attempt % 3]}" == out.to  # type: ignore[union-attr]
 
@@ -123,6 +123,54 @@ def test_no_live_server_means_an_unavailable_error_at_once() -> None:
     out = b.receive("c-addr", encode(request()), 10.0)
     reply = ErrorReply("n.1", "unavailable", "no live server holds the list")
     assert ([Send("c-addr", reply)], 1) == (out, b.refused)
+
+
+FIVE = Membership([f"s{i}" for i in range(1, 6)])
+
+
+def placed_broker(*live: str) -> BrokerCore:
+    """A broker that places lists on 3 of the 5 members and heard from ``live``."""
+    b = BrokerCore("b1", config=BrokerConfig(liveness=3.0), membership=FIVE, replicas=3)
+    for s in live:
+        b.receive(f"peer-{s}", encode(Announce(s, 0)), 0.0)
+    return b
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 2, 3, 4, 5])
+def test_with_a_membership_attempts_walk_only_the_holders(attempt: int) -> None:
+    """With 3 of 5 servers holding a list, attempt k goes to the (k mod 3)-th holder,
+    never to a live server that does not hold the list (Rule 4)."""
+    b = placed_broker(*sorted(FIVE.servers))
+    (out,) = b.receive("c-addr", encode(request(attempt)), 1.0)
+    assert f"peer-{FIVE.holders(LIST, 3)[attempt % 3]}" == out.to  # type: ignore[union-attr]
+
+
+def test_a_dead_holder_is_skipped_for_the_next_live_one() -> None:
+    """Holders that are not live are left out; the first live one gets attempt 0."""
+    first, second, third = FIVE.holders(LIST, 3)
+    b = placed_broker(*sorted(FIVE.servers - {first}))
+    targets = [b.receive("c-addr", encode(request(k)), 1.0)[0].to for k in range(3)]  # type: ignore[attr-defined]
+    assert [f"peer-{second}", f"peer-{third}", f"peer-{second}"] == targets
+
+
+def test_no_live_holder_is_unavailable_even_with_other_servers_live() -> None:
+    """When every holder of a list is down, the client hears the retryable
+    ``unavailable`` at once, though non-holders are live: no other
+    server takes the list's edits (they wait in the client's store)."""
+    holders = FIVE.holders(LIST, 3)
+    b = placed_broker(*sorted(FIVE.servers - set(holders)))
+    ((to, reply),) = [(e.to, e.message) for e in b.receive("c-addr", encode(request()), 1.0)]  # type: ignore[attr-defined]
+    assert ("c-addr", "unavailable", True, 1) == (to, reply.code, reply.retryable, b.refused)
+
+
+def test_account_requests_go_to_any_live_server_with_a_membership() -> None:
+    """Every server holds the accounts directory, so a login goes to the most preferred
+    live server, holder of no list in particular."""
+    live = sorted(FIVE.servers)[3:]
+    b = placed_broker(*live)
+    (out,) = b.receive("c-addr", encode(LogIn("l.1", "alice", "pw")), 1.0)
+    first = preference("user\x00alice", live)[0]
+    assert f"peer-{first}" == out.to  # type: ignore[union-attr]
 
 
 def test_a_server_reply_goes_to_the_client_it_names() -> None:

@@ -30,7 +30,7 @@ from reference_cluster.protocol.messages import (
     SyncReply,
     decode,
 )
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import preference
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.storage.client_store import ClientSession, ClientStore
 from reference_cluster.storage.server_store import ServerStore
@@ -191,7 +191,7 @@ def test_a_server_killed_with_sigkill_restarts_with_every_acknowledged_edit(
     and it restarts from there."""
     henry = signed_up(clients, "henry")
     list_id = henry.create("Durable")
-    victim = holders(list_id, cluster.servers)[0]  # first attempts go to it (healthy cluster)
+    victim = preference(list_id, cluster.servers)[0]  # first attempts go to it (healthy cluster)
     for n in range(5):
         item = f"item{n}"
         henry.edit(list_id, lambda s, r: s.add_item(r, item))  # noqa: B023 - called at once

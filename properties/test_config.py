@@ -396,3 +396,23 @@ def test_read_ready_names_the_exit_status_of_a_process_that_exits_first() -> Non
             str(info.value),
             elapsed < 10.0,
         )
+
+
+def test_replicas_and_members_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server takes ``--replicas`` (default 3, or SHOPLIST_REPLICAS); a broker takes
+    ``--replicas`` and its members from ``--member`` (or SHOPLIST_MEMBERS)."""
+    monkeypatch.delenv("SHOPLIST_REPLICAS", raising=False)
+    monkeypatch.delenv("SHOPLIST_MEMBERS", raising=False)
+    base = ["--id", "s1", "--insecure", "--no-peers", "--bind", "tcp://127.0.0.1:7201"]
+    default = server.settings_from_args(server._parser().parse_args(base))
+    given_ = server.settings_from_args(server._parser().parse_args([*base, "--replicas", "2"]))
+    monkeypatch.setenv("SHOPLIST_REPLICAS", "5")
+    from_env = server.settings_from_args(server._parser().parse_args(base))
+    args = broker._parser().parse_args(["--member", "s1", "--member", "s2", "--replicas", "2"])
+    assert (3, 2, 5, ["s1", "s2"], 2) == (
+        default.replicas,
+        given_.replicas,
+        from_env.replicas,
+        args.member,
+        args.replicas,
+    )

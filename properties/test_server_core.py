@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdts import AWORSet, DotContext
-from reference_cluster.cores import server as server_core
 from reference_cluster.cores.server import ServerConfig, ServerCore
 from reference_cluster.protocol.effects import Effect, Persist, Send
 from reference_cluster.protocol.messages import (
@@ -34,6 +33,7 @@ from reference_cluster.protocol.messages import (
     SyncRequest,
     encode,
 )
+from reference_cluster.protocol.placement import Membership
 from reference_cluster.shopping_list import ShoppingList
 
 LIST = str(uuid.UUID(int=1, version=4))
@@ -220,13 +220,28 @@ def test_a_request_sent_straight_to_a_server_gets_unexpected_kind() -> None:
     assert "unexpected_kind" == msg.code  # type: ignore[attr-defined]
 
 
-def test_a_list_placed_elsewhere_is_refused_with_not_holder(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Placement decides (Rule 4): a server that does not hold the list says so."""
-    monkeypatch.setattr(server_core, "holders", lambda list_id, servers: ("s2",))
-    ((_, msg),) = sends(server().receive("b1", push(AWORSet().add("c1", "x")), 1.0))
-    assert "not_holder" == msg.reply.code  # type: ignore[attr-defined]
+def test_a_list_placed_elsewhere_is_refused_with_not_holder() -> None:
+    """Placement decides (Rule 6): a server that does not hold the list says so, with a
+    retryable error, and stores nothing."""
+    members = Membership([f"s{i}" for i in range(1, 6)])
+    outsider = members.preference(LIST)[-1]
+    s = ServerCore(
+        outsider,
+        AWORSet,
+        peers=(),
+        brokers=("b1",),
+        config=CONFIG,
+        rng=random.Random(0),
+        replicas=3,
+        membership=members,
+    )
+    ((_, msg),) = sends(s.receive("b1", push(AWORSet().add("c1", "x")), 1.0))
+    assert ("not_holder", True, (), None) == (
+        msg.reply.code,  # type: ignore[attr-defined]
+        msg.reply.retryable,  # type: ignore[attr-defined]
+        s.list_ids(),
+        s.state(LIST),
+    )
 
 
 def test_start_announces_and_arms_the_timers() -> None:

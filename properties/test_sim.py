@@ -27,6 +27,7 @@ from reference_cluster.sim import (
     Restart,
     SetLinkFaults,
     SimConfig,
+    Simulation,
     Topology,
     Workload,
     run,
@@ -35,6 +36,7 @@ from reference_cluster.sim.__main__ import main
 from reference_cluster.sim.mutants import (
     AckBeforePersistServer,
     ForgetfulClient,
+    HoardingServer,
     NoAntiEntropyServer,
     UnrecordedRepairServer,
 )
@@ -127,6 +129,76 @@ def test_the_command_line_sweep_prints_the_table_and_succeeds(
     code = main(["--seeds", "3", "--workers", "1"])
     out = capsys.readouterr().out
     assert (0, True, True) == (code, "divergent lists" in out, "FAILED" not in out)
+
+
+# -- each list on 3 of the 5 servers ---------------------------------------------------------
+
+PLACED = SimConfig(replicas=3)
+"""Today's cluster shape with each list on 3 of the 5 servers."""
+
+
+def test_a_sweep_with_three_replicas_of_five_servers_passes_every_checker() -> None:
+    """With each list on 3 of 5 servers, seeded runs under partitions, crashes (of holders
+    too) and lossy links end with every list's holders in agreement, every acknowledged
+    edit on each of them, no copy on any other server, and 3 copies of each list."""
+    results = [run(seed, config=PLACED) for seed in range(3000, 3016)]
+    bad = {r.seed: r.problems[:3] for r in results if not r.ok(2)}
+    copies = {
+        sum(v for k, v in r.stats if k.startswith("placement: lists held by "))
+        / dict(r.stats)["placement: lists"]
+        for r in results
+    }
+    assert ({}, 0, {3.0}) == (bad, sum(r.misplaced for r in results), copies)
+
+
+@settings(max_examples=max(3, EXAMPLES // 2))
+@given(st.deferred(lambda: fault_schedules(TOPOLOGY, SMALL.heal_at)))
+def test_any_fault_schedule_with_three_replicas_ends_converged(schedule: FaultSchedule) -> None:
+    """Whatever faults come before the heal, with 3 replicas of 5 every checker passes."""
+    config = SimConfig(heal_at=8.0, settle=4.0, edits_per_client=6, replicas=3)
+    result = run(7, config=config, schedule=schedule)
+    assert ((), True) == (result.problems, result.rounds is not None and result.rounds <= 2)
+
+
+def test_edits_wait_on_the_clients_while_every_holder_of_their_list_is_down() -> None:
+    """With all 3 holders of a list crashed and the other 2 servers up, the brokers
+    answer ``unavailable`` and no other server takes the list; the edits wait on the
+    clients, reach the holders after the heal, and nothing is lost."""
+    lists = (new_list_id(__import__("random").Random(11)),)
+    config = SimConfig(heal_at=8.0, settle=4.0, replicas=3)
+    holders = Simulation(0, config=config).membership.holders(lists[0], 3)
+    ops = tuple(
+        ClientOp(1.5 + i, f"c{1 + i % 3}", 0, Op("add_item", (f"item {i}", 1 + i)))
+        for i in range(5)
+    )
+    crashes = tuple(Crash(1.0, h) for h in holders)
+    result = run(
+        3, config=config, schedule=FaultSchedule(crashes, 8.0), workload=Workload(lists, ops)
+    )
+    stats = dict(result.stats)
+    assert (True, 0, True, 5, 5) == (
+        result.ok(2),
+        result.misplaced,
+        stats.get("error replies: unavailable", 0) > 0,
+        result.edits,
+        result.acked,
+    )
+
+
+def test_a_server_that_keeps_lists_placed_elsewhere_is_caught() -> None:
+    """A mutant server that takes every list as its own leaves copies on servers that do
+    not hold them, and the placement checker says so."""
+    broken = [run(s, config=PLACED, server_factory=HoardingServer) for s in range(3)]
+    assert all(r.misplaced > 0 and not r.ok(2) for r in broken)
+
+
+def test_the_command_line_sweep_places_lists_with_replicas(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--replicas 3`` runs the placed cluster and prints each server's share."""
+    code = main(["--seeds", "2", "--replicas", "3", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert (0, True, "FAILED" not in out) == (code, "share of the lists per server" in out, True)
 
 
 # -- fault schedules drawn by Hypothesis ------------------------------------------------------

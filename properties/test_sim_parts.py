@@ -180,6 +180,21 @@ def test_check_final_reports_divergence_lost_edits_and_phantoms() -> None:
     assert (1, 1, 1) == (out.divergent, out.lost_acked, out.phantoms)
 
 
+def test_check_final_compares_only_the_holders_of_a_list() -> None:
+    """With placement, a server that does not hold a list is not compared (it holds
+    nothing of it), while a holder missing an acknowledged edit still diverges and loses
+    it."""
+    s = AWORSet()
+    edits = [_edit(0, Op("add", ("a",)), s.add("c1", "a"))]
+    servers = {"s1": {LIST: s}, "s2": {LIST: s.copy()}, "s3": {}}
+    fine = check_final(SetModel(), [LIST], servers, {}, edits, holders={LIST: ("s1", "s2")})
+    short = check_final(SetModel(), [LIST], servers, {}, edits, holders={LIST: ("s1", "s3")})
+    assert ((0, 0), (1, 1)) == (
+        (fine.divergent, fine.lost_acked),
+        (short.divergent, short.lost_acked),
+    )
+
+
 def test_check_final_reports_a_client_that_differs() -> None:
     """A client that synced but holds something else counts as divergence."""
     s = AWORSet()

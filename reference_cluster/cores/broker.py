@@ -18,13 +18,19 @@ Rule 3 (one address per server). A server id maps to the address it last spoke f
 message from a new address (the server restarted and reconnected) replaces the old one.
 
 Rule 4 (routing). A request for list ``L`` with ``attempt`` ``k`` goes to the
-``k mod n``-th of the ``n`` live servers that hold ``L``, in the order of
-:func:`reference_cluster.protocol.placement.holders`. A first attempt goes to the preferred holder;
-a retry goes to another one, so it avoids a server that died but is not yet purged. With
-no live holder the client gets an ``unavailable`` error at once. Account requests
-(sign-up, login, a user's lists) go the same way to any live server, ordered by the user
-name (or the session token) instead of a list id, so the sign-ups of one name meet at one
-server while it lives. A :class:`~reference_cluster.protocol.messages.Status` request is answered
+``k mod n``-th of the ``n`` live servers that hold ``L``, most preferred first. With a
+``membership``, the holders are the first ``replicas`` members of ``L``'s rendezvous
+order (:meth:`reference_cluster.protocol.placement.Membership.holders`), whether or not
+they are live, and only the live ones among them are candidates; without one, every live
+server is a candidate, in the order of :func:`reference_cluster.protocol.placement.preference`
+(a server that does not hold ``L`` answers the retryable ``not_holder``). A first attempt
+goes to the preferred live holder; a retry goes to another one, so it avoids a server that
+died but is not yet purged. With no live holder the client gets the retryable
+``unavailable`` at once and tries again later (its edits wait in its own store; no other
+server takes them). Account requests (sign-up, login, a user's lists) go the same way to
+any live server, since every server holds the directory, ordered by the user name (or the
+session token) instead of a list id, so the sign-ups of one name meet at one server while
+it lives. A :class:`~reference_cluster.protocol.messages.Status` request is answered
 by the broker itself with the servers it holds live.
 
 Rule 4b (limits per source). The shell passes each client frame's source address (the
@@ -76,7 +82,7 @@ from reference_cluster.protocol.messages import (
     SyncRequest,
     decode,
 )
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership, preference
 
 __all__ = ["BrokerConfig", "BrokerCore"]
 
@@ -110,11 +116,28 @@ class BrokerCore:
     Args:
         broker_id: this broker's name (for logs).
         config: timing.
+        membership: the member servers, for routing a list's requests to its holders
+            (Rule 4); None routes them to any live server.
+        replicas: how many members hold each list.
+
+    Raises:
+        ValueError: ``replicas`` below 1.
     """
 
-    def __init__(self, broker_id: str, *, config: BrokerConfig | None = None) -> None:
+    def __init__(
+        self,
+        broker_id: str,
+        *,
+        config: BrokerConfig | None = None,
+        membership: Membership | None = None,
+        replicas: int = DEFAULT_REPLICAS,
+    ) -> None:
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
         self.broker_id = broker_id
         self.config = config or BrokerConfig()
+        self.membership = membership
+        self.replicas = replicas
         self._servers: dict[str, _Server] = {}
         self._by_peer: dict[str, str] = {}
         self._logins = RateLimiter(self.config.logins)
@@ -183,7 +206,7 @@ class BrokerCore:
 
     def _handle(self, peer: str, msg: Message, now: float, source: str | None) -> list[Effect]:
         if isinstance(msg, SyncRequest):
-            return self._route(peer, msg, msg.list_id, now)
+            return self._route(peer, msg, msg.list_id, now, placed=True)
         if isinstance(msg, SignUp | LogIn | ChangePassword | DeleteAccount):
             refusal = self._limit(msg, source, now)
             if refusal is not None:
@@ -256,9 +279,16 @@ class BrokerCore:
         key: str,
         now: float,
         source: str | None = None,
+        *,
+        placed: bool = False,
     ) -> list[Effect]:
-        live = [s for s, e in self._servers.items() if e.expires > now]
-        candidates = holders(key, live)
+        servers = self._servers
+        members = self.membership
+        if placed and members is not None:
+            placement = members.holders(key, self.replicas)
+            candidates = tuple(s for s in placement if (e := servers.get(s)) and e.expires > now)
+        else:
+            candidates = preference(key, (s for s, e in servers.items() if e.expires > now))
         if not candidates:
             self.refused += 1
             reply = ErrorReply(request.request_id, "unavailable", "no live server holds the list")

@@ -23,13 +23,14 @@ the list from memory once its other writes are done (memory goes back to what is
 and the next round reloads it. Without a store, every list stays in memory.
 
 Rule 4 (propagate, then repair). A client's delta is sent at once to every other server
-that holds the list (:class:`~reference_cluster.protocol.messages.Propagate`, no reply).
+that holds the list (Rule 6) (:class:`~reference_cluster.protocol.messages.Propagate`, no reply).
 What a lost propagation misses, anti-entropy repairs, by descent of a hash tree of the
 lists' digests (:mod:`reference_cluster.protocol.hashtree`). A list's digest is computed
 when a round needs it, not on every write (a dirty list's digest waits in memory). Every
-``anti_entropy_interval`` the server sends its tree's root to each peer
-(:class:`~reference_cluster.protocol.messages.AeTree`); a peer whose root is equal stays
-silent, so an idle round is one small message per peer whatever the number of lists.
+``anti_entropy_interval`` the server sends each peer the root of the tree of the lists
+they share (Rule 6; :class:`~reference_cluster.protocol.messages.AeTree`); a peer whose
+root is equal stays silent, so an idle round is one small message per peer whatever the
+number of lists.
 Otherwise the two sides answer each other's differing nodes with their children until a
 node has few lists under it, then send those lists' digests
 (:class:`~reference_cluster.protocol.messages.AeLeaves`). For the lists whose digests
@@ -45,8 +46,18 @@ or a digest the tree got wrong, is found and put right) and re-checks
 (:meth:`~reference_cluster.protocol.hashtree.HashTree.check`). So no wrong entry hides a
 difference for ever.
 
-Rule 6 (placement). Which servers hold a list is decided by
-:func:`reference_cluster.protocol.placement.holders` alone (today: all of them).
+Rule 6 (placement). A list is held by the first ``replicas`` servers of its rendezvous
+order over the members (:meth:`~reference_cluster.protocol.placement.Membership.holders`;
+the membership defaults to this server and its peers). A server stores, serves and
+repairs only the lists it holds: a client's request for another list is refused with the
+retryable ``not_holder`` (nothing is stored; the broker routes the client's retry
+elsewhere), and a propagation or a repair of another list is dropped. Its edits go only
+to the list's other holders. Anti-entropy with a peer covers the lists both hold: the
+server keeps one hash tree per peer, over the lists it shares with that peer (one tree
+for all peers when every member holds every list, as with ``replicas`` at least the
+number of members). Lists of the store that the server does not hold are left in the
+store untouched and not served (handing them to their holders is for membership changes
+to do); :attr:`ServerCore.unheld` counts them.
 
 Rule 7 (liveness). The server announces itself to every broker at start, heartbeats to
 each every ``heartbeat_interval``, and says goodbye on an orderly stop.
@@ -113,7 +124,7 @@ from reference_cluster.protocol.messages import (
     SyncRequest,
     decode,
 )
-from reference_cluster.protocol.placement import holders
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership
 from reference_cluster.protocol.replication import S, context_of, missing_for
 
 __all__ = ["ListSource", "ServerConfig", "ServerCore"]
@@ -211,9 +222,13 @@ class ServerCore(Generic[S]):
         admit: ``admit(request, delta, now)`` returns an error reply to refuse a client's
             request (Rule 8), or None to go on; ``delta`` is the decoded delta or None.
         push_limits: the bounds of a client's push (Rule 9).
+        replicas: how many members hold each list (Rule 6).
+        membership: the member servers (default: this server and ``peers``, epoch 0);
+            it must name this server. ``peers`` are then the other members.
 
     Raises:
-        ValueError: both ``lists`` and ``store``.
+        ValueError: both ``lists`` and ``store``; a membership without this server;
+            ``replicas`` below 1.
     """
 
     def __init__(
@@ -230,12 +245,14 @@ class ServerCore(Generic[S]):
         rng: random.Random,
         admit: Callable[[SyncRequest, S | None, float], ErrorReply | None] | None = None,
         push_limits: PushLimits = DEFAULT_LIMITS,
+        replicas: int = DEFAULT_REPLICAS,
+        membership: Membership | None = None,
     ) -> None:
         if lists is not None and store is not None:
             raise ValueError("a server core starts from lists or from a store, not both")
         self.server_id = server_id
         self.doc_type = doc_type
-        self.peers = tuple(sorted(set(peers) - {server_id}))
+        self._place(membership or Membership({server_id, *peers}), replicas)
         self.brokers = tuple(brokers)
         self.incarnation = incarnation
         self.config = config or ServerConfig()
@@ -253,7 +270,6 @@ class ServerCore(Generic[S]):
         """Token -> list of every write in flight."""
         self._suspect: set[str] = set()
         """Lists whose last write failed: reloaded at the next round (Rule 3)."""
-        self._tree = HashTree()
         self._sweep_queue: list[str] = []
         self._check_at = 0
         self.evictions = 0
@@ -262,13 +278,7 @@ class ServerCore(Generic[S]):
         """Digests the sweep or the tree check found wrong (Rule 5)."""
         self.replies_since = 0
         """Replies to clients made of the changes since their version (Rule 10)."""
-        if store is None:
-            for list_id, state in sorted((lists or {}).items()):
-                self._cache[list_id] = state.copy()
-                self._mark_dirty(list_id)
-        else:
-            for list_id, digest in store.digests().items():
-                self._note(list_id, digest)
+        self._fill(lists, store)
         self._pending: dict[int, _PendingAck] = {}
         self._changes: dict[str, _Changes[S]] = {}
         self._version = 0
@@ -278,6 +288,53 @@ class ServerCore(Generic[S]):
         self._round = 0
         self._heartbeat_at: float | None = None
         self._anti_entropy_at: float | None = None
+
+    def _place(self, membership: Membership, replicas: int) -> None:
+        """Take the membership and the replica count, and set up the trees (Rule 6)."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        if self.server_id not in membership.servers:
+            raise ValueError(
+                f"server {self.server_id} is not a member of {sorted(membership.servers)}"
+            )
+        self.membership = membership
+        self.replicas = replicas
+        self._everywhere = membership.everywhere(replicas)
+        self.peers = tuple(sorted(membership.servers - {self.server_id}))
+        self._trees: dict[str, HashTree]
+        """Peer -> the tree of the lists shared with it: one object for every peer when
+        every member holds every list."""
+        if self._everywhere:
+            shared = HashTree()
+            self._trees = dict.fromkeys(self.peers, shared)
+            self._all_trees = [shared]
+        else:
+            self._trees = {p: HashTree() for p in self.peers}
+            self._all_trees = list(self._trees.values())
+        self.unheld = 0
+        """Lists given at start that this server does not hold (Rule 6)."""
+
+    def _fill(self, lists: Mapping[str, S] | None, store: ListSource[S] | None) -> None:
+        """Start from ``lists`` or from the store's digests, keeping the held lists."""
+        if store is None:
+            for list_id, state in sorted((lists or {}).items()):
+                if not self._holds(list_id):
+                    self.unheld += 1
+                    continue
+                self._cache[list_id] = state.copy()
+                self._mark_dirty(list_id)
+            return
+        for list_id, digest in store.digests().items():
+            if self._holds(list_id):
+                self._note(list_id, digest)
+            else:
+                self.unheld += 1
+        if self.unheld:
+            log.warning(
+                "server %s: %d stored lists are held by other servers; left unserved",
+                self.server_id,
+                self.unheld,
+            )
 
     # -- readers --------------------------------------------------------------------------
 
@@ -301,11 +358,27 @@ class ServerCore(Generic[S]):
             self._clean(list_id)
         return self._digests.get(list_id)
 
-    def tree_root(self) -> str:
-        """The root of the hash tree of every list's digest (after computing the dirty
-        ones): two servers holding the same lists in the same states have equal roots."""
+    def tree_root(self, peer: str | None = None) -> str:
+        """The root of the hash tree shared with ``peer`` (after computing the dirty
+        digests): two servers holding the same shared lists in the same states have equal
+        roots. ``peer`` may be left out when every member holds every list (one tree).
+
+        Raises:
+            ValueError: ``peer`` is not a peer, or left out while trees differ by peer.
+        """
         self._refresh()
-        return node_hex(self._tree.root())
+        if peer is None:
+            if not self._everywhere:
+                raise ValueError("each peer has its own tree: name the peer")
+            return node_hex(self._all_trees[0].root())
+        tree = self._trees.get(peer)
+        if tree is None:
+            raise ValueError(f"{peer!r} is not a peer of {self.server_id}")
+        return node_hex(tree.root())
+
+    def holds(self, list_id: str) -> bool:
+        """Whether this server holds ``list_id`` (Rule 6)."""
+        return self._holds(list_id)
 
     @property
     def pending_acks(self) -> int:
@@ -429,7 +502,8 @@ class ServerCore(Generic[S]):
         self._drop(list_id)
         self._digests.pop(list_id, None)
         self._dirty.discard(list_id)
-        self._tree.drop(list_id)
+        for tree in self._trees_of(list_id):
+            tree.drop(list_id)
 
     def _evict(self, keep: str | None = None) -> None:
         """Drop least recently used unpinned states down to the limit (a dirty one has
@@ -454,7 +528,8 @@ class ServerCore(Generic[S]):
     def _note(self, list_id: str, digest: str) -> None:
         self._digests[list_id] = digest
         self._dirty.discard(list_id)
-        self._tree.put(list_id, digest)
+        for tree in self._trees_of(list_id):
+            tree.put(list_id, digest)
 
     def _clean(self, list_id: str) -> None:
         """Compute a dirty list's digest (it is in memory: Rule 3)."""
@@ -532,7 +607,11 @@ class ServerCore(Generic[S]):
             at = self._check_at % len(names)
             slice_ = [names[(at + i) % len(names)] for i in range(min(count, len(names)))]
             self._check_at = at + len(slice_)
-            wrong = self._tree.check(slice_, self._digests.get)
+            # Placement does not change while the core runs, so a list is in a peer's
+            # tree only if they share it: each tree is checked against the digests.
+            wrong: list[str] = []
+            for tree in self._all_trees:
+                wrong.extend(tree.check(slice_, self._digests.get))
             if wrong:
                 self.repaired_digests += len(wrong)
                 log.warning(
@@ -544,7 +623,26 @@ class ServerCore(Generic[S]):
     # -- state ----------------------------------------------------------------------------
 
     def _holds(self, list_id: str) -> bool:
-        return self.server_id in holders(list_id, (*self.peers, self.server_id))
+        return self._everywhere or self.server_id in self._holders(list_id)
+
+    def _holders(self, list_id: str) -> tuple[str, ...]:
+        return self.membership.holders(list_id, self.replicas)
+
+    def _shares(self, peer: str, list_id: str) -> bool:
+        """Whether this server and ``peer`` both hold ``list_id`` (Rule 6)."""
+        if self._everywhere:
+            return peer in self._trees
+        held = self._holders(list_id)
+        return self.server_id in held and peer in held
+
+    def _trees_of(self, list_id: str) -> list[HashTree]:
+        """The trees ``list_id`` belongs in: those of the peers that share it."""
+        if self._everywhere:
+            return self._all_trees
+        held, trees = self._holders(list_id), self._trees
+        if self.server_id not in held:
+            return []
+        return [trees[p] for p in held if p in trees]
 
     def _decode_state(self, data: EncodedState, what: str) -> S:
         try:
@@ -642,7 +740,7 @@ class ServerCore(Generic[S]):
 
     def _propagate(self, list_id: str, delta: S) -> list[Effect]:
         encoded = delta.to_dict()
-        targets = holders(list_id, (*self.peers, self.server_id))
+        targets = self._holders(list_id)
         return [
             Send(p, Propagate(self.server_id, list_id, encoded))
             for p in targets
@@ -679,7 +777,10 @@ class ServerCore(Generic[S]):
         req = fwd.request
         reply: SyncReply | ErrorReply
         if not self._holds(req.list_id):
-            reply = ErrorReply(req.request_id, "not_holder", f"{self.server_id} lacks the list")
+            detail = f"{self.server_id} does not hold the list; its holders are " + ", ".join(
+                self._holders(req.list_id)
+            )
+            reply = ErrorReply(req.request_id, "not_holder", detail[:200])
             return [Send(broker, Deliver(fwd.client, reply))]
         try:
             ctx = self._decode_context(req.context, "sync.context")
@@ -739,13 +840,31 @@ class ServerCore(Generic[S]):
     def _anti_entropy_round(self, now: float) -> list[Effect]:
         self._round += 1
         self._maintain()
-        root = self.tree_root()
-        return [Send(p, AeTree(self.server_id, self._round, {"": root})) for p in self.peers]
+        self._refresh()
+        roots: dict[int, str] = {}
+        out: list[Effect] = []
+        for p in self.peers:
+            tree = self._trees[p]
+            root = roots.get(id(tree))
+            if root is None:
+                root = roots[id(tree)] = node_hex(tree.root())
+            out.append(Send(p, AeTree(self.server_id, self._round, {"": root})))
+        return out
+
+    def _peer_tree(self, peer: str, kind: str) -> HashTree | None:
+        """The tree shared with ``peer``; None (and a log line) for a sender that is no
+        member of this server's membership."""
+        tree = self._trees.get(peer)
+        if tree is None:
+            log.warning("server %s: %s from %s, not a peer; dropped", self.server_id, kind, peer)
+        return tree
 
     def _on_tree(self, peer: str, msg: AeTree) -> list[Effect]:
         """Answer each differing node with its children, or its few lists' digests."""
         self._refresh()
-        tree = self._tree
+        tree = self._peer_tree(peer, msg.kind)
+        if tree is None:
+            return []
         deeper: dict[str, str] = {}
         leaves: list[str] = []
         for prefix, theirs in sorted(msg.nodes.items()):
@@ -760,16 +879,17 @@ class ServerCore(Generic[S]):
         out: list[Effect] = []
         if deeper:
             out.append(Send(peer, AeTree(self.server_id, msg.round, deeper)))
-        out.extend(self._leaves(peer, msg.round, leaves))
+        out.extend(self._leaves(peer, tree, msg.round, leaves))
         return out
 
-    def _leaves(self, peer: str, round_: int, prefixes: list[str]) -> list[Effect]:
-        """AeLeaves for ``prefixes``, at most :data:`MAX_AE_LISTS` digests each."""
+    def _leaves(self, peer: str, tree: HashTree, round_: int, prefixes: list[str]) -> list[Effect]:
+        """AeLeaves for ``prefixes`` of ``tree``, at most :data:`MAX_AE_LISTS` digests
+        each."""
         out: list[Effect] = []
         batch: list[str] = []
         digests: dict[str, str] = {}
         for prefix in prefixes:
-            under = [k for k in self._tree.lists_under(prefix) if self._holds(k)]
+            under = [k for k in tree.lists_under(prefix) if self._shares(peer, k)]
             if batch and (len(digests) + len(under) > MAX_AE_LISTS or len(batch) >= 256):
                 out.append(Send(peer, AeLeaves(self.server_id, round_, tuple(batch), digests)))
                 batch, digests = [], {}
@@ -787,25 +907,30 @@ class ServerCore(Generic[S]):
     def _on_leaves(self, peer: str, msg: AeLeaves) -> list[Effect]:
         """Answer the lists under ``msg.prefixes`` whose digests differ with contexts."""
         self._refresh()
+        tree = self._peer_tree(peer, msg.kind)
+        if tree is None:
+            return []
         prefixes = msg.prefixes
         names: set[str] = set()
         for prefix in prefixes:
-            names.update(self._tree.lists_under(prefix))
+            names.update(tree.lists_under(prefix))
         names.update(k for k in msg.digests if key_of(k).startswith(prefixes))
         differing = [
             k
             for k in sorted(names)
-            if self._holds(k) and msg.digests.get(k) != self._digests.get(k)
+            if self._shares(peer, k) and msg.digests.get(k) != self._digests.get(k)
         ]
         return [
             Send(peer, AeContexts(self.server_id, msg.round, {k: self._context(k) for k in part}))
             for part in _chunks(differing)
         ]
 
-    def _missing(self, contexts: Mapping[str, Any], what: str) -> dict[str, EncodedState]:
+    def _missing(
+        self, peer: str, contexts: Mapping[str, Any], what: str
+    ) -> dict[str, EncodedState]:
         deltas: dict[str, EncodedState] = {}
         for list_id, encoded in contexts.items():
-            if not self._holds(list_id):
+            if not self._shares(peer, list_id):
                 continue
             state = self._get(list_id)
             if state is not None:
@@ -814,8 +939,8 @@ class ServerCore(Generic[S]):
         return deltas
 
     def _on_contexts(self, peer: str, msg: AeContexts) -> list[Effect]:
-        deltas = self._missing(msg.contexts, "ae_contexts.contexts")
-        mine = {k: self._context(k) for k in msg.contexts if self._holds(k)}
+        deltas = self._missing(peer, msg.contexts, "ae_contexts.contexts")
+        mine = {k: self._context(k) for k in msg.contexts if self._shares(peer, k)}
         return [Send(peer, AeDeltas(self.server_id, msg.round, deltas, mine))]
 
     def _on_deltas(self, peer: str, msg: AeDeltas) -> list[Effect]:
@@ -827,7 +952,7 @@ class ServerCore(Generic[S]):
         ]
         out.extend(w for k, d in decoded if (w := self._apply(k, d, small=False)) is not None)
         if msg.contexts:
-            deltas = self._missing(msg.contexts, "ae_deltas.contexts")
+            deltas = self._missing(peer, msg.contexts, "ae_deltas.contexts")
             if deltas:
                 out.append(Send(peer, AeDeltas(self.server_id, msg.round, deltas, {})))
         return out

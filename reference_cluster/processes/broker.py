@@ -45,6 +45,7 @@ from reference_cluster.processes.config import (
     bound_client_port,
     bound_member_port,
     env,
+    env_list,
     local_layout,
     parse_positive,
     print_ready,
@@ -55,6 +56,7 @@ from reference_cluster.processes.config import (
 from reference_cluster.processes.security import Security
 from reference_cluster.protocol.effects import Effect, Send
 from reference_cluster.protocol.messages import ErrorReply, decode, encode
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership
 
 __all__ = ["Broker", "main"]
 
@@ -84,6 +86,10 @@ class Broker:
             :mod:`reference_cluster.processes.security`).
         config: liveness timing.
         heartbeat: ZeroMQ connection heartbeat in seconds (0 for none).
+        membership: the member servers, to route a list's requests to its holders
+            (:class:`~reference_cluster.cores.broker.BrokerCore`); None routes them to
+            any live server, and a server that does not hold the list says so.
+        replicas: how many members hold each list.
     """
 
     def __init__(
@@ -95,8 +101,10 @@ class Broker:
         security: Security,
         config: BrokerConfig | None = None,
         heartbeat: float = 1.0,
+        membership: Membership | None = None,
+        replicas: int = DEFAULT_REPLICAS,
     ) -> None:
-        self.core = BrokerCore(broker_id, config=config)
+        self.core = BrokerCore(broker_id, config=config, membership=membership, replicas=replicas)
         self.security = security
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._front = self._ctx.socket(zmq.ROUTER)
@@ -258,6 +266,20 @@ def _parser() -> argparse.ArgumentParser:
         BrokerConfig().liveness,
         "purge a server silent this long",
     )
+    parser.add_argument(
+        "--member",
+        action="append",
+        metavar="ID",
+        help="a member server's id, repeatable (SHOPLIST_MEMBERS, comma-separated): "
+        "requests for a list then go to its holders only; default: to any live server",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=parse_positive,
+        default=env("SHOPLIST_REPLICAS", str(DEFAULT_REPLICAS)),
+        metavar="N",
+        help=f"how many members hold each list (SHOPLIST_REPLICAS; default {DEFAULT_REPLICAS})",
+    )
     add_common_flags(parser)
     for flag, var, default, text in (
         ("--logins-per-minute", "SHOPLIST_LOGINS_PER_MINUTE", 30, "password attempts"),
@@ -279,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.id)
     stop = StopSignal(watch_parent=args.watch_parent)
+    members = args.member or env_list("SHOPLIST_MEMBERS", [])
     try:
         broker = Broker(
             args.id,
@@ -291,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signups=Rate(args.signups_per_hour, 3600.0),
             ),
             heartbeat=args.zmq_heartbeat,
+            membership=Membership(members) if members else None,
+            replicas=args.replicas,
         )
     except (zmq.ZMQError, ValueError, ClusterError) as exc:
         print(f"error: broker {args.id}: {exc}", file=sys.stderr)

@@ -104,6 +104,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.storage.server_store import ServerStore
 from reference_cluster.storage.sqlite import make_private_folder
@@ -169,6 +170,8 @@ class ServerSettings:
     heartbeat: float = 1.0
     accounts: AccountSettings = attrs.field(factory=AccountSettings)
     """Password hashing, its worker pool, sign-up rate and list quota."""
+    replicas: int = DEFAULT_REPLICAS
+    """How many of the servers (this one and its peers) hold each list."""
 
 
 class Server:
@@ -216,6 +219,7 @@ class Server:
                 config=s.config,
                 rng=random.Random(),
                 admit=lambda req, delta, _now: self.directory.admit(req, delta, time.time()),
+                replicas=s.replicas,
             )
             self._router = self._socket(zmq.ROUTER)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -546,6 +550,15 @@ def _parser() -> argparse.ArgumentParser:
         help="most decoded lists kept in memory; others are read from the store when needed "
         f"(SHOPLIST_CACHE_LISTS; default {defaults.cache_lists})",
     )
+    parser.add_argument(
+        "--replicas",
+        type=parse_positive,
+        default=os.environ.get("SHOPLIST_REPLICAS", str(DEFAULT_REPLICAS)),
+        metavar="N",
+        help="how many of the servers (this one and its peers) hold each list; every "
+        "server of a cluster must be given the same (SHOPLIST_REPLICAS; default "
+        f"{DEFAULT_REPLICAS})",
+    )
     add_common_flags(parser)
     add_security_flags(parser, default_keys=None)
     add_account_flags(parser)
@@ -602,6 +615,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         ),
         heartbeat=args.zmq_heartbeat,
         accounts=account_settings_from_args(args),
+        replicas=args.replicas,
     )
 
 

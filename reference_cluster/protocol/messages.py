@@ -119,7 +119,7 @@ ERROR_CODES: Final = frozenset(
         "invalid",  # a sign-up with a user name or password that breaks the rules
         "login_failed",  # unknown user name or wrong password
         "malformed",  # the frame is not a valid message (see the detail)
-        "not_holder",  # this server does not hold the list (placement changed)
+        "not_holder",  # this server does not hold the list (placement: another server does)
         "persist_failed",  # the server's store failed to write the delta
         "unauthorized",  # no session token, or a malformed or expired one: log in again
         "unavailable",  # no live server holds the list right now

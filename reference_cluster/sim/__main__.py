@@ -3,6 +3,7 @@
 python -m reference_cluster.sim --seeds 1000           # sweep seeds 0..999
 python -m reference_cluster.sim --seed 17 --trace      # replay seed 17 exactly
 python -m reference_cluster.sim --seeds 50 --mutant ack-before-persist
+python -m reference_cluster.sim --seeds 300 --replicas 3     # each list on 3 of 5 servers
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         help="replace a core with a deliberately broken one",
     )
     p.add_argument("--servers", type=int, default=5)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="servers that hold each list (default: every server)",
+    )
     p.add_argument("--brokers", type=int, default=2)
     p.add_argument("--clients", type=int, default=3)
     p.add_argument(
@@ -59,7 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.servers, args.brokers, args.clients) < 1:
         print("servers, brokers and clients must be at least 1", file=sys.stderr)
         return 2
-    config = SimConfig(servers=args.servers, brokers=args.brokers, clients=args.clients)
+    if args.replicas is not None and args.replicas < 1:
+        print("--replicas must be at least 1", file=sys.stderr)
+        return 2
+    config = SimConfig(
+        servers=args.servers, brokers=args.brokers, clients=args.clients, replicas=args.replicas
+    )
     options = RunOptions(model=args.model, mutant=args.mutant, config=config)
     if args.seed is not None:
         result, lines = run_options(args.seed, options, trace=args.trace)

@@ -2,10 +2,12 @@
 
 In the spirit of Jepsen's Maelstrom checkers, each run reports:
 
-* divergent lists: servers whose final states differ for a list (byte-equal digests are
+* divergent lists: holders whose final states differ for a list (byte-equal digests are
   required), or a client that synced after the heal and differs from them;
-* lost acknowledged edits: an acknowledged delta that is not ``<=`` a server's final
+* lost acknowledged edits: an acknowledged delta that is not ``<=`` a holder's final
   state;
+* misplaced lists: a server that keeps a list it does not hold, in memory or in its
+  store (checked by the runner);
 * acknowledgements ahead of durability: a server that acknowledged a push while the
   pushed delta was not yet ``<=`` its durable store (checked by the runner at the moment
   of the acknowledgement, so no crash in a narrow window is needed to see it);
@@ -87,6 +89,8 @@ class RunResult:
     forged: int = 0
     """Forged dots or context claims found in a server's final state (a Byzantine
     client's push that got through)."""
+    misplaced: int = 0
+    """Lists kept at the end by a server that does not hold them."""
 
     def ok(self, max_rounds: int = 2) -> bool:
         """No checker failed and the servers converged within ``max_rounds`` rounds."""
@@ -110,8 +114,10 @@ def check_final(
     servers: Mapping[str, Mapping[str, Any]],
     clients: Mapping[str, Mapping[str, Any]],
     edits: Sequence[EditRecord],
+    *,
+    holders: Mapping[str, Sequence[str]] | None = None,
 ) -> FinalCheck:
-    """Check the final states of every server and of every client that synced.
+    """Check the final states of every holder and of every client that synced.
 
     Args:
         model: the document model (for counters and phantoms).
@@ -119,6 +125,7 @@ def check_final(
         servers: server -> list id -> final state.
         clients: client -> list id -> final state, for clients that synced after the heal.
         edits: every edit made in the run.
+        holders: list id -> the servers that hold it (default: every server).
     """
     out = FinalCheck()
     by_list: dict[str, list[EditRecord]] = {k: [] for k in list_ids}
@@ -127,7 +134,8 @@ def check_final(
     for list_id in list_ids:
         short = list_id[:8]
         bottom = model.doc_type()
-        states = {s: lists.get(list_id, bottom) for s, lists in servers.items()}
+        placed = servers.keys() if holders is None else holders[list_id]
+        states = {s: servers[s].get(list_id, bottom) for s in placed}
         digests = {s: st.digest() for s, st in states.items()}
         diverged = len(set(digests.values())) > 1
         if diverged:

@@ -76,6 +76,17 @@ class UnrecordedRepairServer(ServerCore[S]):
         return write
 
 
+class HoardingServer(ServerCore[S]):
+    """Takes every list as its own (Rule 6 of the server core): it propagates to every
+    peer, and keeps what it is sent of lists placed on other servers."""
+
+    def _holds(self, list_id: str) -> bool:
+        return True
+
+    def _holders(self, list_id: str) -> tuple[str, ...]:
+        return self.membership.preference(list_id)
+
+
 class ForgetfulClient(ClientCore[S]):
     """Does not make its edits durable: a restart forgets them and reuses their dots."""
 
@@ -90,5 +101,6 @@ MUTANTS: dict[str, tuple[str, type[Any]]] = {
     "no-authorship": ("server", NoAuthorshipServer),
     "unrecorded-repair": ("server", UnrecordedRepairServer),
     "forgetful-client": ("client", ForgetfulClient),
+    "hoarding-server": ("server", HoardingServer),
 }
 """Mutant name -> (the role it replaces, its class)."""

@@ -18,7 +18,15 @@ from reference_cluster.sim.mutants import MUTANTS
 from reference_cluster.sim.runner import ClientFactory, ServerFactory, SimConfig, Simulation
 from reference_cluster.sim.workload import DocumentModel, SetModel, ShoppingListModel
 
-__all__ = ["RunOptions", "Summary", "format_summary", "run_options", "summarize", "sweep"]
+__all__ = [
+    "RunOptions",
+    "Summary",
+    "format_summary",
+    "placement_shares",
+    "run_options",
+    "summarize",
+    "sweep",
+]
 
 
 @attrs.frozen
@@ -109,6 +117,7 @@ class Summary:
     client_bytes_per_edit: float
     stats: dict[str, int] = attrs.field(factory=dict)
     forged: int = 0
+    misplaced: int = 0
 
 
 def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
@@ -142,7 +151,19 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
         client_bytes_per_edit=sum(r.client_bytes for r in results) / edits,
         stats=dict(sorted(stats.items())),
         forged=sum(r.forged for r in results),
+        misplaced=sum(r.misplaced for r in results),
     )
+
+
+def placement_shares(s: Summary) -> dict[str, float]:
+    """Server -> the share of all the sweep's lists it held (N/M when balanced)."""
+    lists = s.stats.get("placement: lists", 0)
+    prefix = "placement: lists held by "
+    return {
+        k.removeprefix(prefix): v / lists
+        for k, v in s.stats.items()
+        if k.startswith(prefix) and lists
+    }
 
 
 def format_summary(s: Summary, wall: float | None = None) -> str:
@@ -159,6 +180,7 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
         ("replicas that shrank", f"{s.shrunk}"),
         ("reused dots", f"{s.reused_dots}"),
         ("forged dots or claims accepted", f"{s.forged}"),
+        ("lists kept by a server that does not hold them", f"{s.misplaced}"),
         ("clients not synced at the end", f"{s.unsynced_clients}"),
         (
             "max rounds to converge after heal",
@@ -171,6 +193,14 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
         ("messages per edit, client path", f"{s.client_messages_per_edit:.1f}"),
         ("bytes per edit, client path", f"{s.client_bytes_per_edit:,.0f}"),
     ]
+    shares = placement_shares(s)
+    if shares:
+        rows.append(
+            (
+                "share of the lists per server",
+                f"{min(shares.values()):.3f} to {max(shares.values()):.3f}",
+            )
+        )
     if wall is not None:
         rows.append(("wall time", f"{wall:.1f} s"))
     if s.stats:

@@ -16,6 +16,7 @@ what the real system would send.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import math
@@ -48,6 +49,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
+from reference_cluster.protocol.placement import Membership
 from reference_cluster.protocol.replication import context_of
 from reference_cluster.sim.byzantine import ByzantineCore
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
@@ -118,6 +120,10 @@ class SimConfig:
     """
 
     servers: int = attrs.field(default=5, validator=_at_least_one)
+    replicas: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least_one)
+    )
+    """How many servers hold each list; ``None``: every server holds every list."""
     brokers: int = attrs.field(default=2, validator=_at_least_one)
     clients: int = attrs.field(default=3, validator=_at_least_one)
     lists: int = attrs.field(default=2, validator=_at_least_one)
@@ -153,6 +159,11 @@ class SimConfig:
     def topology(self) -> Topology:
         """The node names of this configuration."""
         return Topology.of(self.servers, self.brokers, self.clients)
+
+    @property
+    def copies(self) -> int:
+        """How many servers hold each list (at most every server)."""
+        return min(self.servers, self.replicas or self.servers)
 
 
 @attrs.define
@@ -405,6 +416,8 @@ class Simulation:
                 config=cfg.server,
                 rng=rng,
                 push_limits=cfg.push_limits,
+                replicas=cfg.copies,
+                membership=self.membership,
             )
         elif node.role == "byzantine":
             node.core = ByzantineCore(
@@ -420,7 +433,9 @@ class Simulation:
                 until=cfg.heal_at,
             )
         elif node.role == "broker":
-            node.core = BrokerCore(node.name, config=cfg.broker)
+            node.core = BrokerCore(
+                node.name, config=cfg.broker, membership=self.membership, replicas=cfg.copies
+            )
         else:
             node.core = self._client_factory(
                 node.name,
@@ -439,10 +454,19 @@ class Simulation:
             for list_id in self.workload.list_ids:
                 self._call(node, core.open_list, list_id)
 
+    @functools.cached_property
+    def membership(self) -> Membership:
+        """Every server, a member for the whole run (the membership is static)."""
+        return Membership(self.topology.servers)
+
+    def holders(self, list_id: str) -> tuple[str, ...]:
+        """The servers that hold ``list_id`` in this run."""
+        return self.membership.holders(list_id, self.config.copies)
+
     def _held_everywhere(self, list_id: str, dot: tuple[str, int]) -> bool:
-        """Whether every server's durable store has seen ``dot`` (the Byzantine's oracle)."""
-        for store in self.server_stores.values():
-            kernel = kernel_of(store.lists.get(list_id))
+        """Whether every holder's durable store has seen ``dot`` (the Byzantine's oracle)."""
+        for server in self.holders(list_id):
+            kernel = kernel_of(self.server_stores[server].lists.get(list_id))
             if kernel is None or not kernel._ctx.contains(dot):
                 return False
         return True
@@ -751,7 +775,11 @@ class Simulation:
             }
             for c in sorted(self._synced_final)
         }
-        final = check_final(self.model, self.workload.list_ids, servers, clients, self.edits)
+        placed = {k: self.holders(k) for k in self.workload.list_ids}
+        final = check_final(
+            self.model, self.workload.list_ids, servers, clients, self.edits, holders=placed
+        )
+        misplaced = self._check_placement(servers, placed)
         self._check_stores(servers)
         self._check_forgeries(servers)
         self._samples.append((self.now, self._server_digests()))
@@ -792,7 +820,25 @@ class Simulation:
             stats=tuple(sorted(self.stats.items())),
             problems=tuple(problems),
             forged=self.forged,
+            misplaced=misplaced,
         )
+
+    def _check_placement(
+        self, servers: dict[str, dict[str, Any]], placed: dict[str, tuple[str, ...]]
+    ) -> int:
+        """No server keeps a list it does not hold, in memory or in its store; count the
+        copies each server holds (``placement:`` stats, for the share of N/M)."""
+        misplaced = 0
+        self.stats["placement: lists"] += len(placed)
+        for name in self.topology.servers:
+            held = sum(name in h for h in placed.values())
+            self.stats[f"placement: lists held by {name}"] += held
+            stored = set(servers[name]) | set(self.server_stores[name].lists)
+            for list_id in sorted(stored):
+                if name not in placed.get(list_id, (name,)):
+                    misplaced += 1
+                    self.problems.append(f"{name} keeps list {list_id[:8]}, which it does not hold")
+        return misplaced
 
     def _check_stores(self, servers: dict[str, dict[str, Any]]) -> None:
         """With no write in flight, what a server holds is what its store holds (Rule 2 of
