@@ -249,3 +249,22 @@ def test_the_index_agrees_with_the_store_after_any_joins(h: History[AWORSet], rn
         target = rnd.choice(states)
         target.join(rnd.choice(parts).copy())
         assert index_agrees_with_store(target)
+
+
+def test_a_light_remove_joined_where_the_element_has_more_dots_keeps_the_others() -> None:
+    """The remover saw one of the element's dots: joining its light delta drops exactly
+    that dot, and the index keeps the others (two, then one)."""
+    a, b, c = AWORSet(), AWORSet(), AWORSet()
+    a.add("a", "milk")
+    b.add("b", "milk")
+    c.add("c", "milk")
+    state = a | b | c  # three dots
+    state.join(a.remove("a", "milk"))
+    assert state.dots_of("milk") == {("b", 1), ("c", 1)}
+    assert index_agrees_with_store(state)
+    state.join(b.remove("b", "milk"))
+    assert state.dots_of("milk") == {("c", 1)}
+    assert index_agrees_with_store(state)
+    full_state = a | b | c
+    full_state.join(AWORSet.from_dict(a.remove("a", "milk").to_dict()))
+    assert index_agrees_with_store(full_state) and "milk" in full_state
