@@ -41,8 +41,20 @@ from crdts import (
     ReadOnlyError,
     Record,
     StaleDelta,
+    _registry,
 )
 from crdts.testing import aworsets, histories, operations_for, ormaps
+
+
+@pytest.fixture(autouse=True)
+def _registrations_undone() -> Any:
+    """Each test's registrations end with it, so that a test defining and registering a
+    class can run again in the same process (as mutation testing does)."""
+    saved = dict(_registry._TYPES)
+    yield
+    _registry._TYPES.clear()
+    _registry._TYPES.update(saved)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
