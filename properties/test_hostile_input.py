@@ -470,3 +470,14 @@ def test_integer_limits_are_inclusive() -> None:
     )
     assert frozenset({MAX, -(2**63), "x"}) == s.value
     assert AWORSet.from_dict(s.to_dict()) == s
+
+
+def test_lists_of_unexpected_keys_read_the_same_way_every_time() -> None:
+    """The bounded key lists of decode errors: strings sorted first, then other keys in
+    the order they come, five at most, then how many there are."""
+    from crdts._codec import describe_keys
+
+    assert describe_keys(["b", "a"]) == "['a', 'b']"
+    assert describe_keys(list("edcba")) == "['a', 'b', 'c', 'd', 'e']"
+    assert describe_keys(["a", 1, 2, 3, 4, 5, 6]) == "['a', 1, 2, 3, 4, ...] (7 keys)"
+    assert describe_keys(list("gfedcba")) == "['a', 'b', 'c', 'd', 'e', ...] (7 keys)"
