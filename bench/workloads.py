@@ -203,14 +203,13 @@ def aworset_contains(size: int, ops: int) -> Pair:
     )
 
 
-def aworset_full_join(size: int, ops: int) -> Pair:
-    """Two replicas of ``size`` elements each: half shared history, half their own adds."""
-    shared = items(0, size // 2)
-    common = synced_set(shared)
-    mine, theirs = common.copy(), common.copy()
-    for x in items(size, size - len(shared)):
+def _full_join_pair(size: int, mine: AWORSet, theirs: AWORSet) -> Pair:
+    """Each replica adds its own half (``mine`` by "a", ``theirs`` by "b") to what it
+    holds; the case is ``mine`` joining ``theirs``, beside ``s |= other``."""
+    own = size - size // 2
+    for x in items(size, own):
         mine.add("a", x)
-    for x in items(2 * size, size - len(shared)):
+    for x in items(2 * size, own):
         theirs.add("b", x)
     plain_mine, plain_theirs = set(mine.value), set(theirs.value)
 
@@ -226,35 +225,23 @@ def aworset_full_join(size: int, ops: int) -> Pair:
         Workload(lambda: (mine.copy(), theirs), crdt, _set_value),
         Workload(lambda: (set(plain_mine), plain_theirs), baseline, _plain_set_value),
     )
+
+
+def aworset_full_join(size: int, ops: int) -> Pair:
+    """Two replicas of ``size`` elements each: half shared history, half their own adds."""
+    common = synced_set(items(0, size // 2))
+    return _full_join_pair(size, common.copy(), common.copy())
 
 
 def aworset_full_join_concurrent(size: int, ops: int) -> Pair:
     """Two replicas of ``size`` elements each that never synced: half the elements were
     added by both, concurrently ("a" in one state, "b" in the other), so after the join
     each shared element holds two dots; the other half is each replica's own adds."""
-    shared = items(0, size // 2)
     mine, theirs = AWORSet(), AWORSet()
-    for x in shared:
+    for x in items(0, size // 2):
         mine.add("a", x)
         theirs.add("b", x)
-    for x in items(size, size - len(shared)):
-        mine.add("a", x)
-    for x in items(2 * size, size - len(shared)):
-        theirs.add("b", x)
-    plain_mine, plain_theirs = set(mine.value), set(theirs.value)
-
-    def crdt(s: AWORSet, other: AWORSet) -> AWORSet:
-        s.join(other)
-        return s
-
-    def baseline(s: set[str], other: set[str]) -> set[str]:
-        s |= other
-        return s
-
-    return Pair(
-        Workload(lambda: (mine.copy(), theirs), crdt, _set_value),
-        Workload(lambda: (set(plain_mine), plain_theirs), baseline, _plain_set_value),
-    )
+    return _full_join_pair(size, mine, theirs)
 
 
 def aworset_one_delta_join(size: int, ops: int) -> Pair:

@@ -81,7 +81,35 @@ def check_not_stale(state: Causal) -> None:
     )
 
 
-class CCounter(Causal):
+class Sealed(Causal):
+    """A causal type that folds changes between seals (CCounter, and the maps and records
+    that may hold one): its deltas remember the sealed interval they were made in, a copy
+    keeps it, and encoding a delta a later fold made stale raises (Rule 3)."""
+
+    __slots__ = ("_made_in", "_open")
+
+    _open: Epoch | None
+    _made_in: Epoch | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON-safe form (see :meth:`crdts.Crdt.to_dict`).
+
+        Raises:
+            StaleDelta: this is a delta that holds a change a later fold replaced, with no
+            ``seal()`` between them (Rule 3).
+        """
+        check_not_stale(self)
+        return super().to_dict()
+
+    def copy(self) -> Self:
+        s = super().copy()
+        made_in = getattr(self, "_made_in", None)
+        if made_in is not None:
+            s._made_in = made_in
+        return s
+
+
+class CCounter(Sealed):
     """A causal counter: increments and decrements, and a reset of exactly what it saw.
 
     >>> a, b = CCounter(), CCounter()
@@ -91,13 +119,10 @@ class CCounter(Causal):
     1
     """
 
-    __slots__ = ("_made_in", "_open")
+    __slots__ = ()
     type_name = "CCounter"
     mutators: ClassVar[frozenset[str]] = frozenset({"increment", "decrement", "reset"})
     _FOLDS: ClassVar[bool] = True
-
-    _open: Epoch | None
-    _made_in: Epoch | None
 
     @classmethod
     def _encode_payload(cls, payload: Any) -> Any:
@@ -149,22 +174,6 @@ class CCounter(Causal):
         made since the previous call as one delta (Rule 2); a delta made before a later
         fold refuses to encode alone (:class:`~crdts.errors.StaleDelta`, Rule 3)."""
         self._open = Epoch()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON-safe form (see :meth:`crdts.Crdt.to_dict`).
-
-        Raises:
-            StaleDelta: this is a delta a later fold made stale (Rule 3).
-        """
-        check_not_stale(self)
-        return super().to_dict()
-
-    def copy(self) -> Self:
-        s = super().copy()
-        made_in = getattr(self, "_made_in", None)
-        if made_in is not None:
-            s._made_in = made_in
-        return s
 
     def _change(self, replica: str, amount: int) -> CCounter:
         entries = self._entries

@@ -48,7 +48,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 
 from crdts._aworset import AWORSet
-from crdts._ccounter import Epoch, check_not_stale
+from crdts._ccounter import Epoch, Sealed
 from crdts._codec import check_element, decode_element, describe, encode_element
 from crdts._dots import DotContext, RawDot, check_replica
 from crdts._kernel import Causal
@@ -94,17 +94,15 @@ def _check_embeddable(value_type: object) -> type[Causal]:
     return value_type
 
 
-class _Embedding(Causal):
+class _Embedding(Sealed):
     """A dot kernel whose payloads are ``(key, inner payload)``; the shared machinery of
     :class:`ORMap` and :class:`Record`."""
 
-    __slots__ = ("_index", "_made_in", "_open")
+    __slots__ = ("_index",)
     _INDEXED: ClassVar[bool] = True
     _FOLDS: ClassVar[bool] = True
 
     _index: dict[Any, Causal]
-    _open: Epoch | None
-    _made_in: Epoch | None
 
     # -- what subclasses say --------------------------------------------------------------
 
@@ -249,23 +247,6 @@ class _Embedding(Causal):
         time anything of this replica is shipped, and ship what was made since the
         previous call as one delta."""
         self._open = Epoch()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON-safe form (see :meth:`crdts.Crdt.to_dict`).
-
-        Raises:
-            StaleDelta: this is a delta that holds a change a later fold replaced, with no
-            ``seal()`` between them (see :mod:`crdts._ccounter`, Rule 3).
-        """
-        check_not_stale(self)
-        return super().to_dict()
-
-    def copy(self) -> Self:
-        s = super().copy()
-        made_in = getattr(self, "_made_in", None)
-        if made_in is not None:
-            s._made_in = made_in
-        return s
 
     # -- reading ----------------------------------------------------------------------------
 
