@@ -102,8 +102,10 @@ import attrs
 
 from crdts import DotContext
 from reference_cluster.cores.authorship import DEFAULT_LIMITS, PushLimits, check_push
+from reference_cluster.cores.quorum import MAX_HINTS, Hints, PendingReply, Quorum
+from reference_cluster.cores.quorum import write_quorum as write_quorum_of
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.protocol.effects import Effect, Persist, Send
+from reference_cluster.protocol.effects import DropHint, Effect, Persist, Send
 from reference_cluster.protocol.hashtree import BUCKETS, MAX_DEPTH, HashTree, key_of, node_hex
 from reference_cluster.protocol.messages import (
     MAX_TREE_NODES,
@@ -118,8 +120,11 @@ from reference_cluster.protocol.messages import (
     Forward,
     Goodbye,
     Heartbeat,
+    Hint,
     Message,
     Propagate,
+    Replicate,
+    Stored,
     SyncReply,
     SyncRequest,
     decode,
@@ -144,6 +149,8 @@ MAX_CHANGES = 16
 """Deltas kept per list for replies since a version (Rule 10)."""
 MIN_CHANGED_LISTS = 64
 """Lists whose changes are kept, at least (Rule 10); more with a larger cache."""
+MAX_HANDOFFS = 256
+"""Most hints handed to their holders in one anti-entropy round (Rule 12)."""
 
 
 class ListSource(Protocol[S]):  # type: ignore[misc]
@@ -172,6 +179,10 @@ class ServerConfig:
             (Rule 3); lists with writes in flight may exceed it for a moment.
         sweep_per_round: stored lists re-read and re-checked each round (Rule 5).
         check_buckets_per_round: tree buckets re-checked each round (Rule 5).
+        hint_after: seconds a holder has to confirm a write before hints go out for
+            it (Rule 12).
+        write_timeout: seconds a push waits for its write quorum before the client is
+            told ``unavailable`` (Rule 11); below the clients' request timeout.
     """
 
     heartbeat_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
@@ -180,16 +191,8 @@ class ServerConfig:
     cache_lists: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     sweep_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
     check_buckets_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
-
-
-@attrs.frozen
-class _PendingAck:
-    broker: str
-    client: str
-    request_id: str
-    list_id: str
-    context: DotContext | None
-    since: str | None
+    hint_after: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+    write_timeout: float = attrs.field(default=0.4, validator=attrs.validators.gt(0))
 
 
 @attrs.define
@@ -225,10 +228,12 @@ class ServerCore(Generic[S]):
         replicas: how many members hold each list (Rule 6).
         membership: the member servers (default: this server and ``peers``, epoch 0);
             it must name this server. ``peers`` are then the other members.
+        write_quorum: how many servers must hold a push durably before it is
+            acknowledged (Rule 11); default 2, or 1 where a list has one holder.
 
     Raises:
         ValueError: both ``lists`` and ``store``; a membership without this server;
-            ``replicas`` below 1.
+            ``replicas`` below 1; a write quorum outside 1 to the holders of a list.
     """
 
     def __init__(
@@ -247,12 +252,14 @@ class ServerCore(Generic[S]):
         push_limits: PushLimits = DEFAULT_LIMITS,
         replicas: int = DEFAULT_REPLICAS,
         membership: Membership | None = None,
+        write_quorum: int | None = None,
     ) -> None:
         if lists is not None and store is not None:
             raise ValueError("a server core starts from lists or from a store, not both")
         self.server_id = server_id
         self.doc_type = doc_type
         self._place(membership or Membership({server_id, *peers}), replicas)
+        self.write_quorum = write_quorum_of(write_quorum, self._copies)
         self.brokers = tuple(brokers)
         self.incarnation = incarnation
         self.config = config or ServerConfig()
@@ -278,8 +285,18 @@ class ServerCore(Generic[S]):
         """Digests the sweep or the tree check found wrong (Rule 5)."""
         self.replies_since = 0
         """Replies to clients made of the changes since their version (Rule 10)."""
+        self._hints: Hints[S] = Hints()
+        """Rule 12: what this server keeps for other servers' holders."""
         self._fill(lists, store)
-        self._pending: dict[int, _PendingAck] = {}
+        self._pending: dict[int, PendingReply] = {}
+        self._quorums: dict[int, Quorum] = {}
+        """Ask -> a client's push waiting for its write quorum (Rule 11)."""
+        self._peer_acks: dict[int, tuple[str, str, int]] = {}
+        """Token -> (server, list, ask) of a write a peer waits to hear is durable."""
+        self._silent: dict[str, float] = {}
+        """Holders that let a write's ``hint_after`` pass -> since when; cleared by any
+        message from them (Rule 12)."""
+        self._next_ask = rng.getrandbits(48)
         self._changes: dict[str, _Changes[S]] = {}
         self._version = 0
         self._version_tag = f"{server_id}.{incarnation}.{rng.getrandbits(48):012x}"
@@ -300,6 +317,7 @@ class ServerCore(Generic[S]):
         self.membership = membership
         self.replicas = replicas
         self._everywhere = membership.everywhere(replicas)
+        self._copies = min(replicas, len(membership.servers))
         self.peers = tuple(sorted(membership.servers - {self.server_id}))
         self._trees: dict[str, HashTree]
         """Peer -> the tree of the lists shared with it: one object for every peer when
@@ -324,6 +342,10 @@ class ServerCore(Generic[S]):
                 self._cache[list_id] = state.copy()
                 self._mark_dirty(list_id)
             return
+        stored_hints = getattr(store, "hints", None)
+        if callable(stored_hints):
+            for key, state in sorted(stored_hints().items()):
+                self._hints.states[key] = state
         for list_id, digest in store.digests().items():
             if self._holds(list_id):
                 self._note(list_id, digest)
@@ -382,8 +404,24 @@ class ServerCore(Generic[S]):
 
     @property
     def pending_acks(self) -> int:
-        """Acknowledgements waiting for a write to become durable."""
-        return len(self._pending)
+        """Acknowledgements (to clients, or to peers: Rules 11 and 12) waiting for a
+        write to become durable."""
+        return len(self._pending) + len(self._peer_acks)
+
+    @property
+    def hints(self) -> int:
+        """How many hints this server keeps for other servers (Rule 12)."""
+        return len(self._hints)
+
+    @property
+    def hints_taken(self) -> int:
+        """Hint writes made durable since start (Rule 12)."""
+        return self._hints.taken
+
+    @property
+    def hints_handed(self) -> int:
+        """Hints handed to their holder and dropped since start (Rule 12)."""
+        return self._hints.handed
 
     @property
     def cached(self) -> int:
@@ -425,25 +463,47 @@ class ServerCore(Generic[S]):
         pending = self._pending.pop(token, None)
         out: list[Effect] = []
         if pending is not None:
-            reply = self._reply(pending.request_id, pending.list_id, pending.context, pending.since)
-            assert reply.delta is not None  # the list is pinned by the write (Rule 3)
-            out.append(Send(pending.broker, Deliver(pending.client, reply)))
-        self._unpin(token, failed=False)
+            if pending.ask is None:
+                out.append(self._acknowledge(pending, 1))
+            else:
+                quorum = self._quorums.get(pending.ask)
+                if quorum is not None:
+                    quorum.local = True
+                    out.extend(self._quorum_met(pending.ask, quorum))
+        peer_ack = self._peer_acks.pop(token, None)
+        if peer_ack is not None:
+            to, list_id, ask = peer_ack
+            out.append(Send(to, Stored(self.server_id, list_id, ask)))
+        if self._hints.done(token):
+            self._hints.taken += 1
+        else:
+            self._unpin(token, failed=False)
         return out
+
+    def _acknowledge(self, pending: PendingReply, copies: int) -> Send:
+        """The reply to a push now held by ``copies`` servers (Rules 1 and 11)."""
+        reply = self._reply(pending.request_id, pending.list_id, pending.context, pending.since)
+        assert reply.delta is not None  # the list is pinned by the write (Rule 3)
+        return Send(pending.broker, Deliver(pending.client, attrs.evolve(reply, copies=copies)))
 
     def persist_failed(self, token: int, reason: str, now: float) -> list[Effect]:
         """The write ``token`` failed: tell the waiting client (it will retry)."""
         pending = self._pending.pop(token, None)
         log.error("server %s: write %d failed: %s", self.server_id, token, reason)
-        self._unpin(token, failed=True)
+        self._peer_acks.pop(token, None)  # the peer hears nothing and asks elsewhere
+        if not self._hints.done(token):
+            self._unpin(token, failed=True)
         if pending is None:
             return []
+        if pending.ask is not None:
+            self._quorums.pop(pending.ask, None)
         reply = ErrorReply(pending.request_id, "persist_failed", reason[:200])
         return [Send(pending.broker, Deliver(pending.client, reply))]
 
     def next_deadline(self) -> float | None:
-        """The earliest of the heartbeat and anti-entropy timers."""
+        """The earliest of the heartbeat, anti-entropy and write quorum timers."""
         times = [t for t in (self._heartbeat_at, self._anti_entropy_at) if t is not None]
+        times.extend(min(q.hint_at, q.deadline) for q in self._quorums.values())
         return min(times) if times else None
 
     def on_timer(self, now: float) -> list[Effect]:
@@ -455,6 +515,8 @@ class ServerCore(Generic[S]):
         if self._anti_entropy_at is not None and self._anti_entropy_at <= now:
             self._anti_entropy_at = now + self.config.anti_entropy_interval
             out.extend(self._anti_entropy_round(now))
+        if self._quorums:
+            out.extend(self._quorum_timers(now))
         return out
 
     # -- memory (Rule 3) and digests (Rules 4 and 5) --------------------------------------
@@ -732,9 +794,13 @@ class ServerCore(Generic[S]):
             out.join(delta)
         return out
 
-    def _write(self, list_id: str, delta: S) -> Persist:
+    def _new_token(self) -> int:
         token = self._next_token
         self._next_token += 1
+        return token
+
+    def _write(self, list_id: str, delta: S) -> Persist:
+        token = self._new_token()
         self._pin(token, list_id)
         return Persist(token, list_id, delta)
 
@@ -752,11 +818,16 @@ class ServerCore(Generic[S]):
     def _handle(self, peer: str, msg: Message, now: float) -> list[Effect]:
         if isinstance(msg, Forward):
             return self._on_forward(peer, msg, now)
+        self._silent.pop(peer, None)  # it answers again (Rule 12)
         if isinstance(msg, Propagate):
             if not self._holds(msg.list_id):
                 return []
             write = self._apply(msg.list_id, self._decode_state(msg.delta, "propagate.delta"))
             return [] if write is None else [write]
+        if isinstance(msg, Replicate | Hint):
+            return self._on_replicate(peer, msg)
+        if isinstance(msg, Stored):
+            return self._on_stored(peer, msg)
         if isinstance(msg, AeTree):
             return self._on_tree(peer, msg)
         if isinstance(msg, AeLeaves):
@@ -819,20 +890,153 @@ class ServerCore(Generic[S]):
     def _on_push(
         self, broker: str, fwd: Forward, delta: S, ctx: DotContext | None, now: float
     ) -> list[Effect]:
-        """Apply a client's delta: persist it, propagate it, acknowledge once durable."""
+        """Apply a client's delta: persist it, send it to the other holders, and
+        acknowledge once durable here (W = 1) or on W servers (Rule 11)."""
         req = fwd.request
         write = self._apply(req.list_id, delta)
         out: list[Effect] = []
-        if write is None:
+        ask = None if self.write_quorum == 1 else self._new_ask()
+        reply = PendingReply(broker, fwd.client, req.request_id, req.list_id, ctx, req.since, ask)
+        if ask is not None:
+            if write is None:  # a retry: every copy is asked to confirm again
+                write = self._write(req.list_id, delta)
+            out.extend(self._ask_quorum(reply, delta, now))
+        elif write is None:
             # Already applied (a retry): persist again so the ack waits for a write of
             # its own (Rule 1), but there is nothing new to propagate.
             write = self._write(req.list_id, delta)
         else:
             out.extend(self._propagate(req.list_id, delta))
-        self._pending[write.token] = _PendingAck(
-            broker, fwd.client, req.request_id, req.list_id, ctx, req.since
-        )
+        self._pending[write.token] = reply
         out.insert(0, write)
+        return out
+
+    # -- write quorum and hinted handoff (Rules 11 and 12) --------------------------------
+
+    def _new_ask(self) -> int:
+        self._next_ask = (self._next_ask + 1) % (1 << 53)
+        return self._next_ask
+
+    def _ask_quorum(self, reply: PendingReply, delta: S, now: float) -> list[Effect]:
+        """Send a push to the list's other holders, and hints at once for those known
+        to be silent if the others cannot make the quorum."""
+        ask, list_id = reply.ask, reply.list_id
+        assert ask is not None
+        order = self.membership.preference(list_id)
+        held = order[: self._copies]
+        others = tuple(p for p in held if p != self.server_id)
+        cfg = self.config
+        quorum = Quorum(
+            reply,
+            list_id,
+            delta.to_dict(),
+            self.write_quorum,
+            others,
+            order[self._copies :],
+            now + cfg.hint_after,
+            now + cfg.write_timeout,
+        )
+        self._quorums[ask] = quorum
+        out: list[Effect] = [
+            Send(p, Replicate(self.server_id, list_id, quorum.delta, ask)) for p in others
+        ]
+        answering = sum(p not in self._silent for p in others)
+        out.extend(self._send_hints(ask, quorum, max(0, quorum.short() - answering)))
+        return out
+
+    def _send_hints(self, ask: int, quorum: Quorum, count: int) -> list[Effect]:
+        return [
+            Send(taker, Hint(self.server_id, quorum.list_id, holder, quorum.delta, ask))
+            for taker, holder in quorum.hints(self._silent, count)
+        ]
+
+    def _quorum_timers(self, now: float) -> list[Effect]:
+        """Give up the pushes past their deadline; send hints for the holders silent
+        past ``hint_after`` (Rule 12)."""
+        out: list[Effect] = []
+        for ask, quorum in list(self._quorums.items()):
+            if quorum.deadline <= now:
+                del self._quorums[ask]
+                out.extend(self._give_up(ask, quorum))
+            elif quorum.hint_at <= now:
+                quorum.hint_at = now + self.config.hint_after
+                for p in quorum.others:
+                    if p not in quorum.covered:
+                        self._silent.setdefault(p, now)
+                out.extend(self._send_hints(ask, quorum, quorum.short()))
+        return out
+
+    def _give_up(self, ask: int, quorum: Quorum) -> list[Effect]:
+        """Tell the client its push did not reach the write quorum in time (the writes
+        made go on; nobody waits for them)."""
+        pending = quorum.reply
+        detail = (
+            f"{quorum.copies} of the {quorum.need} copies needed were durable "
+            f"within {self.config.write_timeout:g}s"
+        )
+        reply = ErrorReply(pending.request_id, "unavailable", detail)
+        return [Send(pending.broker, Deliver(pending.client, reply))]
+
+    def _quorum_met(self, ask: int, quorum: Quorum) -> list[Effect]:
+        """Acknowledge the push if enough servers hold it now (Rule 11)."""
+        if not quorum.met:
+            return []
+        del self._quorums[ask]
+        return [self._acknowledge(quorum.reply, quorum.copies)]
+
+    def _on_stored(self, peer: str, msg: Stored) -> list[Effect]:
+        """A peer confirmed a write: a push's copy, or a hint handed back."""
+        quorum = self._quorums.get(msg.ask)
+        if quorum is not None:
+            if quorum.list_id != msg.list_id or not quorum.confirm(peer):
+                return []
+            return self._quorum_met(msg.ask, quorum)
+        dropped = self._hints.confirmed(msg.ask, peer)
+        if dropped is None:
+            return []
+        return [DropHint(*dropped)]
+
+    def _on_replicate(self, peer: str, msg: Replicate | Hint) -> list[Effect]:
+        """Make a peer's delta durable (as the list, or as a hint) and confirm it."""
+        list_id = msg.list_id
+        if self._holds(list_id):
+            delta = self._decode_state(msg.delta, f"{msg.kind}.delta")
+            write = self._apply(list_id, delta) or self._write(list_id, delta)
+        elif isinstance(msg, Hint) and self._takes_hint(list_id, msg.holder):
+            delta = self._decode_state(msg.delta, "hint.delta")
+            write = Persist(self._new_token(), list_id, delta, hint_for=msg.holder)
+            self._hints.add((list_id, msg.holder), delta, write.token)
+        else:
+            log.warning(
+                "server %s: %s of list %s from %s, held elsewhere; dropped",
+                self.server_id,
+                msg.kind,
+                list_id,
+                peer,
+            )
+            return []
+        self._peer_acks[write.token] = (peer, list_id, msg.ask)
+        return [write]
+
+    def _takes_hint(self, list_id: str, holder: str) -> bool:
+        """Whether this server keeps a hint for ``holder`` of ``list_id``."""
+        if holder == self.server_id or holder not in self._holders(list_id):
+            return False
+        if len(self._hints) >= MAX_HINTS and (list_id, holder) not in self._hints.states:
+            log.warning("server %s: %d hints kept; no more taken", self.server_id, MAX_HINTS)
+            return False
+        return True
+
+    def _hand_hints(self) -> list[Effect]:
+        """Hand each kept hint to its holder (a :class:`Replicate`); it is dropped when
+        the holder confirms it (Rule 12)."""
+        out: list[Effect] = []
+        for (list_id, holder), state in self._hints.idle():
+            if len(out) >= MAX_HANDOFFS:
+                break
+            ask = self._new_ask()
+            self._hints.hand((list_id, holder), ask)
+            out.append(Send(holder, Replicate(self.server_id, list_id, state.to_dict(), ask)))
         return out
 
     # -- anti-entropy (Rules 4 and 5) -----------------------------------------------------
@@ -849,6 +1053,8 @@ class ServerCore(Generic[S]):
             if root is None:
                 root = roots[id(tree)] = node_hex(tree.root())
             out.append(Send(p, AeTree(self.server_id, self._round, {"": root})))
+        if self._hints.states:
+            out.extend(self._hand_hints())
         return out
 
     def _peer_tree(self, peer: str, kind: str) -> HashTree | None:

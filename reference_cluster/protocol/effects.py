@@ -9,6 +9,7 @@ A core never performs I/O. Each call (``receive``, ``on_timer``, ``persisted``, 
   ``core.persisted(token, now)`` (or ``core.persist_failed(token, reason, now)``). The
   write may be batched with others (group commit); the core waits for the callback
   before it acknowledges anything that depends on it.
+* :class:`DropHint` (server) -- delete a hint that its holder confirmed, if unchanged.
 * :class:`SaveEdit`, :class:`SaveMerge`, :class:`Acked` (client) -- durable before the
   shell goes on to the next effect: a client's store is local, so these are synchronous.
   Because a :class:`SaveEdit` comes before any :class:`Send` of its delta, a delta never
@@ -24,7 +25,7 @@ import attrs
 
 from reference_cluster.protocol.messages import Message
 
-__all__ = ["Acked", "Effect", "Persist", "SaveEdit", "SaveMerge", "Send", "SyncFailed"]
+__all__ = ["Acked", "DropHint", "Effect", "Persist", "SaveEdit", "SaveMerge", "Send", "SyncFailed"]
 
 
 @attrs.frozen
@@ -37,12 +38,25 @@ class Send:
 
 @attrs.frozen(eq=False)
 class Persist:
-    """Server: durably join ``delta`` into list ``list_id``; then call
-    ``persisted(token, now)``. ``delta`` is the core's and must not be changed."""
+    """Server: durably join ``delta`` into list ``list_id`` (with ``hint_for``: into the
+    hint kept for that holder of the list instead); then call ``persisted(token, now)``.
+    ``delta`` is the core's and must not be changed."""
 
     token: int
     list_id: str
     delta: Any
+    hint_for: str | None = None
+
+
+@attrs.frozen
+class DropHint:
+    """Server: durably delete the hint kept for ``holder`` of ``list_id`` if its state's
+    digest is still ``digest`` (the holder confirmed that state durable); a hint that
+    grew since stays. Nothing waits for it: a hint left behind is handed over again."""
+
+    list_id: str
+    holder: str
+    digest: str
 
 
 @attrs.frozen(eq=False)
@@ -83,4 +97,4 @@ class SyncFailed:
     reason: str
 
 
-Effect: TypeAlias = Send | Persist | SaveEdit | SaveMerge | Acked | SyncFailed
+Effect: TypeAlias = Send | Persist | DropHint | SaveEdit | SaveMerge | Acked | SyncFailed

@@ -63,6 +63,7 @@ __all__ = [
     "Forward",
     "Goodbye",
     "Heartbeat",
+    "Hint",
     "ListsReply",
     "ListsRequest",
     "LogIn",
@@ -72,11 +73,13 @@ __all__ = [
     "Message",
     "Propagate",
     "Relay",
+    "Replicate",
     "Reply",
     "Request",
     "ServerStatus",
     "SignUp",
     "Status",
+    "Stored",
     "SyncReply",
     "SyncRequest",
     "Welcome",
@@ -85,7 +88,7 @@ __all__ = [
     "encode",
 ]
 
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 """Larger frames are refused before parsing."""
 
@@ -451,6 +454,10 @@ class SyncReply(Message):
     list_id: str = attrs.field(validator=_valid(check_list_id))
     delta: EncodedState | None = attrs.field(validator=_valid(_optional(_check_state)))
     version: str | None = attrs.field(validator=_valid(_check_token), default=None)
+    copies: int | None = attrs.field(validator=_valid(_optional(_check_nat)), default=None)
+    """For a push: how many servers held the pushed delta durably when the reply left
+    (the replying holder, the other holders that confirmed it and the servers that took
+    it as a hint); at least the write quorum. ``None`` for a pull."""
 
 
 @attrs.frozen
@@ -749,6 +756,45 @@ class Propagate(Message):
 
 
 @attrs.frozen
+class Replicate(Message):
+    """Server to server: join ``delta`` into ``list_id``, make it durable, and answer
+    :class:`Stored` with ``ask``. A list's coordinating holder sends a client's push to
+    the other holders this way (write quorum), and a server hands a hint back to its
+    holder this way (hinted handoff)."""
+
+    kind: ClassVar[str] = "replicate"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    delta: EncodedState = attrs.field(validator=_valid(_check_state))
+    ask: int = attrs.field(validator=_valid(_check_nat))
+
+
+@attrs.frozen
+class Hint(Message):
+    """Server to server (sloppy quorum): ``holder``, a holder of ``list_id``, did not
+    confirm a write; keep ``delta`` durably for it, answer :class:`Stored` with ``ask``,
+    and hand the hint to ``holder`` (a :class:`Replicate`) once it answers again."""
+
+    kind: ClassVar[str] = "hint"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    holder: str = attrs.field(validator=_valid(_check_id))
+    delta: EncodedState = attrs.field(validator=_valid(_check_state))
+    ask: int = attrs.field(validator=_valid(_check_nat))
+
+
+@attrs.frozen
+class Stored(Message):
+    """Server to server: the delta of the :class:`Replicate` or :class:`Hint` numbered
+    ``ask`` is durable at ``origin``."""
+
+    kind: ClassVar[str] = "stored"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    list_id: str = attrs.field(validator=_valid(check_list_id))
+    ask: int = attrs.field(validator=_valid(_check_nat))
+
+
+@attrs.frozen
 class AeTree(Message):
     """Anti-entropy by descent (:mod:`reference_cluster.protocol.hashtree`): digests of
     nodes of the sender's hash tree, keyed by node name (a hex prefix, ``""`` the root).
@@ -898,6 +944,9 @@ KINDS: Final[Mapping[str, type[Message]]] = {
         Heartbeat,
         Goodbye,
         Propagate,
+        Replicate,
+        Hint,
+        Stored,
         AeTree,
         AeLeaves,
         AeContexts,

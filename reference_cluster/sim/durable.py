@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Generic
 
 from reference_cluster.cores.client import SavedList
-from reference_cluster.protocol.effects import Acked, Persist, SaveEdit, SaveMerge
+from reference_cluster.protocol.effects import Acked, DropHint, Persist, SaveEdit, SaveMerge
 from reference_cluster.protocol.replication import S
 
 __all__ = ["FakeClientStore", "FakeServerStore"]
@@ -22,6 +22,8 @@ class FakeServerStore(Generic[S]):
     def __init__(self, doc_type: type[S]) -> None:
         self.doc_type = doc_type
         self.lists: dict[str, S] = {}
+        self.hint_states: dict[tuple[str, str], S] = {}
+        """(list id, holder) -> the hints kept for that holder (durable)."""
         self._in_flight: dict[int, Persist] = {}
         self.writes = 0
         self.loads = 0
@@ -35,9 +37,15 @@ class FakeServerStore(Generic[S]):
         write = self._in_flight.pop(token, None)
         if write is None:
             return False
-        state = self.lists.get(write.list_id)
-        if state is None:
-            state = self.lists[write.list_id] = self.doc_type()
+        if write.hint_for is not None:
+            key = (write.list_id, write.hint_for)
+            state = self.hint_states.get(key)
+            if state is None:
+                state = self.hint_states[key] = self.doc_type()
+        else:
+            state = self.lists.get(write.list_id)
+            if state is None:
+                state = self.lists[write.list_id] = self.doc_type()
         state.join(write.delta)
         self.writes += 1
         return True
@@ -62,6 +70,26 @@ class FakeServerStore(Generic[S]):
     def digests(self) -> dict[str, str]:
         """The durable lists' digests, which a restarted core starts from."""
         return {k: v.digest() for k, v in self.lists.items()}
+
+    def hints(self) -> dict[tuple[str, str], S]:
+        """Copies of the durable hints, which a restarted core keeps again."""
+        return {k: v.copy() for k, v in self.hint_states.items()}
+
+    def drop_hint(self, effect: DropHint) -> bool:
+        """Delete a hint if its state is still the one its holder confirmed."""
+        key = (effect.list_id, effect.holder)
+        state = self.hint_states.get(key)
+        if state is None or state.digest() != effect.digest:
+            return False
+        del self.hint_states[key]
+        return True
+
+    def holds(self, list_id: str, delta: S) -> bool:
+        """Whether ``delta`` is durable here, in the list or in a hint for it."""
+        state = self.lists.get(list_id)
+        if state is not None and delta <= state:
+            return True
+        return any(k[0] == list_id and delta <= v for k, v in self.hint_states.items())
 
     def load(self, list_id: str) -> S | None:
         """A copy of one durable list, or None."""

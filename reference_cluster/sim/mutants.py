@@ -13,15 +13,27 @@ from crdts import DotContext
 from reference_cluster.cores.client import ClientCore
 from reference_cluster.cores.server import ServerCore
 from reference_cluster.protocol.effects import Effect, Persist, SaveEdit, Send
-from reference_cluster.protocol.messages import Deliver, ErrorReply, Forward, SyncReply, SyncRequest
+from reference_cluster.protocol.messages import (
+    Deliver,
+    ErrorReply,
+    Forward,
+    Hint,
+    Replicate,
+    Stored,
+    SyncReply,
+    SyncRequest,
+)
 from reference_cluster.protocol.replication import S, missing_for
 
 __all__ = [
     "MUTANTS",
     "AckBeforePersistServer",
     "ForgetfulClient",
+    "HintBeforePersistServer",
+    "HintHoardingServer",
     "NoAntiEntropyServer",
     "NoAuthorshipServer",
+    "QuorumOfOneServer",
     "UnrecordedRepairServer",
 ]
 
@@ -87,6 +99,38 @@ class HoardingServer(ServerCore[S]):
         return self.membership.preference(list_id)
 
 
+class QuorumOfOneServer(ServerCore[S]):
+    """Acknowledges a push once its own write is durable, whatever the write quorum
+    (Rule 11 of the server core): the other holders are sent the delta and not waited
+    for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.write_quorum = 1
+
+
+class HintBeforePersistServer(ServerCore[S]):
+    """Confirms a hint as soon as it is taken, before the hint is durable (Rule 12 of
+    the server core): a crash in between loses a copy that counted toward W."""
+
+    def _on_replicate(self, peer: str, msg: Replicate | Hint) -> list[Effect]:
+        out = super()._on_replicate(peer, msg)
+        if isinstance(msg, Hint) and not self._holds(msg.list_id):
+            for effect in out:
+                if isinstance(effect, Persist) and self._peer_acks.pop(effect.token, None) is not None:
+                    out.append(Send(peer, Stored(self.server_id, msg.list_id, msg.ask)))
+                    break
+        return out
+
+
+class HintHoardingServer(ServerCore[S]):
+    """Keeps the hints it takes and never hands them to their holders (Rule 12 of the
+    server core)."""
+
+    def _hand_hints(self) -> list[Effect]:
+        return []
+
+
 class ForgetfulClient(ClientCore[S]):
     """Does not make its edits durable: a restart forgets them and reuses their dots."""
 
@@ -102,5 +146,8 @@ MUTANTS: dict[str, tuple[str, type[Any]]] = {
     "unrecorded-repair": ("server", UnrecordedRepairServer),
     "forgetful-client": ("client", ForgetfulClient),
     "hoarding-server": ("server", HoardingServer),
+    "quorum-of-one": ("server", QuorumOfOneServer),
+    "hint-before-persist": ("server", HintBeforePersistServer),
+    "hint-hoarding": ("server", HintHoardingServer),
 }
 """Mutant name -> (the role it replaces, its class)."""

@@ -31,9 +31,11 @@ import attrs
 from reference_cluster.cores.authorship import PushLimits, kernel_of
 from reference_cluster.cores.broker import BrokerConfig, BrokerCore
 from reference_cluster.cores.client import ClientConfig, ClientCore
+from reference_cluster.cores.quorum import write_quorum
 from reference_cluster.cores.server import ServerConfig, ServerCore
 from reference_cluster.protocol.effects import (
     Acked,
+    DropHint,
     Effect,
     Persist,
     SaveEdit,
@@ -44,6 +46,9 @@ from reference_cluster.protocol.effects import (
 from reference_cluster.protocol.messages import (
     Deliver,
     ErrorReply,
+    Hint,
+    Replicate,
+    Stored,
     SyncReply,
     SyncRequest,
     decode,
@@ -124,6 +129,11 @@ class SimConfig:
         default=None, validator=attrs.validators.optional(_at_least_one)
     )
     """How many servers hold each list; ``None``: every server holds every list."""
+    write_quorum: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least_one)
+    )
+    """W: how many servers hold a push durably before it is acknowledged; ``None``: the
+    servers' default (2, or 1 with one copy of each list)."""
     brokers: int = attrs.field(default=2, validator=_at_least_one)
     clients: int = attrs.field(default=3, validator=_at_least_one)
     lists: int = attrs.field(default=2, validator=_at_least_one)
@@ -164,6 +174,15 @@ class SimConfig:
     def copies(self) -> int:
         """How many servers hold each list (at most every server)."""
         return min(self.servers, self.replicas or self.servers)
+
+    @property
+    def quorum(self) -> int:
+        """W as the servers take it.
+
+        Raises:
+            ValueError: a write quorum above the copies of a list.
+        """
+        return write_quorum(self.write_quorum, self.copies)
 
 
 @attrs.define
@@ -261,6 +280,9 @@ class Simulation:
         self._pushes: dict[str, tuple[str, Any]] = {}
         """request id -> (list id, encoded delta) of every push a client sent; every
         attempt of a request carries the same delta."""
+        self._asks: dict[tuple[str, int], tuple[str, Any]] = {}
+        """(server, ask) -> (list id, encoded delta) of every write a server asked
+        others to confirm (a :class:`Replicate` or a :class:`Hint`)."""
         self.problems: list[str] = []
         self._snapshots: dict[tuple[str, str, str], Any] = {}
         self._samples: list[tuple[float, tuple[str, ...]]] = []
@@ -308,6 +330,10 @@ class Simulation:
                 self._push(
                     self.now + latency, _PERSISTED, (node.name, node.incarnation, effect.token)
                 )
+            elif isinstance(effect, DropHint):
+                dropped = self.server_stores[node.name].drop_hint(effect)
+                self.stats["hints handed back" if dropped else "hints kept (grown)"] += 1
+                self._trace(f"drop-hint {node.name} {effect.list_id[:8]} {effect.holder}")
             elif isinstance(effect, SaveEdit):
                 self.client_stores[node.name].save_edit(effect)
             elif isinstance(effect, SaveMerge):
@@ -326,14 +352,22 @@ class Simulation:
 
     def _check_ack(self, node: _Node, effect: Send) -> None:
         """At the moment a server acknowledges a push, the pushed delta must be durable
-        in that server's store: a write still in flight does not count, since a crash
+        in that server's store and in those of W servers in all (holders, or servers
+        that keep it as a hint): a write still in flight does not count, since a crash
         now would lose it. (The final check only sees losses that a crash in that window
-        actually caused; this one sees every acknowledgement that ran ahead of its write.)"""
+        actually caused; this one sees every acknowledgement that ran ahead of its
+        writes.)"""
         msg = effect.message
         if node.role == "client" and isinstance(msg, SyncRequest) and msg.delta is not None:
             self._pushes.setdefault(msg.request_id, (msg.list_id, msg.delta))
             return
-        if node.role != "server" or not isinstance(msg, Deliver):
+        if node.role != "server":
+            return
+        if isinstance(msg, Replicate | Hint):
+            self._asks[(node.name, msg.ask)] = (msg.list_id, msg.delta)
+        elif isinstance(msg, Stored):
+            self._check_confirmation(node.name, effect.to, msg)
+        if not isinstance(msg, Deliver):
             return
         reply = msg.reply
         if not isinstance(reply, SyncReply):
@@ -347,11 +381,41 @@ class Simulation:
         list_id, encoded = self._pushes[reply.request_id]
         store = self.server_stores[node.name]
         durable = store.lists.get(list_id)
-        if durable is None or not store.doc_type.from_dict(encoded) <= durable:
+        delta = store.doc_type.from_dict(encoded)
+        if durable is None or not delta <= durable:
             self.acked_not_durable += 1
             self.problems.append(
                 f"{node.name} acknowledged {reply.request_id} on list {list_id[:8]} "
                 "before the push was durable"
+            )
+            return
+        copies = sum(st.holds(list_id, delta) for st in self.server_stores.values())
+        if copies < self.config.quorum:
+            self.acked_not_durable += 1
+            self.problems.append(
+                f"{node.name} acknowledged {reply.request_id} on list {list_id[:8]} "
+                f"when the push was durable on {copies} servers, fewer than W = "
+                f"{self.config.quorum}"
+            )
+        elif reply.copies is not None and reply.copies > copies:
+            self.problems.append(
+                f"{node.name}'s reply {reply.request_id} claims {reply.copies} copies; "
+                f"{copies} are durable"
+            )
+
+    def _check_confirmation(self, name: str, to: str, msg: Stored) -> None:
+        """A server confirms a write to another only once it is durable in its store,
+        as the list or as a hint (Rules 11 and 12 of the server core)."""
+        asked = self._asks.get((to, msg.ask))
+        if asked is None:
+            return
+        list_id, encoded = asked
+        store = self.server_stores[name]
+        if not store.holds(list_id, store.doc_type.from_dict(encoded)):
+            self.acked_not_durable += 1
+            self.problems.append(
+                f"{name} confirmed {to}'s write {msg.ask} on list {list_id[:8]} "
+                "before it was durable"
             )
 
     def _send(self, src: str, effect: Send) -> None:
@@ -418,6 +482,7 @@ class Simulation:
                 push_limits=cfg.push_limits,
                 replicas=cfg.copies,
                 membership=self.membership,
+                write_quorum=cfg.quorum,
             )
         elif node.role == "byzantine":
             node.core = ByzantineCore(
@@ -833,11 +898,20 @@ class Simulation:
         for name in self.topology.servers:
             held = sum(name in h for h in placed.values())
             self.stats[f"placement: lists held by {name}"] += held
-            stored = set(servers[name]) | set(self.server_stores[name].lists)
+            store = self.server_stores[name]
+            stored = set(servers[name]) | set(store.lists)
             for list_id in sorted(stored):
                 if name not in placed.get(list_id, (name,)):
                     misplaced += 1
                     self.problems.append(f"{name} keeps list {list_id[:8]}, which it does not hold")
+            for list_id, holder in sorted(store.hint_states):
+                misplaced += 1
+                self.problems.append(
+                    f"{name} still keeps a hint of list {list_id[:8]} for {holder} after the heal"
+                )
+            core = self.nodes[name].core
+            self.stats["hints taken"] += core.hints_taken
+            self.stats["hints left in memory"] += core.hints
         return misplaced
 
     def _check_stores(self, servers: dict[str, dict[str, Any]]) -> None:
