@@ -51,6 +51,7 @@ def core(name: str, store: FakeServerStore[AWORSet], **config: Any) -> ServerCor
         store=store,
         config=ServerConfig(**config),
         rng=random.Random(0),
+        write_quorum=1,  # one copy acknowledges: W >= 2 is test_write_quorum's
     )
 
 

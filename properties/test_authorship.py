@@ -275,6 +275,7 @@ def server_core(lists: dict[str, ShoppingList] | None = None) -> ServerCore[Shop
         lists=lists,
         config=ServerConfig(),
         rng=random.Random(0),
+        write_quorum=1,  # one copy acknowledges: W >= 2 is test_write_quorum's
     )
 
 

@@ -56,6 +56,7 @@ def server(
         incarnation=incarnation,
         config=ServerConfig(cache_lists=cache_lists),
         rng=random.Random(incarnation),
+        write_quorum=1,  # one copy acknowledges: W >= 2 is test_write_quorum's
     )
 
 

@@ -33,6 +33,7 @@ from reference_cluster.protocol.messages import (
     Forward,
     Goodbye,
     Heartbeat,
+    Hint,
     ListsReply,
     ListsRequest,
     LogIn,
@@ -42,9 +43,11 @@ from reference_cluster.protocol.messages import (
     Message,
     Propagate,
     Relay,
+    Replicate,
     ServerStatus,
     SignUp,
     Status,
+    Stored,
     SyncReply,
     SyncRequest,
     Welcome,
@@ -90,7 +93,9 @@ error_replies = st.builds(
     ),
     st.text(max_size=50),
 )
-sync_replies = st.builds(SyncReply, ids, list_ids, st.none() | states())
+sync_replies = st.builds(
+    SyncReply, ids, list_ids, st.none() | states(), st.none() | ids, st.none() | nats
+)
 
 MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
     SyncRequest: sync_requests,
@@ -102,6 +107,9 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
     Heartbeat: st.builds(Heartbeat, ids),
     Goodbye: st.builds(Goodbye, ids),
     Propagate: st.builds(Propagate, ids, list_ids, states()),
+    Replicate: st.builds(Replicate, ids, list_ids, states(), nats),
+    Hint: st.builds(Hint, ids, list_ids, ids, states(), nats),
+    Stored: st.builds(Stored, ids, list_ids, nats),
     AeTree: st.builds(AeTree, ids, nats, st.dictionaries(prefixes, node_digests, max_size=3)),
     AeLeaves: st.builds(
         AeLeaves,
@@ -315,7 +323,7 @@ def _wire(msg: Message, **changes: Any) -> bytes:
         (b"\xff\xfe", "malformed", "not UTF-8 JSON"),
         (b"[1, 2]", "malformed", "expected a JSON object"),
         (b'{"v": 1, "kind": "sync", "attempt": NaN}', "malformed", "not UTF-8 JSON"),
-        (_wire(REQUEST, v=2), "unsupported_version", "unsupported wire version 2"),
+        (_wire(REQUEST, v=1), "unsupported_version", "unsupported wire version 1"),
         (_wire(REQUEST, v=...), "unsupported_version", "unsupported wire version None"),
         (_wire(REQUEST, kind="launch"), "unknown_kind", "unknown message kind 'launch'"),
         (_wire(REQUEST, extra=1), "malformed", "unexpected keys ['extra']"),

@@ -27,8 +27,10 @@ from reference_cluster.protocol.messages import (
     Forward,
     Goodbye,
     Heartbeat,
+    Hint,
     Message,
     Propagate,
+    Replicate,
     SyncReply,
     SyncRequest,
     encode,
@@ -51,6 +53,7 @@ def server(name: str = "s1", lists: dict[str, AWORSet] | None = None) -> ServerC
         lists=lists,
         config=CONFIG,
         rng=random.Random(0),
+        write_quorum=1,  # one copy acknowledges: W >= 2 is test_write_quorum's
     )
 
 
@@ -412,6 +415,8 @@ def test_garbled_states_and_contexts_never_raise_out_of_the_server(data: st.Data
     )
     for msg in (
         Propagate("s2", LIST, state),
+        Replicate("s2", LIST, state, 7),
+        Hint("s2", LIST, "s2", state, 8),
         Forward("c", SyncRequest("r", LIST, "c1", 0, ctx, state)),
         AeDeltas("s2", 1, {LIST: state}, {LIST: ctx}),
         AeContexts("s2", 1, {LIST: ctx}),

@@ -52,6 +52,7 @@ def core(name: str, store: FakeServerStore[AWORSet] | None = None) -> ServerCore
         rng=random.Random(0),
         replicas=N,
         membership=MEMBERS,
+        write_quorum=1,  # one copy acknowledges: W >= 2 is test_write_quorum's
     )
 
 

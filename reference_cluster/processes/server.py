@@ -90,7 +90,7 @@ from reference_cluster.processes.hashpool import (
     add_account_flags,
 )
 from reference_cluster.processes.security import Security
-from reference_cluster.protocol.effects import Effect, Persist, Send
+from reference_cluster.protocol.effects import DropHint, Effect, Persist, Send
 from reference_cluster.protocol.messages import (
     Deliver,
     DirectoryDigest,
@@ -172,6 +172,9 @@ class ServerSettings:
     """Password hashing, its worker pool, sign-up rate and list quota."""
     replicas: int = DEFAULT_REPLICAS
     """How many of the servers (this one and its peers) hold each list."""
+    write_quorum: int | None = None
+    """How many servers hold a push durably before it is acknowledged (None: 2, or 1
+    where a list has one holder)."""
 
 
 class Server:
@@ -220,6 +223,7 @@ class Server:
                 rng=random.Random(),
                 admit=lambda req, delta, _now: self.directory.admit(req, delta, time.time()),
                 replicas=s.replicas,
+                write_quorum=s.write_quorum,
             )
             self._router = self._socket(zmq.ROUTER)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -422,6 +426,8 @@ class Server:
                 if not self._batch:
                     self._batch_since = time.monotonic()
                 self._batch.append(effect)
+            elif isinstance(effect, DropHint):
+                self._drop_hint(effect)
         for send in self.directory.take_outgoing():
             self._send(send)
 
@@ -438,7 +444,10 @@ class Server:
         now = time.monotonic()
         effects: list[Effect] = []
         try:
-            written = self.store.apply_many((p.list_id, p.delta) for p in batch)
+            written = self.store.apply_many(
+                ((p.list_id, p.delta) for p in batch if p.hint_for is None),
+                [(p.list_id, p.hint_for, p.delta) for p in batch if p.hint_for is not None],
+            )
         except (ClusterError, OSError) as exc:
             log.error("server %s: commit failed: %s", self.settings.server_id, exc)
             for p in batch:
@@ -446,11 +455,19 @@ class Server:
         else:
             self.commits += 1
             for p in batch:
-                if p.list_id in written:
+                if p.hint_for is not None or p.list_id in written:
                     effects.extend(self.core.persisted(p.token, now))
                 else:
                     effects.extend(self.core.persist_failed(p.token, "the list is gone", now))
         self._carry_out(effects)
+
+    def _drop_hint(self, effect: DropHint) -> None:
+        """Delete a hint its holder confirmed (Rule 12 of the server core); one that
+        cannot be deleted now is handed over again after a restart."""
+        try:
+            self.store.drop_hint(effect.list_id, effect.holder, effect.digest)
+        except (ClusterError, OSError) as exc:
+            log.error("server %s: dropping a hint failed: %s", self.settings.server_id, exc)
 
     def _send(self, effect: Send) -> None:
         data = encode(effect.message)
@@ -559,6 +576,15 @@ def _parser() -> argparse.ArgumentParser:
         "server of a cluster must be given the same (SHOPLIST_REPLICAS; default "
         f"{DEFAULT_REPLICAS})",
     )
+    parser.add_argument(
+        "--write-quorum",
+        type=parse_positive,
+        default=os.environ.get("SHOPLIST_WRITE_QUORUM"),
+        metavar="W",
+        help="how many of a list's holders (or servers keeping a hint for one) hold an "
+        "edit durably before it is acknowledged, at most --replicas (SHOPLIST_WRITE_QUORUM; "
+        "default 2, or 1 with one replica)",
+    )
     add_common_flags(parser)
     add_security_flags(parser, default_keys=None)
     add_account_flags(parser)
@@ -616,6 +642,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         heartbeat=args.zmq_heartbeat,
         accounts=account_settings_from_args(args),
         replicas=args.replicas,
+        write_quorum=args.write_quorum,
     )
 
 

@@ -1030,7 +1030,8 @@ def _from_wire(data: object, path: str, *, top: bool) -> Message:
     cls = KINDS.get(kind) if type(kind) is str else None
     if cls is None:
         raise _malformed(
-            f"{path}.kind: unknown message kind {_short(kind)}, expected one of {sorted(KINDS)}",
+            f"{path}.kind: unknown message kind {_short(kind)}, expected one of the "
+            f"{len(KINDS)} kinds of wire version {WIRE_VERSION}",
             code="unknown_kind",
         )
     fields = attrs.fields(cls)  # type: ignore[arg-type]

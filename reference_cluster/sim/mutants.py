@@ -116,10 +116,9 @@ class HintBeforePersistServer(ServerCore[S]):
     def _on_replicate(self, peer: str, msg: Replicate | Hint) -> list[Effect]:
         out = super()._on_replicate(peer, msg)
         if isinstance(msg, Hint) and not self._holds(msg.list_id):
-            for effect in out:
-                if isinstance(effect, Persist) and self._peer_acks.pop(effect.token, None) is not None:
-                    out.append(Send(peer, Stored(self.server_id, msg.list_id, msg.ask)))
-                    break
+            writes = [e for e in out if isinstance(e, Persist)]
+            if writes and self._peer_acks.pop(writes[0].token, None) is not None:
+                out.append(Send(peer, Stored(self.server_id, msg.list_id, msg.ask)))
         return out
 
 

@@ -253,12 +253,12 @@ class Simulation:
         self._client_factory = client_factory
         doc = self.model.doc_type
         self.nodes: dict[str, _Node] = {}
-        for name in topo.servers:
-            self.nodes[name] = _Node(name, "server")
-        for name in topo.brokers:
-            self.nodes[name] = _Node(name, "broker")
-        for name in topo.clients:
-            self.nodes[name] = _Node(name, "client")
+        for role, names in (
+            ("server", topo.servers),
+            ("broker", topo.brokers),
+            ("client", topo.clients),
+        ):
+            self.nodes.update((name, _Node(name, role)) for name in names)
         if self.byzantine:
             self.nodes[BYZANTINE] = _Node(BYZANTINE, "byzantine")
         self.forged = 0

@@ -63,6 +63,7 @@ from reference_cluster.errors import (
     UserExists,
 )
 from reference_cluster.storage.client_store import ClientSession, ClientStore, StoredList
+from reference_cluster.storage.hints import HINTS_TABLE, drop_hint, load_hints, store_hints
 from reference_cluster.storage.memberships import (
     MEMBERS_TABLE,
     load_memberships,
@@ -216,6 +217,7 @@ class ServerStore(SqliteStore[S]):
         self._conn.execute(_QUARANTINE_TABLE)
         self._init_account_tables()  # accounts: see "accounts and sessions" below
         self._conn.execute(MEMBERS_TABLE)
+        self._conn.execute(HINTS_TABLE)
 
     # -- members of lists (storage.memberships) ----------------------------------------
 
@@ -254,11 +256,15 @@ class ServerStore(SqliteStore[S]):
         if not took:
             raise ListDeleted(f"list {list_id} was deleted by its owner")
 
-    def apply_many(self, items: Iterable[tuple[str, S]]) -> set[str]:
+    def apply_many(
+        self, items: Iterable[tuple[str, S]], hints: Iterable[tuple[str, str, S]] = ()
+    ) -> set[str]:
         """Apply many ``(list_id, delta)`` pairs in one durable transaction (group commit).
 
         Deltas for the same list are joined together and logged as one row. Deltas for
         deleted lists are skipped; every other pair is applied, or (on error) none is.
+        ``hints`` are ``(list_id, holder, delta)`` joined into the hints kept for other
+        servers (:mod:`reference_cluster.storage.hints`) in the same transaction.
 
         Returns:
             The ids of the lists that took their deltas.
@@ -271,14 +277,31 @@ class ServerStore(SqliteStore[S]):
         for list_id, delta in items:
             check_list_id(list_id)
             grouped.setdefault(list_id, []).append(self._check_state(delta))
+        hinted = [(check_list_id(k), h, self._check_state(d)) for k, h, d in hints]
         took: set[str] = set()
-        if not grouped:
+        if not grouped and not hinted:
             return took
         with self._transaction("group apply") as conn:
             for list_id, deltas in grouped.items():
                 if self._apply(conn, list_id, deltas, None):
                     took.add(list_id)
+            store_hints(conn, hinted, self._state_type.from_dict)
         return took
+
+    def hints(self) -> dict[tuple[str, str], S]:
+        """Every hint kept for another server: ``(list id, holder) -> state``."""
+        with self._reading() as conn:
+            return load_hints(conn, self._state_type.from_dict)
+
+    def drop_hint(self, list_id: str, holder: str, digest: str) -> bool:
+        """Durably delete the hint for ``holder`` of ``list_id`` if its digest is still
+        ``digest``; whether it was deleted.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        with self._transaction("drop hint") as conn:
+            return drop_hint(conn, list_id, holder, digest)
 
     def _apply(
         self, conn: sqlite3.Connection, list_id: str, deltas: list[S], owner: str | None
