@@ -4,6 +4,7 @@ python -m reference_cluster.sim --seeds 1000           # sweep seeds 0..999
 python -m reference_cluster.sim --seed 17 --trace      # replay seed 17 exactly
 python -m reference_cluster.sim --seeds 50 --mutant ack-before-persist
 python -m reference_cluster.sim --seeds 300 --replicas 3     # each list on 3 of 5 servers
+python -m reference_cluster.sim --seeds 300 --replicas 3 --write-quorum 3
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="servers that hold each list (default: every server)",
     )
+    p.add_argument(
+        "--write-quorum",
+        type=int,
+        default=None,
+        metavar="W",
+        help="servers that hold an edit durably before it is acknowledged (default 2, or "
+        "1 with one replica)",
+    )
     p.add_argument("--brokers", type=int, default=2)
     p.add_argument("--clients", type=int, default=3)
     p.add_argument(
@@ -55,6 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show the cores' log lines")
     return p
+
+
+def _shape(argv: Sequence[str] | None) -> str:
+    """The flags of ``argv`` that a replay of one seed needs (all but the sweep's)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    skip = {"--seeds", "--start", "--workers"}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name = word.split("=", 1)[0]
+        takes_value = name not in {"--trace", "-v", "--verbose"} and "=" not in word
+        if name not in skip:
+            out.append(word)
+            if takes_value and i + 1 < len(words):
+                out.append(words[i + 1])
+        i += 2 if takes_value else 1
+    return "".join(f" {w}" for w in out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,9 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replicas is not None and args.replicas < 1:
         print("--replicas must be at least 1", file=sys.stderr)
         return 2
+    if args.write_quorum is not None and args.write_quorum < 1:
+        print("--write-quorum must be at least 1", file=sys.stderr)
+        return 2
     config = SimConfig(
-        servers=args.servers, brokers=args.brokers, clients=args.clients, replicas=args.replicas
+        servers=args.servers,
+        brokers=args.brokers,
+        clients=args.clients,
+        replicas=args.replicas,
+        write_quorum=args.write_quorum,
     )
+    try:
+        config.quorum  # noqa: B018 - checks W against the copies of a list
+    except ValueError as exc:
+        print(f"--write-quorum: {exc}", file=sys.stderr)
+        return 2
     options = RunOptions(model=args.model, mutant=args.mutant, config=config)
     if args.seed is not None:
         result, lines = run_options(args.seed, options, trace=args.trace)
@@ -95,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = by_seed[seed]
         first = r.problems[0] if r.problems else f"converged after {r.rounds} rounds"
         print(f"FAILED seed {seed}: {first}")
-        print(f"  replay: python -m reference_cluster.sim --seed {seed} --trace")
+        print(f"  replay: python -m reference_cluster.sim --seed {seed} --trace{_shape(argv)}")
     return 0 if not summary.failed else 1
 
 
