@@ -21,6 +21,7 @@ from reference_cluster.errors import LoginFailed, UserExists
 from reference_cluster.processes.client import Client
 from reference_cluster.processes.cluster import LocalCluster, probe
 from reference_cluster.protocol.messages import (
+    WIRE_VERSION,
     Announce,
     BrokerStatus,
     Deliver,
@@ -171,7 +172,8 @@ def test_a_malformed_frame_gets_an_error_reply_and_the_process_keeps_serving(
         secure(sock)
         sock.connect(endpoint)
         codes = []
-        for frame in (b"\xff not json", b'{"kind":"sync","v":99}', b'{"kind":"launch","v":1}'):
+        unknown = b'{"kind":"launch","v":%d}' % WIRE_VERSION
+        for frame in (b"\xff not json", b'{"kind":"sync","v":99}', unknown):
             sock.send(frame)
             assert sock.poll(5000), "no reply"
             reply = decode(sock.recv())
