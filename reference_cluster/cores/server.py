@@ -23,7 +23,9 @@ the list from memory once its other writes are done (memory goes back to what is
 and the next round reloads it. Without a store, every list stays in memory.
 
 Rule 4 (propagate, then repair). A client's delta is sent at once to every other server
-that holds the list (Rule 6) (:class:`~reference_cluster.protocol.messages.Propagate`, no reply).
+that holds the list (Rule 6): as a :class:`~reference_cluster.protocol.messages.Replicate`
+that each confirms when the write quorum is above one (Rule 11), else as a
+:class:`~reference_cluster.protocol.messages.Propagate` (no reply).
 What a lost propagation misses, anti-entropy repairs, by descent of a hash tree of the
 lists' digests (:mod:`reference_cluster.protocol.hashtree`). A list's digest is computed
 when a round needs it, not on every write (a dirty list's digest waits in memory). Every
@@ -89,6 +91,37 @@ anti-entropy delta, which may be large) or may have gone back (a failed write, a
 back with another digest than the one in memory) starts its changes afresh under a new
 value, so no version of before is taken for it. Eviction alone keeps them: an evicted
 list is read back as it was (Rule 3), which the digest confirms.
+
+Rule 11 (write quorum). With ``write_quorum`` W above one, a client's push is
+acknowledged once W servers hold it durably: this server (its own write, Rule 1) and the
+other holders that answered its :class:`~reference_cluster.protocol.messages.Replicate`
+with :class:`~reference_cluster.protocol.messages.Stored`, or servers that keep it as a
+hint for a holder (Rule 12). The reply says how many (:attr:`SyncReply.copies`). A peer
+confirms only after its own write of the delta is durable, and writes it again if it
+already held it, as Rule 1 does for a client's retry; a confirmation counts only from a
+server asked for that push and that list, once. A push short of W at
+``config.write_timeout`` is answered with the retryable ``unavailable`` (what was
+written stays written and spreads as any write does); the client retries, and every copy
+is asked again. With W = 1 nothing waits: a push is acknowledged once durable here and
+propagated as before.
+
+Rule 12 (sloppy quorum and hinted handoff). A holder that has not confirmed a push
+within ``config.hint_after`` is taken for silent until any message of it arrives. For as
+many copies as the push still lacks, the servers after the holders in the list's
+preference order are asked in turn (one new server per silent holder every
+``hint_after``) to keep the delta as a hint for that holder
+(:class:`~reference_cluster.protocol.messages.Hint`); a push made while a holder is
+known to be silent asks at once. A server keeps a hint only for a holder of the list
+other than itself (a holder of the list takes a hint as a write of the list): it joins
+the delta into the hint kept for that (list, holder), makes it durable
+(:class:`~reference_cluster.protocol.effects.Persist` with ``hint_for``), confirms it,
+and keeps it across restarts (the store's hints are read back at start). Every
+anti-entropy round it hands each hint with no write in flight to its holder (a
+``Replicate``); when the holder confirms, and the hint is still the state it handed, the
+hint is dropped from memory and from the store, at that state's digest
+(:class:`~reference_cluster.protocol.effects.DropHint`), so a hint that grew since is
+handed again rather than lost. A hint is not a list: it is never served, and it is not
+in any hash tree.
 """
 
 from __future__ import annotations
