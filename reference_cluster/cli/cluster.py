@@ -42,7 +42,15 @@ from reference_cluster.processes.security import (
 from reference_cluster.protocol.messages import BrokerStatus, ServerStatus, Status
 from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership
 
-__all__ = ["MEMBERSHIP_FILE", "add_commands", "read_membership", "record_membership"]
+__all__ = [
+    "MEMBERSHIP_FILE",
+    "add_commands",
+    "membership_json",
+    "membership_text",
+    "read_membership",
+    "record_membership",
+    "status_report",
+]
 
 DEFAULT_SERVERS = 3
 """How many servers ``cluster up`` runs unless told (``--servers``, ``SHOPLIST_SERVERS``)."""

@@ -223,10 +223,10 @@ class LocalCluster:
             ``log_dir`` is not given and ``quiet`` is set.
         layout: host, ports and counts.
         timing: the processes' timing.
-        replicas: how many of the servers hold each list (``--replicas`` of every server
-            and broker; at least the number of servers: every server holds every list).
-            The brokers are given every server as a member (``--member``), so they route
-            a list's requests to its holders only.
+        replicas: how many of the servers hold each list, given to every server and
+            broker as ``--replicas`` (at least the number of servers means every server
+            holds every list). The brokers are also given every server as a member
+            (``--member``), so they route a list's requests to its holders only.
         proxies: route every link through a :class:`LinkProxy` (see the module notes).
         insecure: run without CURVE keys (experiments only; each child warns). By
             default :meth:`start` makes the key folder ``DATA_DIR/keys`` (keeping keys
