@@ -4,8 +4,10 @@ device folder and no ``SHOPLIST_`` setting from the caller's environment."""
 from __future__ import annotations
 
 import os
+import selectors
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,3 +61,22 @@ def run_cli(
         input=stdin,
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
+
+
+def first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The first line ``proc`` prints, waiting at most ``timeout`` seconds."""
+    assert proc.stdout is not None
+    fd, buf = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf and (left := deadline - time.monotonic()) > 0:
+            if not sel.select(timeout=left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    if b"\n" not in buf:
+        raise AssertionError(f"no line from pid {proc.pid} within {timeout:g}s")
+    return buf.split(b"\n", 1)[0].decode()

@@ -238,6 +238,9 @@ class RealCluster:
         workdir: stores and logs (``logs/NAME.log``).
         ns: the namespace to run in; None: plain loopback, no partitions.
         brokers, servers: how many.
+        replicas: how many servers hold each list (given to every server, and to every
+            broker with every server as a member); None: the processes' defaults, and
+            brokers without members.
         timing: the processes' timing flags.
         sync_interval, request_timeout: the client agents' timing.
     """
@@ -249,6 +252,7 @@ class RealCluster:
         ns: Namespace | None = None,
         brokers: int = 2,
         servers: int = 3,
+        replicas: int | None = None,
         timing: Timing | None = None,
         sync_interval: float = 0.5,
         request_timeout: float = 0.5,
@@ -257,6 +261,7 @@ class RealCluster:
         self.workdir = workdir
         self.ns = ns
         self.timing = timing or Timing()
+        self.replicas = replicas
         self.sync_interval = sync_interval
         self.request_timeout = request_timeout
         self.log_level = log_level
@@ -324,6 +329,8 @@ class RealCluster:
             timing=self.timing,
             log_level=self.log_level,
             keys=self.keys,
+            members=() if self.replicas is None else self.servers,
+            replicas=self.replicas,
         )
 
     def _server_argv(self, name: str) -> list[str]:
@@ -340,6 +347,7 @@ class RealCluster:
             timing=self.timing,
             log_level=self.log_level,
             keys=self.keys,
+            replicas=self.replicas,
         )
 
     def store_path(self, server: str) -> Path:

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_harness import Brokers, cli_env, run_cli
+from cli_harness import Brokers, cli_env, first_line, run_cli
 
 from reference_cluster.cli.shoplist import main
 from reference_cluster.processes.cluster import free_base_port, stop_process
@@ -152,25 +151,6 @@ def test_the_demo_runs_to_a_converged_table(tmp_path: Path) -> None:
     )
     assert 6 == len({r[0] for r in rows[:6]})
     assert 1 == len({r[2] for r in rows[:6]})
-
-
-def first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    """The first line ``proc`` prints, waiting at most ``timeout`` seconds."""
-    assert proc.stdout is not None
-    fd, buf = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf and (left := deadline - time.monotonic()) > 0:
-            if not sel.select(timeout=left):
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-    if b"\n" not in buf:
-        raise AssertionError(f"no line from pid {proc.pid} within {timeout:g}s")
-    return buf.split(b"\n", 1)[0].decode()
 
 
 def _running(pid: int) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,10 @@ from reference_cluster.processes.cluster import LocalCluster, Timing, probe
 from reference_cluster.processes.config import (
     DEFAULT_BASE_PORT,
     DEFAULT_HOST,
+    MAX_SERVERS,
     LocalLayout,
     StopSignal,
+    add_count_flag,
     add_seconds_flag,
     broker_key_from_args,
     check_endpoint,
@@ -24,6 +28,7 @@ from reference_cluster.processes.config import (
     env_endpoints,
     local_layout,
     parse_base_port,
+    parse_count,
 )
 from reference_cluster.processes.security import (
     ADMIN,
@@ -35,8 +40,29 @@ from reference_cluster.processes.security import (
     load_public,
 )
 from reference_cluster.protocol.messages import BrokerStatus, ServerStatus, Status
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership
 
-__all__ = ["add_commands"]
+__all__ = [
+    "MEMBERSHIP_FILE",
+    "add_commands",
+    "membership_json",
+    "membership_text",
+    "read_membership",
+    "record_membership",
+    "status_report",
+]
+
+DEFAULT_SERVERS = 3
+"""How many servers ``cluster up`` runs unless told (``--servers``, ``SHOPLIST_SERVERS``)."""
+MEMBERSHIP_FILE = "membership.json"
+"""What ``cluster up`` records in its data folder for ``cluster status``: the member
+servers, the replica count and the epoch it started the cluster with."""
+_MEMBERSHIP_MAX_BYTES = 64 * 1024
+_SERVERS_HELP = f"how many servers, s1 to sN (1 to {MAX_SERVERS}; their peer ports are PORT+101.."
+_REPLICAS_HELP = (
+    "how many of the servers hold each list; N may exceed the number of servers, and at "
+    "least that many means every server holds every list"
+)
 
 Command = Callable[[argparse.Namespace, Any], int]
 
@@ -64,11 +90,23 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         parents=common,
     )
     verbs = cluster.add_subparsers(dest="verb", required=True, metavar="VERB")
-    text = "run 2 brokers and 3 servers on this machine in the foreground (Ctrl-C stops them)"
+    text = (
+        "run 2 brokers and 3 servers (--servers) on this machine in the foreground, each "
+        "list on 3 of the servers (--replicas); Ctrl-C stops them"
+    )
     up = verbs.add_parser("up", help=text, description=text, parents=common)
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=cmd_up, usage_error=up.error)
     _layout_flags(up, host_help="the address to listen on")
-    _data_dir_flag(up, "the servers' stores and the keys")
+    _data_dir_flag(up, "the servers' stores, the keys and the membership")
+    add_count_flag(
+        up,
+        "--servers",
+        "SHOPLIST_SERVERS",
+        DEFAULT_SERVERS,
+        _SERVERS_HELP + "PORT+100+N)",
+        maximum=MAX_SERVERS,
+    )
+    add_count_flag(up, "--replicas", "SHOPLIST_REPLICAS", DEFAULT_REPLICAS, _REPLICAS_HELP)
     add_seconds_flag(
         up, "--anti-entropy", "SHOPLIST_ANTI_ENTROPY", 2.0, "servers' anti-entropy interval"
     )
@@ -84,20 +122,41 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
     )
     text = "which brokers and servers answer"
     status = verbs.add_parser("status", help=text, description=text, parents=common)
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, usage_error=status.error)
     _layout_flags(status, host_help="the host the cluster runs on")
     _data_dir_flag(
         status,
         "where the cluster's keys are, as DATA_DIR/keys (servers answer "
-        "only members: the admin key)",
+        "only members: the admin key), and the membership cluster up recorded",
+    )
+    recorded = f"default: what cluster up recorded in DATA_DIR/{MEMBERSHIP_FILE}, else"
+    status.add_argument(
+        "--servers",
+        type=_servers,
+        metavar="N",
+        help=f"{_SERVERS_HELP}.) ({recorded} SHOPLIST_SERVERS, else {DEFAULT_SERVERS})",
+    )
+    status.add_argument(
+        "--replicas",
+        type=_replicas,
+        metavar="N",
+        help=f"{_REPLICAS_HELP} ({recorded} SHOPLIST_REPLICAS, else {DEFAULT_REPLICAS})",
     )
     text = (
-        "make the CURVE keys of 2 brokers and 3 servers (kept if they exist): DATA_DIR/keys; "
-        "clients need DATA_DIR/keys/frontend.key"
+        "make the CURVE keys of 2 brokers and 3 servers (--servers; kept if they exist): "
+        "DATA_DIR/keys; clients need DATA_DIR/keys/frontend.key"
     )
     keys = verbs.add_parser("keys", help=text, description=text, parents=common)
     keys.set_defaults(func=cmd_keys)
     _data_dir_flag(keys, "the cluster's data folder")
+    add_count_flag(
+        keys,
+        "--servers",
+        "SHOPLIST_SERVERS",
+        DEFAULT_SERVERS,
+        f"how many servers to make keys for, s1 to sN (1 to {MAX_SERVERS})",
+        maximum=MAX_SERVERS,
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -190,15 +249,178 @@ def _reach(layout: LocalLayout, args: argparse.Namespace, data_dir: Path) -> str
     return f"clients: export {' '.join(settings)}, or {flags}{key}"
 
 
+def _servers(text: str) -> int:
+    """A number of servers, 1 to :data:`MAX_SERVERS` (an argparse ``type``)."""
+    return parse_count(text, minimum=1, maximum=MAX_SERVERS)
+
+
+def _replicas(text: str) -> int:
+    """A replica count, at least 1 (an argparse ``type``)."""
+    return parse_count(text, minimum=1)
+
+
+def _env_count(var: str, default: int, *, maximum: int | None = None) -> int:
+    """A count from the environment variable ``var`` (else ``default``).
+
+    Raises:
+        ValueError: a bad value (one line naming the variable).
+    """
+    raw = os.environ.get(var)
+    if not raw:
+        return default
+    try:
+        return parse_count(raw, minimum=1, maximum=maximum)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"{var}: {exc}") from None
+
+
+def _checked_layout(args: argparse.Namespace, servers: int) -> LocalLayout:
+    """The layout of ``servers`` servers at --host and --base-port; a base port that puts
+    a server's port above 65535 is a usage error (status 2), as a bad flag is."""
+    try:
+        return LocalLayout(args.host, args.base_port, servers=servers)
+    except ValueError:
+        try:
+            parse_base_port(str(args.base_port), servers=servers)
+        except argparse.ArgumentTypeError as exc:
+            args.usage_error(f"argument --base-port: with {servers} servers, {exc}")
+        raise
+
+
+def _ordered(servers: Sequence[str] | frozenset[str]) -> list[str]:
+    """Server ids in their natural order: s1, s2, ..., s10."""
+    return sorted(servers, key=lambda s: (len(s), s))
+
+
+def membership_text(membership: Membership, replicas: int) -> str:
+    """One line: the members, the epoch and how many of them hold each list."""
+    names = _ordered(membership.servers)
+    count = f"{len(names)} server{'s' if len(names) != 1 else ''}"
+    if membership.everywhere(replicas):
+        each = f"every server holds every list (--replicas {replicas}, {count})"
+    else:
+        each = f"each list on {replicas} of the {count}"
+    return f"membership epoch {membership.epoch}: {' '.join(names)}; {each}"
+
+
+def membership_json(membership: Membership, replicas: int, recorded: Path | None) -> dict[str, Any]:
+    """The membership as ``cluster up`` and ``cluster status`` report it in JSON."""
+    return {
+        "servers": _ordered(membership.servers),
+        "replicas": replicas,
+        "epoch": membership.epoch,
+        "recorded": None if recorded is None else str(recorded),
+    }
+
+
+def record_membership(data_dir: Path, servers: Sequence[str], replicas: int) -> Path:
+    """Write what ``cluster up`` started (epoch 0) to ``DATA_DIR/membership.json``, for
+    ``cluster status``; return the file's path. Written whole, then renamed into place."""
+    path = data_dir / MEMBERSHIP_FILE
+    text = json.dumps({"servers": _ordered(servers), "replicas": replicas, "epoch": 0})
+    tmp = path.with_name(f".{MEMBERSHIP_FILE}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_membership(path: Path) -> tuple[Membership, int] | None:
+    """The membership and replica count that ``cluster up`` recorded at ``path``, or
+    None if there is no such file.
+
+    Raises:
+        ValueError: the file cannot be read or is not such a record (one line naming it).
+    """
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_MEMBERSHIP_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    why = "larger than 64 KiB" if len(raw) > _MEMBERSHIP_MAX_BYTES else ""
+    data: Any = None
+    if not why:
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            why = "not JSON"
+    if not why:
+        why = _membership_problem(data)
+    if why:
+        raise ValueError(
+            f"{path} is not a membership recorded by cluster up ({why}): pass --servers "
+            "and --replicas, or delete it"
+        )
+    return Membership(data["servers"], data["epoch"]), data["replicas"]
+
+
+def _membership_problem(data: Any) -> str:
+    """What is wrong with a decoded membership record ("" if nothing)."""
+    if not isinstance(data, dict):
+        return "not an object"
+    servers = data.get("servers")
+    n = len(servers) if isinstance(servers, list) else 0
+    if not 1 <= n <= MAX_SERVERS or servers != [f"s{j}" for j in range(1, n + 1)]:
+        return f"servers must be s1 to sN, N from 1 to {MAX_SERVERS}"
+    replicas, epoch = data.get("replicas"), data.get("epoch")
+    if type(replicas) is not int or replicas < 1:
+        return "replicas must be a whole number >= 1"
+    if type(epoch) is not int or epoch < 0:
+        return "epoch must be a whole number >= 0"
+    return ""
+
+
+def _up_report(
+    cluster: LocalCluster, args: argparse.Namespace, recorded: Path
+) -> tuple[dict[str, Any], str]:
+    """What ``cluster up`` prints once every broker holds every server live."""
+    layout, data_dir = cluster.layout, cluster.data_dir
+    width = max(len(name) for name in cluster.children)
+    rows = []
+    for i, name in enumerate(cluster.brokers):
+        rows.append(
+            f"  {name:<{width}}  pid {cluster.pid(name):<7}  clients {layout.frontend(i)}"
+            f"  servers {layout.backend(i)}"
+        )
+    for j, name in enumerate(cluster.servers):
+        rows.append(
+            f"  {name:<{width}}  pid {cluster.pid(name):<7}  peers   {layout.peer(j + 1)}"
+            f"  store {data_dir / (name + '.sqlite')}"
+        )
+    data = {
+        "brokers": layout.frontends,
+        "servers": {s: layout.peer(j + 1) for j, s in enumerate(cluster.servers)},
+        "pids": {n: cluster.pid(n) for n in cluster.children},
+        "data_dir": str(data_dir),
+        "broker_key": None if cluster.broker_key is None else cluster.broker_key.decode(),
+        "membership": membership_json(cluster.membership, cluster.replicas, recorded),
+    }
+    text = "\n".join(
+        [
+            f"cluster up, data in {data_dir} (Ctrl-C stops it):",
+            *rows,
+            f"ready: both brokers hold {' '.join(cluster.servers)} live",
+            membership_text(cluster.membership, cluster.replicas),
+            _security_line(cluster),
+            _reach(layout, args, data_dir),
+        ]
+    )
+    return data, text
+
+
 def cmd_up(args: argparse.Namespace, out: Any) -> int:
     """Run the cluster until SIGINT or SIGTERM."""
-    layout = LocalLayout(args.host, args.base_port)
+    layout = _checked_layout(args, args.servers)
     data_dir = _data_dir(args)
     timing = Timing(anti_entropy=args.anti_entropy)
     cluster = LocalCluster(
         data_dir,
         layout=layout,
         timing=timing,
+        replicas=args.replicas,
         quiet=args.quiet,
         log_level=args.log_level,
         insecure=args.insecure,
@@ -209,35 +431,8 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
             cluster.start()
         except RuntimeError as exc:  # a process exited: one line, as every command error
             raise ClusterError(str(exc).splitlines()[0]) from None
-        rows = []
-        for i, name in enumerate(cluster.brokers):
-            rows.append(
-                f"  {name}  pid {cluster.pid(name):<7}  clients {layout.frontend(i)}"
-                f"  servers {layout.backend(i)}"
-            )
-        for j, name in enumerate(cluster.servers):
-            rows.append(
-                f"  {name}  pid {cluster.pid(name):<7}  peers   {layout.peer(j + 1)}"
-                f"  store {data_dir / (name + '.sqlite')}"
-            )
-        out.emit(
-            {
-                "brokers": layout.frontends,
-                "servers": {s: layout.peer(j + 1) for j, s in enumerate(cluster.servers)},
-                "pids": {n: cluster.pid(n) for n in cluster.children},
-                "data_dir": str(data_dir),
-                "broker_key": None if cluster.broker_key is None else cluster.broker_key.decode(),
-            },
-            "\n".join(
-                [
-                    f"cluster up, data in {data_dir} (Ctrl-C stops it):",
-                    *rows,
-                    f"ready: both brokers hold {' '.join(cluster.servers)} live",
-                    _security_line(cluster),
-                    _reach(layout, args, data_dir),
-                ]
-            ),
-        )
+        recorded = record_membership(data_dir, cluster.servers, cluster.replicas)
+        out.emit(*_up_report(cluster, args, recorded))
         while not stop.check():
             _wait_fd(stop.fd, _SUPERVISE_EVERY)
             stop.drain()
@@ -264,7 +459,8 @@ def cmd_keys(args: argparse.Namespace, out: Any) -> int:
     """Make the keys of the local layout's members (keeping those that exist)."""
     keys = _data_dir(args) / "keys"
     layout = local_layout()
-    names = [*(f"b{i}" for i in range(layout.brokers)), *layout.server_ids, ADMIN]
+    servers = [f"s{j}" for j in range(1, args.servers + 1)]
+    names = [*(f"b{i}" for i in range(layout.brokers)), *servers, ADMIN]
     made = ensure_keys(keys, names)
     public = load_public(keys / f"{FRONTEND}.key").decode()
     text = f"made {', '.join(made)}" if made else "every key was there already"
@@ -297,31 +493,92 @@ def _lists(n: int) -> str:
     return f"{n} list" if n == 1 else f"{n} lists"
 
 
+def _status_membership(
+    args: argparse.Namespace, data_dir: Path
+) -> tuple[Membership, int, Path | None]:
+    """The membership ``cluster status`` reports, its replica count, and the record it
+    came from: each of --servers and --replicas if given, else what ``cluster up``
+    recorded in the data folder, else SHOPLIST_SERVERS / SHOPLIST_REPLICAS, else 3."""
+    path = data_dir / MEMBERSHIP_FILE
+    found = None
+    if args.servers is None or args.replicas is None:
+        found = read_membership(path)
+    if args.servers is not None:
+        servers: int = args.servers
+    elif found is not None:
+        servers = len(found[0].servers)
+    else:
+        servers = _env_count("SHOPLIST_SERVERS", DEFAULT_SERVERS, maximum=MAX_SERVERS)
+    if args.replicas is not None:
+        replicas: int = args.replicas
+    elif found is not None:
+        replicas = found[1]
+    else:
+        replicas = _env_count("SHOPLIST_REPLICAS", DEFAULT_REPLICAS)
+    epoch = found[0].epoch if found is not None and args.servers is None else 0
+    members = Membership([f"s{j}" for j in range(1, servers + 1)], epoch)
+    return members, replicas, None if found is None else path
+
+
+def status_report(
+    membership: Membership,
+    replicas: int,
+    recorded: Path | None,
+    brokers: Sequence[tuple[str, BrokerStatus | None]],
+    servers: Sequence[tuple[str, str, ServerStatus | None]],
+) -> tuple[dict[str, Any], str]:
+    """What ``cluster status`` prints: the membership, then each broker (at its end
+    point) and each member server (id, end point) with its answer, None for none."""
+    data: dict[str, Any] = {
+        "membership": membership_json(membership, replicas, recorded),
+        "brokers": {},
+        "servers": {},
+    }
+    lines = [membership_text(membership, replicas)]
+    for endpoint, reply in brokers:
+        if reply is None:
+            data["brokers"][endpoint] = None
+            lines.append(f"broker {'?':<4} {endpoint:<24} no answer")
+            continue
+        data["brokers"][endpoint] = {"id": reply.broker, "servers": list(reply.servers)}
+        live = " ".join(reply.servers) or "none"
+        strangers = [s for s in reply.servers if s not in membership.servers]
+        extra = f"; not members: {' '.join(strangers)}" if strangers else ""
+        lines.append(f"broker {reply.broker:<4} {endpoint:<24} up    live servers: {live}{extra}")
+    for name, endpoint, status in servers:
+        if status is None:
+            data["servers"][name] = None
+            lines.append(f"server {name:<4} {endpoint:<24} no answer")
+            continue
+        data["servers"][name] = {"incarnation": status.incarnation, "lists": len(status.digests)}
+        lines.append(
+            f"server {status.server:<4} {endpoint:<24} up    "
+            f"{_lists(len(status.digests))}, {_restarts(status.incarnation)}"
+        )
+    return data, "\n".join(lines)
+
+
 def cmd_status(args: argparse.Namespace, out: Any) -> int:
-    """Ask every broker (and the local layout's servers) who is alive."""
-    layout = LocalLayout(args.host, args.base_port)
+    """Ask every broker (and the membership's servers) who is alive."""
+    data_dir = _data_dir(args)
+    membership, replicas, recorded = _status_membership(args, data_dir)
+    layout = _checked_layout(args, len(membership.servers))
     brokers = args.broker or env_endpoints("SHOPLIST_BROKERS", layout.frontends)
     wait = min(1.0, args.timeout)
-    keys = _data_dir(args) / "keys"
+    keys = data_dir / "keys"
     client = client_keys(broker_key_from_args(args, keys / f"{FRONTEND}.key"))
     admin = Operator.from_keys(None).admin
     if client.secure and (keys / "private" / f"{ADMIN}.key_secret").exists():
         admin = Operator.from_keys(keys).admin
     ctx: zmq.Context[Any] = zmq.Context()
-    data: dict[str, Any] = {"brokers": {}, "servers": {}}
-    lines = []
+    answers: list[tuple[str, BrokerStatus | None]] = []
+    states: list[tuple[str, str, ServerStatus | None]] = []
     try:
         for endpoint in brokers:
             reply = probe(
                 endpoint, Status("status"), timeout=wait, ctx=ctx, secure=client.dial_broker
             )
-            if isinstance(reply, BrokerStatus):
-                data["brokers"][endpoint] = {"id": reply.broker, "servers": list(reply.servers)}
-                live = " ".join(reply.servers) or "none"
-                lines.append(f"broker {reply.broker:<4} {endpoint:<24} up    live servers: {live}")
-            else:
-                data["brokers"][endpoint] = None
-                lines.append(f"broker {'?':<4} {endpoint:<24} no answer")
+            answers.append((endpoint, reply if isinstance(reply, BrokerStatus) else None))
         for j, name in enumerate(layout.server_ids):
             endpoint = layout.peer(j + 1)
             reply = probe(
@@ -331,23 +588,12 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
                 ctx=ctx,
                 secure=functools.partial(admin.dial_member, name=name),
             )
-            if isinstance(reply, ServerStatus):
-                data["servers"][name] = {
-                    "incarnation": reply.incarnation,
-                    "lists": len(reply.digests),
-                }
-                lines.append(
-                    f"server {reply.server:<4} {endpoint:<24} up    "
-                    f"{_lists(len(reply.digests))}, {_restarts(reply.incarnation)}"
-                )
-            else:
-                data["servers"][name] = None
-                lines.append(f"server {name:<4} {endpoint:<24} no answer")
+            states.append((name, endpoint, reply if isinstance(reply, ServerStatus) else None))
     finally:
         ctx.term()
-    if not any(data["brokers"].values()):
+    if not any(reply for _, reply in answers):
         raise ClusterUnavailable(f"no broker answered at {', '.join(brokers)}")
-    out.emit(data, "\n".join(lines))
+    out.emit(*status_report(membership, replicas, recorded, answers, states))
     return 0
 
 

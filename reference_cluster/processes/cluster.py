@@ -64,6 +64,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership
 from reference_cluster.storage.sqlite import make_private_folder
 
 __all__ = [
@@ -222,6 +223,10 @@ class LocalCluster:
             ``log_dir`` is not given and ``quiet`` is set.
         layout: host, ports and counts.
         timing: the processes' timing.
+        replicas: how many of the servers hold each list, given to every server and
+            broker as ``--replicas`` (at least the number of servers means every server
+            holds every list). The brokers are also given every server as a member
+            (``--member``), so they route a list's requests to its holders only.
         proxies: route every link through a :class:`LinkProxy` (see the module notes).
         insecure: run without CURVE keys (experiments only; each child warns). By
             default :meth:`start` makes the key folder ``DATA_DIR/keys`` (keeping keys
@@ -231,6 +236,9 @@ class LocalCluster:
             process's standard error.
         log_level: the children's ``--log-level``.
         python: the interpreter to run them with.
+
+    Raises:
+        ValueError: ``replicas`` below 1.
     """
 
     def __init__(
@@ -239,6 +247,7 @@ class LocalCluster:
         *,
         layout: LocalLayout,
         timing: Timing | None = None,
+        replicas: int = DEFAULT_REPLICAS,
         proxies: bool = False,
         insecure: bool = False,
         quiet: bool = True,
@@ -246,8 +255,11 @@ class LocalCluster:
         log_level: str = "INFO",
         python: str = sys.executable,
     ) -> None:
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
         self.data_dir = Path(data_dir)
         self.layout = layout
+        self.replicas = replicas
         self.timing = timing or Timing()
         self.quiet = quiet
         self.log_dir = log_dir or self.data_dir / "logs"
@@ -264,6 +276,11 @@ class LocalCluster:
         self.broker_key: bytes | None = None
         """The brokers' front-end public key, which clients pin (None: insecure)."""
         self._operator = Operator.from_keys(None)
+
+    @property
+    def membership(self) -> Membership:
+        """The member servers (every server of the layout), epoch 0: membership is static."""
+        return Membership(self.servers)
 
     # -- links ----------------------------------------------------------------------------
 
@@ -313,6 +330,8 @@ class LocalCluster:
             log_level=self.log_level,
             keys=self.keys,
             python=self.python,
+            members=self.servers,
+            replicas=self.replicas,
         )
 
     def _server_argv(self, j: int) -> list[str]:
@@ -333,6 +352,7 @@ class LocalCluster:
             log_level=self.log_level,
             keys=self.keys,
             python=self.python,
+            replicas=self.replicas,
         )
 
     @property

@@ -45,12 +45,14 @@ __all__ = [
     "CLIENT_MAX_MESSAGE_BYTES",
     "DEFAULT_BASE_PORT",
     "DEFAULT_HOST",
+    "MAX_SERVERS",
     "MEMBER_HWM",
     "LocalLayout",
     "StopSignal",
     "Timing",
     "add_broker_key_flags",
     "add_common_flags",
+    "add_count_flag",
     "add_seconds_flag",
     "add_security_flags",
     "bind_endpoint",
@@ -83,6 +85,10 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 7100
+MAX_SERVERS = 16
+"""The most servers a :class:`LocalLayout` run by ``shoplist cluster up`` may have: their
+peer ports, ``PORT+101`` to ``PORT+116``, stay clear of the brokers' (``PORT`` to
+``PORT+11``), and 16 processes are about what one machine serves usefully."""
 READY_PREFIX = "READY "
 _EXIT_WAIT = 5.0
 """How long :func:`read_ready` waits for a process whose output ended to exit."""
@@ -160,19 +166,63 @@ def add_seconds_flag(
     )
 
 
-def parse_count(text: str, *, minimum: int = 0) -> int:
-    """A whole number of at least ``minimum`` (an argparse ``type``).
+def parse_count(text: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number of at least ``minimum`` (and at most ``maximum``, if given; an
+    argparse ``type``).
 
     Raises:
-        argparse.ArgumentTypeError: anything else; the message says what was expected.
+        argparse.ArgumentTypeError: anything else; the message says what was expected
+            (and what arrived, cut to 40 characters).
     """
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {_cut(text)!r}") from None
+    if maximum is not None and not minimum <= value <= maximum:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from {minimum} to {maximum}, got {_cut(str(value))}"
+        )
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {_cut(str(value))}")
     return value
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text``, or its start and ``...`` if longer than ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def add_count_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    var: str,
+    default: int,
+    help: str,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+) -> None:
+    """Add ``flag``, a whole number whose default comes from the environment variable
+    ``var`` (else ``default``); both are checked by :func:`parse_count`.
+
+    A bad value in ``var`` exits with a message naming the variable, as
+    :func:`add_seconds_flag` does.
+    """
+
+    def kind(text: str) -> int:
+        return parse_count(text, minimum=minimum, maximum=maximum)
+
+    kind.__name__ = "count"
+    raw = os.environ.get(var)
+    value = default
+    if raw:
+        try:
+            value = kind(raw)
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"error: {var}: {exc}") from None
+    parser.add_argument(
+        flag, type=kind, default=value, metavar="N", help=f"{help} ({var}; default {value})"
+    )
 
 
 def parse_positive(text: str) -> int:
@@ -749,10 +799,14 @@ def broker_argv(
     log_level: str,
     keys: Path | None,
     python: str = sys.executable,
+    members: Sequence[str] = (),
+    replicas: int | None = None,
 ) -> list[str]:
     """The command line of broker ``name`` bound to ``frontend`` and ``backend``, with the
-    key folder ``keys`` (None: insecure)."""
-    return [
+    key folder ``keys`` (None: insecure), the member servers it routes a list's requests
+    among (none: any live server) and how many of them hold each list (None: the
+    broker's default)."""
+    argv = [
         python,
         "-m",
         "reference_cluster.processes.broker",
@@ -767,6 +821,9 @@ def broker_argv(
         *common_argv(timing, log_level),
         *security_argv(keys),
     ]
+    for member in members:
+        argv += ["--member", member]
+    return argv if replicas is None else [*argv, "--replicas", str(replicas)]
 
 
 def server_argv(
@@ -780,10 +837,12 @@ def server_argv(
     log_level: str,
     keys: Path | None,
     python: str = sys.executable,
+    replicas: int | None = None,
 ) -> list[str]:
     """The command line of server ``name``: its store, its peer end point,
     ``{broker id: back end}`` of the brokers it dials, ``{peer id: end point}`` of the
-    other servers, and the key folder ``keys`` (None: insecure)."""
+    other servers (with it, the members), the key folder ``keys`` (None: insecure), and
+    how many of the members hold each list (None: the server's default)."""
     argv = [
         python,
         "-m",
@@ -807,4 +866,6 @@ def server_argv(
         argv += ["--peer", f"{peer}={endpoint}"]
     if timing.cache_lists is not None:
         argv += ["--cache-lists", str(timing.cache_lists)]
+    if replicas is not None:
+        argv += ["--replicas", str(replicas)]
     return argv if peers else [*argv, "--no-peers"]
