@@ -153,6 +153,19 @@ def test_up_help_names_the_variables_and_what_n_above_m_means(
         (["keys", "--servers", "0"], {}, 2, "argument --servers: expected a number from 1"),
         (["up"], {"SHOPLIST_SERVERS": "17"}, 1, "SHOPLIST_SERVERS: expected a number from 1 to 16"),
         (["up"], {"SHOPLIST_REPLICAS": "none"}, 1, "SHOPLIST_REPLICAS: expected a whole number"),
+        (
+            ["up", "--replicas", "3", "--write-quorum", "4"],
+            {},
+            2,
+            "argument --write-quorum: the write quorum must be between 1 and the 3 servers",
+        ),
+        (["up", "--write-quorum", "0"], {}, 2, "argument --write-quorum: expected a number >= 1"),
+        (
+            ["up", "--servers", "2", "--replicas", "3"],
+            {"SHOPLIST_WRITE_QUORUM": "3"},
+            2,
+            "argument --write-quorum: the write quorum must be between 1 and the 2 servers",
+        ),
     ],
 )
 def test_bad_counts_are_one_line_errors_before_anything_starts(
@@ -233,6 +246,11 @@ def test_local_cluster_gives_every_child_the_members_and_replicas(tmp_path: Path
         assert (["s1", "s2", "s3"], 3, "s1", 3, ["s2", "s3"]) == children(c3, 0)
     with pytest.raises(ValueError, match="replicas must be at least 1, got 0"):
         LocalCluster(tmp_path, layout=five, replicas=0)
+    with LocalCluster(tmp_path, layout=five, write_quorum=3, insecure=True) as w3:
+        argv = w3._server_argv(0)[3:]
+        assert 3 == server.settings_from_args(server._parser().parse_args(argv)).write_quorum
+    with pytest.raises(ValueError, match="between 1 and the 3 servers"):
+        LocalCluster(tmp_path, layout=five, replicas=3, write_quorum=4)
 
 
 # -- the membership record and what status shows ------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import zmq
 
+from reference_cluster.cores.quorum import write_quorum as check_quorum
 from reference_cluster.errors import ClusterError, ClusterUnavailable
 from reference_cluster.processes.cluster import LocalCluster, Timing, probe
 from reference_cluster.processes.config import (
@@ -107,6 +108,14 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         maximum=MAX_SERVERS,
     )
     add_count_flag(up, "--replicas", "SHOPLIST_REPLICAS", DEFAULT_REPLICAS, _REPLICAS_HELP)
+    up.add_argument(
+        "--write-quorum",
+        type=_replicas,
+        default=None,
+        metavar="W",
+        help="how many servers hold an edit durably before it is acknowledged, at most "
+        "the replicas (SHOPLIST_WRITE_QUORUM; default 2, or 1 with one replica)",
+    )
     add_seconds_flag(
         up, "--anti-entropy", "SHOPLIST_ANTI_ENTROPY", 2.0, "servers' anti-entropy interval"
     )
@@ -390,6 +399,8 @@ def _up_report(
             f"  {name:<{width}}  pid {cluster.pid(name):<7}  peers   {layout.peer(j + 1)}"
             f"  store {data_dir / (name + '.sqlite')}"
         )
+    copies = min(cluster.replicas, len(cluster.servers))
+    quorum = check_quorum(cluster.write_quorum, copies)
     data = {
         "brokers": layout.frontends,
         "servers": {s: layout.peer(j + 1) for j, s in enumerate(cluster.servers)},
@@ -397,6 +408,7 @@ def _up_report(
         "data_dir": str(data_dir),
         "broker_key": None if cluster.broker_key is None else cluster.broker_key.decode(),
         "membership": membership_json(cluster.membership, cluster.replicas, recorded),
+        "write_quorum": quorum,
     }
     text = "\n".join(
         [
@@ -404,6 +416,8 @@ def _up_report(
             *rows,
             f"ready: both brokers hold {' '.join(cluster.servers)} live",
             membership_text(cluster.membership, cluster.replicas),
+            f"an edit is acknowledged once {quorum} server{'s hold' if quorum > 1 else ' holds'} "
+            "it durably (--write-quorum)",
             _security_line(cluster),
             _reach(layout, args, data_dir),
         ]
@@ -416,15 +430,23 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
     layout = _checked_layout(args, args.servers)
     data_dir = _data_dir(args)
     timing = Timing(anti_entropy=args.anti_entropy)
-    cluster = LocalCluster(
-        data_dir,
-        layout=layout,
-        timing=timing,
-        replicas=args.replicas,
-        quiet=args.quiet,
-        log_level=args.log_level,
-        insecure=args.insecure,
-    )
+    quorum = args.write_quorum
+    if quorum is None:
+        quorum = _env_count("SHOPLIST_WRITE_QUORUM", 0) or None
+    try:
+        cluster = LocalCluster(
+            data_dir,
+            layout=layout,
+            timing=timing,
+            replicas=args.replicas,
+            write_quorum=quorum,
+            quiet=args.quiet,
+            log_level=args.log_level,
+            insecure=args.insecure,
+        )
+    except ValueError as exc:
+        args.usage_error(f"argument --write-quorum: {exc}")
+        raise
     stop = StopSignal()
     try:
         try:

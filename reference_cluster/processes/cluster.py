@@ -36,6 +36,7 @@ import attrs
 import zmq
 
 from reference_cluster.cores.backoff import backoff_delay
+from reference_cluster.cores.quorum import write_quorum as check_quorum
 from reference_cluster.errors import InvalidEndpoint, MalformedMessage
 from reference_cluster.processes.config import (
     LocalLayout,
@@ -227,6 +228,9 @@ class LocalCluster:
             broker as ``--replicas`` (at least the number of servers means every server
             holds every list). The brokers are also given every server as a member
             (``--member``), so they route a list's requests to its holders only.
+        write_quorum: how many servers hold an edit durably before it is acknowledged,
+            given to every server as ``--write-quorum`` (None: the servers' default, 2,
+            or 1 where each list has one holder).
         proxies: route every link through a :class:`LinkProxy` (see the module notes).
         insecure: run without CURVE keys (experiments only; each child warns). By
             default :meth:`start` makes the key folder ``DATA_DIR/keys`` (keeping keys
@@ -238,7 +242,7 @@ class LocalCluster:
         python: the interpreter to run them with.
 
     Raises:
-        ValueError: ``replicas`` below 1.
+        ValueError: ``replicas`` below 1; a write quorum outside 1 to the holders of a list.
     """
 
     def __init__(
@@ -248,6 +252,7 @@ class LocalCluster:
         layout: LocalLayout,
         timing: Timing | None = None,
         replicas: int = DEFAULT_REPLICAS,
+        write_quorum: int | None = None,
         proxies: bool = False,
         insecure: bool = False,
         quiet: bool = True,
@@ -260,6 +265,8 @@ class LocalCluster:
         self.data_dir = Path(data_dir)
         self.layout = layout
         self.replicas = replicas
+        copies = min(replicas, len(layout.server_ids))
+        self.write_quorum = None if write_quorum is None else check_quorum(write_quorum, copies)
         self.timing = timing or Timing()
         self.quiet = quiet
         self.log_dir = log_dir or self.data_dir / "logs"
@@ -353,6 +360,7 @@ class LocalCluster:
             keys=self.keys,
             python=self.python,
             replicas=self.replicas,
+            write_quorum=self.write_quorum,
         )
 
     @property

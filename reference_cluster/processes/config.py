@@ -838,11 +838,13 @@ def server_argv(
     keys: Path | None,
     python: str = sys.executable,
     replicas: int | None = None,
+    write_quorum: int | None = None,
 ) -> list[str]:
     """The command line of server ``name``: its store, its peer end point,
     ``{broker id: back end}`` of the brokers it dials, ``{peer id: end point}`` of the
-    other servers (with it, the members), the key folder ``keys`` (None: insecure), and
-    how many of the members hold each list (None: the server's default)."""
+    other servers (with it, the members), the key folder ``keys`` (None: insecure), how
+    many of the members hold each list and how many hold an edit before it is
+    acknowledged (None: the server's defaults)."""
     argv = [
         python,
         "-m",
@@ -868,4 +870,6 @@ def server_argv(
         argv += ["--cache-lists", str(timing.cache_lists)]
     if replicas is not None:
         argv += ["--replicas", str(replicas)]
+    if write_quorum is not None:
+        argv += ["--write-quorum", str(write_quorum)]
     return argv if peers else [*argv, "--no-peers"]
