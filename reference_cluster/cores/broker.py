@@ -49,6 +49,13 @@ its next heartbeat, within one heartbeat interval. Meanwhile clients get ``unava
 and retry, possibly through the other broker. Two brokers run side by side and do not
 talk to each other: every server heartbeats to both, every client uses one and moves to
 the other when a request fails.
+
+Rule 7 (the newest membership). Every server's heartbeat carries the membership it
+follows (its epoch and its members). A broker routes by the newest it has heard
+(:meth:`~reference_cluster.protocol.placement.Membership.later_than`), so a membership
+changed at the servers reaches every broker within a heartbeat interval, and a broker
+started with older ``--member`` flags (or none) follows the servers. The replica count
+stays the broker's own.
 """
 
 from __future__ import annotations
@@ -222,6 +229,8 @@ class BrokerCore:
             return [Send(msg.client, msg.reply)]
         if isinstance(msg, Announce | Heartbeat):
             self._register(msg.server, peer, now)
+            if isinstance(msg, Heartbeat) and msg.members:
+                self._follow(Membership(msg.members, msg.epoch))
             return []
         if isinstance(msg, Goodbye):
             entry = self._servers.get(msg.server)
@@ -255,6 +264,19 @@ class BrokerCore:
         log.warning("broker %s: too many %s from %s", self.broker_id, what, source)
         detail = f"too many {what} from {source}; {retry_text(wait)}"
         return ErrorReply(msg.request_id, "rate_limited", detail)
+
+    def _follow(self, heard: Membership) -> None:
+        """Route by ``heard`` from now on if it is newer than the membership the broker
+        has (Rule 7)."""
+        if self.membership is not None and not heard.later_than(self.membership):
+            return
+        log.info(
+            "broker %s: membership epoch %d: %s",
+            self.broker_id,
+            heard.epoch,
+            " ".join(sorted(heard.servers)),
+        )
+        self.membership = heard
 
     def _register(self, server: str, peer: str, now: float) -> None:
         entry = self._servers.get(server)

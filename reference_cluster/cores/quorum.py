@@ -152,8 +152,9 @@ class Hints(Generic[S]):
     states: dict[tuple[str, str], S] = attrs.Factory(dict)
     writes: dict[int, tuple[str, str]] = attrs.Factory(dict)
     """Token -> hint of every hint write in flight."""
-    handing: dict[int, tuple[tuple[str, str], str]] = attrs.Factory(dict)
-    """Ask -> (hint, digest of the state handed) of every handoff in flight."""
+    handing: dict[int, tuple[tuple[str, str], str, str]] = attrs.Factory(dict)
+    """Ask -> (hint, digest of the state handed, the server it went to) of every
+    handoff in flight."""
     _asks: dict[tuple[str, str], int] = attrs.Factory(dict)
     taken: int = 0
     """Hint writes made durable."""
@@ -180,22 +181,23 @@ class Hints(Generic[S]):
         """A hint write ended; True if ``token`` was one."""
         return self.writes.pop(token, None) is not None
 
-    def hand(self, key: tuple[str, str], ask: int) -> None:
-        """Record a handoff of the hint under ``ask`` (replacing an earlier one)."""
+    def hand(self, key: tuple[str, str], ask: int, to: str) -> None:
+        """Record a handoff of the hint to ``to`` under ``ask`` (replacing an earlier
+        one)."""
         old = self._asks.pop(key, None)
         if old is not None:
             self.handing.pop(old, None)
         self._asks[key] = ask
-        self.handing[ask] = (key, self.states[key].digest())
+        self.handing[ask] = (key, self.states[key].digest(), to)
 
-    def confirmed(self, ask: int, holder: str) -> tuple[str, str, str] | None:
-        """``holder`` confirmed the handoff ``ask``: forget the hint if it is what was
-        handed and no write of it is in flight; ``(list id, holder, digest)`` to delete
-        from the store, or None."""
+    def confirmed(self, ask: int, server: str) -> tuple[str, str, str] | None:
+        """``server`` confirmed the handoff ``ask``: forget the hint if it went to that
+        server, is what was handed, and no write of it is in flight; ``(list id,
+        holder, digest)`` to delete from the store, or None."""
         entry = self.handing.get(ask)
-        if entry is None or entry[0][1] != holder:
+        if entry is None or entry[2] != server:
             return None
-        key, digest = entry
+        key, digest, _ = entry
         del self.handing[ask]
         self._asks.pop(key, None)
         state = self.states.get(key)

@@ -138,7 +138,14 @@ from reference_cluster.cores.authorship import DEFAULT_LIMITS, PushLimits, check
 from reference_cluster.cores.quorum import MAX_HINTS, Hints, PendingReply, Quorum
 from reference_cluster.cores.quorum import write_quorum as write_quorum_of
 from reference_cluster.errors import MalformedMessage
-from reference_cluster.protocol.effects import DropHint, Effect, Persist, Send
+from reference_cluster.protocol.effects import (
+    DropHint,
+    DropList,
+    Effect,
+    Persist,
+    SaveMembership,
+    Send,
+)
 from reference_cluster.protocol.hashtree import BUCKETS, MAX_DEPTH, HashTree, key_of, node_hex
 from reference_cluster.protocol.messages import (
     MAX_TREE_NODES,
@@ -154,6 +161,7 @@ from reference_cluster.protocol.messages import (
     Goodbye,
     Heartbeat,
     Hint,
+    MembershipUpdate,
     Message,
     Propagate,
     Replicate,
@@ -263,6 +271,8 @@ class ServerCore(Generic[S]):
             it must name this server. ``peers`` are then the other members.
         write_quorum: how many servers must hold a push durably before it is
             acknowledged (Rule 11); default 2, or 1 where a list has one holder.
+        addresses: the members' peer end points, spread with the membership when it
+            changes (Rule 13); default: none known.
 
     Raises:
         ValueError: both ``lists`` and ``store``; a membership without this server;
@@ -286,12 +296,17 @@ class ServerCore(Generic[S]):
         replicas: int = DEFAULT_REPLICAS,
         membership: Membership | None = None,
         write_quorum: int | None = None,
+        addresses: Mapping[str, str] | None = None,
     ) -> None:
         if lists is not None and store is not None:
             raise ValueError("a server core starts from lists or from a store, not both")
         self.server_id = server_id
         self.doc_type = doc_type
-        self._place(membership or Membership({server_id, *peers}), replicas)
+        first = membership or Membership({server_id, *peers})
+        if server_id not in first.servers and first.epoch == 0:
+            raise ValueError(f"server {server_id} is not a member of {sorted(first.servers)}")
+        self._init_copies(rng, addresses)
+        self._place(first, replicas)
         self.write_quorum = write_quorum_of(write_quorum, self._copies)
         self.brokers = tuple(brokers)
         self.incarnation = incarnation
@@ -318,18 +333,8 @@ class ServerCore(Generic[S]):
         """Digests the sweep or the tree check found wrong (Rule 5)."""
         self.replies_since = 0
         """Replies to clients made of the changes since their version (Rule 10)."""
-        self._hints: Hints[S] = Hints()
-        """Rule 12: what this server keeps for other servers' holders."""
         self._fill(lists, store)
         self._pending: dict[int, PendingReply] = {}
-        self._quorums: dict[int, Quorum] = {}
-        """Ask -> a client's push waiting for its write quorum (Rule 11)."""
-        self._peer_acks: dict[int, tuple[str, str, int]] = {}
-        """Token -> (server, list, ask) of a write a peer waits to hear is durable."""
-        self._silent: dict[str, float] = {}
-        """Holders that let a write's ``hint_after`` pass -> since when; cleared by any
-        message from them (Rule 12)."""
-        self._next_ask = rng.getrandbits(48)
         self._changes: dict[str, _Changes[S]] = {}
         self._version = 0
         self._version_tag = f"{server_id}.{incarnation}.{rng.getrandbits(48):012x}"
@@ -339,17 +344,43 @@ class ServerCore(Generic[S]):
         self._heartbeat_at: float | None = None
         self._anti_entropy_at: float | None = None
 
+    def _init_copies(self, rng: random.Random, addresses: Mapping[str, str] | None) -> None:
+        """What the core keeps for the copies of lists on other servers: quorums,
+        hints and handoffs (Rules 11 to 13)."""
+        self._quorums: dict[int, Quorum] = {}
+        """Ask -> a client's push waiting for its write quorum (Rule 11)."""
+        self._peer_acks: dict[int, tuple[str, str, int]] = {}
+        """Token -> (server, list, ask) of a write a peer waits to hear is durable."""
+        self._silent: dict[str, float] = {}
+        """Holders that let a write's ``hint_after`` pass -> since when; cleared by any
+        message from them (Rule 12)."""
+        self._next_ask = rng.getrandbits(48)
+        self._hints: Hints[S] = Hints()
+        """Rule 12: what this server keeps for other servers' holders."""
+        self._addresses = dict(addresses or {})
+        self._bottom = self.doc_type().digest()
+        self._away: dict[str, str] = {}
+        """Rule 13: stored lists this server does not hold -> their digest, to hand to
+        their holders and then forget."""
+        self._away_states: dict[str, S] = {}
+        """The states of those lists, for a core without a store."""
+        self._list_asks: dict[int, tuple[str, str, str]] = {}
+        """Ask -> (list, digest, holder) of every list handoff in flight."""
+        self._list_confirmed: dict[str, tuple[str, set[str]]] = {}
+        """List -> (digest handed, holders that confirmed it)."""
+        self.lists_handed = 0
+        """Lists handed to their holders and forgotten here since start (Rule 13)."""
+        self.unheld = 0
+        """Lists given at start that this server does not hold (Rules 6 and 13)."""
+
     def _place(self, membership: Membership, replicas: int) -> None:
         """Take the membership and the replica count, and set up the trees (Rule 6)."""
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
-        if self.server_id not in membership.servers:
-            raise ValueError(
-                f"server {self.server_id} is not a member of {sorted(membership.servers)}"
-            )
         self.membership = membership
         self.replicas = replicas
-        self._everywhere = membership.everywhere(replicas)
+        self.member = self.server_id in membership.servers
+        self._everywhere = self.member and membership.everywhere(replicas)
         self._copies = min(replicas, len(membership.servers))
         self.peers = tuple(sorted(membership.servers - {self.server_id}))
         self._trees: dict[str, HashTree]
@@ -362,8 +393,6 @@ class ServerCore(Generic[S]):
         else:
             self._trees = {p: HashTree() for p in self.peers}
             self._all_trees = list(self._trees.values())
-        self.unheld = 0
-        """Lists given at start that this server does not hold (Rule 6)."""
 
     def _fill(self, lists: Mapping[str, S] | None, store: ListSource[S] | None) -> None:
         """Start from ``lists`` or from the store's digests, keeping the held lists."""
@@ -371,6 +400,8 @@ class ServerCore(Generic[S]):
             for list_id, state in sorted((lists or {}).items()):
                 if not self._holds(list_id):
                     self.unheld += 1
+                    self._away_states[list_id] = state.copy()
+                    self._away[list_id] = state.digest()
                     continue
                 self._cache[list_id] = state.copy()
                 self._mark_dirty(list_id)
@@ -382,11 +413,12 @@ class ServerCore(Generic[S]):
         for list_id, digest in store.digests().items():
             if self._holds(list_id):
                 self._note(list_id, digest)
-            else:
+            elif digest != self._bottom:  # an empty row (an owner's record) has nothing
                 self.unheld += 1
+                self._away[list_id] = digest
         if self.unheld:
             log.warning(
-                "server %s: %d stored lists are held by other servers; left unserved",
+                "server %s: %d stored lists are held by other servers; handing them over",
                 self.server_id,
                 self.unheld,
             )
@@ -544,7 +576,10 @@ class ServerCore(Generic[S]):
         out: list[Effect] = []
         if self._heartbeat_at is not None and self._heartbeat_at <= now:
             self._heartbeat_at = now + self.config.heartbeat_interval
-            out.extend(Send(b, Heartbeat(self.server_id)) for b in self.brokers)
+            beat = Heartbeat(
+                self.server_id, self.membership.epoch, tuple(sorted(self.membership.servers))
+            )
+            out.extend(Send(b, beat) for b in self.brokers)
         if self._anti_entropy_at is not None and self._anti_entropy_at <= now:
             self._anti_entropy_at = now + self.config.anti_entropy_interval
             out.extend(self._anti_entropy_round(now))
@@ -859,6 +894,8 @@ class ServerCore(Generic[S]):
             return [] if write is None else [write]
         if isinstance(msg, Replicate | Hint):
             return self._on_replicate(peer, msg)
+        if isinstance(msg, MembershipUpdate):
+            return self._on_membership(peer, msg)
         if isinstance(msg, Stored):
             return self._on_stored(peer, msg)
         if isinstance(msg, AeTree):
@@ -1024,6 +1061,8 @@ class ServerCore(Generic[S]):
             if quorum.list_id != msg.list_id or not quorum.confirm(peer):
                 return []
             return self._quorum_met(msg.ask, quorum)
+        if msg.ask in self._list_asks:
+            return self._list_confirmed_by(peer, msg)
         dropped = self._hints.confirmed(msg.ask, peer)
         if dropped is None:
             return []
@@ -1062,15 +1101,143 @@ class ServerCore(Generic[S]):
 
     def _hand_hints(self) -> list[Effect]:
         """Hand each kept hint to its holder (a :class:`Replicate`); it is dropped when
-        the holder confirms it (Rule 12)."""
+        the holder confirms it (Rule 12). A hint whose holder no longer holds the list
+        goes to the list's first holder (Rule 13)."""
         out: list[Effect] = []
         for (list_id, holder), state in self._hints.idle():
             if len(out) >= MAX_HANDOFFS:
                 break
+            held = self._holders(list_id)
+            to = holder if holder in held else next(h for h in held if h != self.server_id)
             ask = self._new_ask()
-            self._hints.hand((list_id, holder), ask)
-            out.append(Send(holder, Replicate(self.server_id, list_id, state.to_dict(), ask)))
+            self._hints.hand((list_id, holder), ask, to)
+            out.append(Send(to, Replicate(self.server_id, list_id, state.to_dict(), ask)))
         return out
+
+    # -- membership changes (Rule 13) -----------------------------------------------------
+
+    def _membership_message(self) -> MembershipUpdate:
+        servers = {s: self._addresses.get(s, "") for s in sorted(self.membership.servers)}
+        return MembershipUpdate(self.server_id, self.membership.epoch, servers)
+
+    def adopt(self, update: MembershipUpdate, now: float) -> list[Effect]:
+        """Take ``update`` if it is newer than this server's membership (as from a peer;
+        an operator's tool calls this through the shell)."""
+        return self._on_membership(update.origin, update)
+
+    def _on_membership(self, peer: str, msg: MembershipUpdate) -> list[Effect]:
+        """Adopt a newer membership; answer an older one with this server's own."""
+        theirs = Membership(msg.servers, msg.epoch)
+        if theirs.later_than(self.membership):
+            return self._adopt(theirs, msg.servers)
+        if self.membership.later_than(theirs):
+            return [Send(peer, self._membership_message())]
+        return []
+
+    def _adopt(self, new: Membership, addresses: Mapping[str, str]) -> list[Effect]:
+        """Record ``new``, place the lists by it, and spread it (Rule 13)."""
+        log.info(
+            "server %s: membership epoch %d: %s",
+            self.server_id,
+            new.epoch,
+            " ".join(sorted(new.servers)),
+        )
+        before = set(self.peers)
+        known = {s: a for s, a in addresses.items() if a} | {
+            s: a for s, a in self._addresses.items() if s in new.servers and s not in addresses
+        }
+        self._addresses = {s: known.get(s, "") for s in sorted(new.servers)}
+        self._replace(new)
+        update = self._membership_message()
+        out: list[Effect] = [SaveMembership(new.epoch, dict(update.servers))]
+        told = sorted((before | set(new.servers)) - {self.server_id})
+        out.extend(Send(p, update) for p in told)
+        return out
+
+    def _replace(self, new: Membership) -> None:
+        """Place every list by ``new``: lists no longer held go away (to be handed
+        over), lists held again come back; the trees are built anew."""
+        self._refresh()
+        held = {k: d for k, d in self._digests.items() if d is not None}
+        self._place(new, self.replicas)
+        self._digests = {}
+        self._list_confirmed.clear()
+        self._list_asks.clear()
+        for list_id, digest in held.items():
+            if self._holds(list_id):
+                self._note(list_id, digest)
+            else:
+                self._send_away(list_id, digest)
+        for list_id in [k for k in self._away if self._holds(k)]:
+            digest = self._away.pop(list_id)
+            state = self._away_states.pop(list_id, None)
+            if state is not None:
+                self._cache[list_id] = state
+            self._note(list_id, digest)
+
+    def _send_away(self, list_id: str, digest: str) -> None:
+        """A list this server no longer holds: out of memory (unless writes of it are in
+        flight), to be handed over."""
+        self._changes.pop(list_id, None)
+        self._suspect.discard(list_id)
+        if self._store is None:
+            state = self._cache.pop(list_id, None)
+            if state is not None:
+                self._away_states[list_id] = state
+        elif not self._pins.get(list_id):
+            self._cache.pop(list_id, None)
+        if digest != self._bottom:
+            self._away[list_id] = digest
+
+    def _away_state(self, list_id: str) -> S | None:
+        """The state of a list to hand over, as stored (or kept, without a store)."""
+        if self._store is None:
+            return self._away_states.get(list_id)
+        if self._pins.get(list_id):
+            return None  # writes in flight: hand it over once they are done
+        self._cache.pop(list_id, None)
+        return self._store.load(list_id)
+
+    def _hand_lists(self) -> list[Effect]:
+        """Send each list this server no longer holds to its holders that have not
+        confirmed it yet (Rule 13)."""
+        out: list[Effect] = []
+        for list_id in list(self._away)[:MAX_HANDOFFS]:
+            state = self._away_state(list_id)
+            if state is None:
+                if not self._pins.get(list_id):
+                    del self._away[list_id]  # gone from the store (deleted by its owner)
+                continue
+            digest = self._away[list_id] = state.digest()
+            done = self._list_confirmed.get(list_id)
+            if done is None or done[0] != digest:
+                done = self._list_confirmed[list_id] = (digest, set())
+            encoded = state.to_dict()
+            for to in self._holders(list_id):
+                if to == self.server_id or to in done[1]:
+                    continue
+                ask = self._new_ask()
+                self._list_asks[ask] = (list_id, digest, to)
+                out.append(Send(to, Replicate(self.server_id, list_id, encoded, ask)))
+        return out
+
+    def _list_confirmed_by(self, peer: str, msg: Stored) -> list[Effect]:
+        """A holder confirmed a list handed over; forget the list once every holder
+        has confirmed the state this server still has (Rule 13)."""
+        list_id, digest, to = self._list_asks.pop(msg.ask)
+        done = self._list_confirmed.get(list_id)
+        if to != peer or list_id != msg.list_id or done is None or done[0] != digest:
+            return []
+        done[1].add(peer)
+        holders = {h for h in self._holders(list_id) if h != self.server_id}
+        if not holders <= done[1] or self._away.get(list_id) != digest:
+            return []
+        del self._away[list_id]
+        del self._list_confirmed[list_id]
+        self._away_states.pop(list_id, None)
+        self._list_asks = {a: v for a, v in self._list_asks.items() if v[0] != list_id}
+        self.lists_handed += 1
+        return [DropList(list_id, digest)]
 
     # -- anti-entropy (Rules 4 and 5) -----------------------------------------------------
 
@@ -1080,14 +1247,17 @@ class ServerCore(Generic[S]):
         self._refresh()
         roots: dict[int, str] = {}
         out: list[Effect] = []
+        epoch = self.membership.epoch
         for p in self.peers:
             tree = self._trees[p]
             root = roots.get(id(tree))
             if root is None:
                 root = roots[id(tree)] = node_hex(tree.root())
-            out.append(Send(p, AeTree(self.server_id, self._round, {"": root})))
+            out.append(Send(p, AeTree(self.server_id, self._round, {"": root}, epoch)))
         if self._hints.states:
             out.extend(self._hand_hints())
+        if self._away:
+            out.extend(self._hand_lists())
         return out
 
     def _peer_tree(self, peer: str, kind: str) -> HashTree | None:
@@ -1100,6 +1270,8 @@ class ServerCore(Generic[S]):
 
     def _on_tree(self, peer: str, msg: AeTree) -> list[Effect]:
         """Answer each differing node with its children, or its few lists' digests."""
+        if msg.epoch != self.membership.epoch:  # Rule 13: agree on the members first
+            return [Send(peer, self._membership_message())]
         self._refresh()
         tree = self._peer_tree(peer, msg.kind)
         if tree is None:

@@ -10,6 +10,8 @@ A core never performs I/O. Each call (``receive``, ``on_timer``, ``persisted``, 
   write may be batched with others (group commit); the core waits for the callback
   before it acknowledges anything that depends on it.
 * :class:`DropHint` (server) -- delete a hint that its holder confirmed, if unchanged.
+* :class:`DropList` (server) -- forget a list handed to its new holders, if unchanged.
+* :class:`SaveMembership` (server) -- record a newer membership and reach its members.
 * :class:`SaveEdit`, :class:`SaveMerge`, :class:`Acked` (client) -- durable before the
   shell goes on to the next effect: a client's store is local, so these are synchronous.
   Because a :class:`SaveEdit` comes before any :class:`Send` of its delta, a delta never
@@ -19,13 +21,25 @@ A core never performs I/O. Each call (``receive``, ``on_timer``, ``persisted``, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import attrs
 
 from reference_cluster.protocol.messages import Message
 
-__all__ = ["Acked", "DropHint", "Effect", "Persist", "SaveEdit", "SaveMerge", "Send", "SyncFailed"]
+__all__ = [
+    "Acked",
+    "DropHint",
+    "DropList",
+    "Effect",
+    "Persist",
+    "SaveEdit",
+    "SaveMembership",
+    "SaveMerge",
+    "Send",
+    "SyncFailed",
+]
 
 
 @attrs.frozen
@@ -57,6 +71,27 @@ class DropHint:
     list_id: str
     holder: str
     digest: str
+
+
+@attrs.frozen
+class DropList:
+    """Server: durably forget the state of list ``list_id``, which this server no longer
+    holds and whose holders all confirmed it, if its stored digest is still ``digest``
+    (a state that changed since stays, and is handed over again). What the store keeps
+    about the list besides its state (its owner, a deletion) stays."""
+
+    list_id: str
+    digest: str
+
+
+@attrs.frozen
+class SaveMembership:
+    """Server: durably record the membership (``{server id: peer end point}`` at
+    ``epoch``) before the next effect, and connect to the members it does not reach yet
+    (a restarted server starts from the newest membership it recorded)."""
+
+    epoch: int
+    servers: Mapping[str, str]
 
 
 @attrs.frozen(eq=False)
@@ -97,4 +132,14 @@ class SyncFailed:
     reason: str
 
 
-Effect: TypeAlias = Send | Persist | DropHint | SaveEdit | SaveMerge | Acked | SyncFailed
+Effect: TypeAlias = (
+    Send
+    | Persist
+    | DropHint
+    | DropList
+    | SaveMembership
+    | SaveEdit
+    | SaveMerge
+    | Acked
+    | SyncFailed
+)

@@ -70,6 +70,7 @@ __all__ = [
     "LogOut",
     "Members",
     "MembersReply",
+    "MembershipUpdate",
     "Message",
     "Propagate",
     "Relay",
@@ -242,6 +243,29 @@ def _check_nodes(value: object, path: str) -> Mapping[str, str]:
             raise _malformed(f"{path} key: {problem}")
         if type(digest) is not str or not _HEX32.match(digest):
             raise _fail(f"{path}[{key}]", "a node digest (32 lower-case hex digits)", digest)
+    return value
+
+
+MAX_MEMBERS: Final = 64
+"""Most servers in a membership."""
+MAX_ENDPOINT = 256
+
+
+def _check_members(value: object, path: str) -> Mapping[str, str]:
+    if not isinstance(value, Mapping) or not 0 < len(value) <= MAX_MEMBERS:
+        raise _fail(path, f"an object of 1 to {MAX_MEMBERS} servers", value)
+    for server, endpoint in value.items():
+        _check_id(server, f"{path} key")
+        if type(endpoint) is not str or len(endpoint) > MAX_ENDPOINT or not endpoint.isprintable():
+            raise _fail(f"{path}[{_short(server)}]", "an end point (a printable string)", endpoint)
+    return value
+
+
+def _check_member_ids(value: object, path: str) -> tuple[str, ...]:
+    if type(value) is not tuple or len(value) > MAX_MEMBERS:
+        raise _fail(path, f"an array of at most {MAX_MEMBERS} server ids", value)
+    for i, item in enumerate(value):
+        _check_id(item, f"{path}[{i}]")
     return value
 
 
@@ -731,10 +755,16 @@ class Announce(Message):
 
 @attrs.frozen
 class Heartbeat(Message):
-    """Server to broker, every heartbeat interval: the server is alive."""
+    """Server to broker, every heartbeat interval: the server is alive, and the
+    membership it follows (its ``epoch`` and its ``members``; empty before any is
+    known), so that a broker routes by the newest membership it has heard."""
 
     kind: ClassVar[str] = "heartbeat"
     server: str = attrs.field(validator=_valid(_check_id))
+    epoch: int = attrs.field(validator=_valid(_check_nat), default=0)
+    members: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_member_ids), default=()
+    )
 
 
 @attrs.frozen
@@ -784,6 +814,19 @@ class Hint(Message):
 
 
 @attrs.frozen
+class MembershipUpdate(Message):
+    """Operator or server to server: the member servers (``{id: peer end point}``, an
+    end point may be empty where the sender does not know it) at ``epoch``. A receiver
+    adopts a newer membership (a larger epoch; at equal epochs the larger sorted list of
+    members), persists it and spreads it; it answers an older one with its own."""
+
+    kind: ClassVar[str] = "membership"
+    origin: str = attrs.field(validator=_valid(_check_id))
+    epoch: int = attrs.field(validator=_valid(_check_nat))
+    servers: Mapping[str, str] = attrs.field(validator=_valid(_check_members))
+
+
+@attrs.frozen
 class Stored(Message):
     """Server to server: the delta of the :class:`Replicate` or :class:`Hint` numbered
     ``ask`` is durable at ``origin``."""
@@ -807,6 +850,9 @@ class AeTree(Message):
     origin: str = attrs.field(validator=_valid(_check_id))
     round: int = attrs.field(validator=_valid(_check_nat))
     nodes: Mapping[str, str] = attrs.field(validator=_valid(_check_nodes))
+    epoch: int = attrs.field(validator=_valid(_check_nat), default=0)
+    """The sender's membership epoch: trees are compared only at equal epochs; a
+    receiver at another epoch answers with its :class:`MembershipUpdate`."""
 
 
 @attrs.frozen
@@ -947,6 +993,7 @@ KINDS: Final[Mapping[str, type[Message]]] = {
         Replicate,
         Hint,
         Stored,
+        MembershipUpdate,
         AeTree,
         AeLeaves,
         AeContexts,

@@ -89,8 +89,15 @@ class Membership:
     epoch: int = attrs.field(default=0, validator=_check_epoch)
 
     def newer(self, other: Membership) -> Membership:
-        """Whichever of ``self`` and ``other`` has the larger epoch (``self`` on a tie)."""
-        return other if other.epoch > self.epoch else self
+        """Whichever of ``self`` and ``other`` is later (:meth:`later_than`; ``self``
+        when they are equal)."""
+        return other if other.later_than(self) else self
+
+    def later_than(self, other: Membership) -> bool:
+        """Whether ``self`` replaces ``other``: a larger epoch, or at equal epochs the
+        larger sorted list of members (two memberships made at once with the same epoch
+        still order the same way everywhere)."""
+        return (self.epoch, sorted(self.servers)) > (other.epoch, sorted(other.servers))
 
     def preference(self, list_id: str) -> tuple[str, ...]:
         """Every member, most preferred for ``list_id`` first."""

@@ -5,6 +5,7 @@ python -m reference_cluster.sim --seed 17 --trace      # replay seed 17 exactly
 python -m reference_cluster.sim --seeds 50 --mutant ack-before-persist
 python -m reference_cluster.sim --seeds 300 --replicas 3     # each list on 3 of 5 servers
 python -m reference_cluster.sim --seeds 300 --replicas 3 --write-quorum 3
+python -m reference_cluster.sim --seeds 300 --replicas 3 --spares 1   # servers join and leave
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         help="servers that hold an edit durably before it is acknowledged (default 2, or "
         "1 with one replica)",
     )
+    p.add_argument(
+        "--spares",
+        type=int,
+        default=0,
+        metavar="K",
+        help="servers outside the first membership; each run then changes the membership "
+        "once or twice (a spare joins, a member leaves, or both) before the heal",
+    )
     p.add_argument("--brokers", type=int, default=2)
     p.add_argument("--clients", type=int, default=3)
     p.add_argument(
@@ -97,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replicas is not None and args.replicas < 1:
         print("--replicas must be at least 1", file=sys.stderr)
         return 2
+    if args.spares < 0:
+        print("--spares must be at least 0", file=sys.stderr)
+        return 2
     if args.write_quorum is not None and args.write_quorum < 1:
         print("--write-quorum must be at least 1", file=sys.stderr)
         return 2
@@ -106,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients=args.clients,
         replicas=args.replicas,
         write_quorum=args.write_quorum,
+        spares=args.spares,
     )
     try:
         config.quorum  # noqa: B018 - checks W against the copies of a list

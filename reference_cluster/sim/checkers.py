@@ -7,7 +7,9 @@ In the spirit of Jepsen's Maelstrom checkers, each run reports:
 * lost acknowledged edits: an acknowledged delta that is not ``<=`` a holder's final
   state;
 * misplaced lists: a server that keeps a list it does not hold, in memory or in its
-  store (checked by the runner);
+  store, or still keeps a hint (checked by the runner);
+* hasty handoffs: a server that forgot a list it no longer holds while one of the list's
+  holders did not hold it durably (checked by the runner at that moment);
 * acknowledgements ahead of durability: a server that acknowledged a push while the
   pushed delta was not yet ``<=`` its durable store (checked by the runner at the moment
   of the acknowledgement, so no crash in a narrow window is needed to see it);
@@ -90,7 +92,10 @@ class RunResult:
     """Forged dots or context claims found in a server's final state (a Byzantine
     client's push that got through)."""
     misplaced: int = 0
-    """Lists kept at the end by a server that does not hold them."""
+    """Lists (or hints) kept at the end by a server that does not hold them."""
+    lost_handoffs: int = 0
+    """Lists a server forgot after a membership change before every holder of the list
+    held them durably (checked at the moment it forgot them)."""
 
     def ok(self, max_rounds: int = 2) -> bool:
         """No checker failed and the servers converged within ``max_rounds`` rounds."""

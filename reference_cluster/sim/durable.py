@@ -7,10 +7,19 @@ What a store holds survives crashes; a restarted core is built from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Generic
 
 from reference_cluster.cores.client import SavedList
-from reference_cluster.protocol.effects import Acked, DropHint, Persist, SaveEdit, SaveMerge
+from reference_cluster.protocol.effects import (
+    Acked,
+    DropHint,
+    DropList,
+    Persist,
+    SaveEdit,
+    SaveMerge,
+)
+from reference_cluster.protocol.placement import Membership
 from reference_cluster.protocol.replication import S
 
 __all__ = ["FakeClientStore", "FakeServerStore"]
@@ -24,6 +33,8 @@ class FakeServerStore(Generic[S]):
         self.lists: dict[str, S] = {}
         self.hint_states: dict[tuple[str, str], S] = {}
         """(list id, holder) -> the hints kept for that holder (durable)."""
+        self.membership: tuple[int, Mapping[str, str]] | None = None
+        """The last membership recorded (epoch, ``{server: end point}``)."""
         self._in_flight: dict[int, Persist] = {}
         self.writes = 0
         self.loads = 0
@@ -83,6 +94,22 @@ class FakeServerStore(Generic[S]):
             return False
         del self.hint_states[key]
         return True
+
+    def drop_list(self, effect: DropList) -> bool:
+        """Forget a list handed over if its state is still the one confirmed."""
+        state = self.lists.get(effect.list_id)
+        if state is None or state.digest() != effect.digest:
+            return False
+        del self.lists[effect.list_id]
+        return True
+
+    def saved_membership(self, default: Membership) -> Membership:
+        """The membership a restarted server starts from: the last recorded, else
+        ``default``."""
+        if self.membership is None:
+            return default
+        epoch, servers = self.membership
+        return Membership(servers, epoch)
 
     def holds(self, list_id: str, delta: S) -> bool:
         """Whether ``delta`` is durable here, in the list or in a hint for it."""

@@ -18,6 +18,7 @@ import attrs
 from reference_cluster.sim.network import LinkFaults
 
 __all__ = [
+    "ChangeMembership",
     "Crash",
     "Fault",
     "FaultSchedule",
@@ -105,6 +106,16 @@ class Restart:
 
 
 @attrs.frozen
+class ChangeMembership:
+    """An operator makes ``servers`` the members (the next epoch), telling every live
+    server of the old and the new membership; a server not started yet (a spare) starts
+    now. Servers down at that moment learn it from the others."""
+
+    at: float
+    servers: tuple[str, ...]
+
+
+@attrs.frozen
 class SetLinkFaults:
     """From now on, every link has these faults (``LinkFaults()`` clears them)."""
 
@@ -112,7 +123,16 @@ class SetLinkFaults:
     faults: LinkFaults
 
 
-Fault: TypeAlias = Partition | HealPartition | Isolate | Rejoin | Crash | Restart | SetLinkFaults
+Fault: TypeAlias = (
+    Partition
+    | HealPartition
+    | Isolate
+    | Rejoin
+    | Crash
+    | Restart
+    | SetLinkFaults
+    | ChangeMembership
+)
 
 
 @attrs.frozen
@@ -140,6 +160,8 @@ class FaultSchedule:
                 named = [n for g in f.groups for n in g]
             elif isinstance(f, Isolate | Rejoin | Crash | Restart):
                 named = [f.node]
+            elif isinstance(f, ChangeMembership):
+                named = f.servers
             unknown = sorted(set(named) - nodes)
             if unknown:
                 raise ValueError(f"fault {f!r} names unknown nodes {unknown}")
@@ -207,6 +229,33 @@ def random_schedule(rng: random.Random, topology: Topology, heal_at: float) -> F
     if rng.random() < 0.5:
         faults.append(SetLinkFaults(tail, LinkFaults(drop=0.2, duplicate=0.1, max_extra_delay=0.1)))
     return FaultSchedule(tuple(faults), heal_at)
+
+
+def membership_changes(
+    rng: random.Random, members: Sequence[str], spares: Sequence[str], heal_at: float
+) -> list[ChangeMembership]:
+    """One or two membership changes before ``heal_at``: a spare joins, a member leaves,
+    or both at once (a replacement); never fewer than two members."""
+    out: list[ChangeMembership] = []
+    now = list(members)
+    waiting = list(spares)
+    t = rng.uniform(1.0, heal_at / 3)
+    for _ in range(rng.randint(1, 2)):
+        if t >= heal_at - 2.0:
+            break
+        kinds = [k for k, ok in (("join", waiting), ("leave", len(now) > 2)) if ok]
+        if waiting and len(now) > 2:
+            kinds.append("replace")
+        if not kinds:
+            break
+        kind = rng.choice(kinds)
+        if kind in ("join", "replace"):
+            now.append(waiting.pop(0))
+        if kind in ("leave", "replace"):
+            now.remove(rng.choice(now[:-1] if kind == "replace" else now))
+        out.append(ChangeMembership(t, tuple(sorted(now))))
+        t += rng.uniform(1.0, heal_at / 3)
+    return out
 
 
 def _groups(rng: random.Random, nodes: Sequence[str], k: int) -> tuple[tuple[str, ...], ...]:

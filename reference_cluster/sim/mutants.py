@@ -12,7 +12,7 @@ from typing import Any
 from crdts import DotContext
 from reference_cluster.cores.client import ClientCore
 from reference_cluster.cores.server import ServerCore
-from reference_cluster.protocol.effects import Effect, Persist, SaveEdit, Send
+from reference_cluster.protocol.effects import DropList, Effect, Persist, SaveEdit, Send
 from reference_cluster.protocol.messages import (
     Deliver,
     ErrorReply,
@@ -30,7 +30,9 @@ __all__ = [
     "AckBeforePersistServer",
     "ForgetfulClient",
     "HintBeforePersistServer",
+    "HastyHandoffServer",
     "HintHoardingServer",
+    "ListHoardingServer",
     "NoAntiEntropyServer",
     "NoAuthorshipServer",
     "QuorumOfOneServer",
@@ -130,6 +132,27 @@ class HintHoardingServer(ServerCore[S]):
         return []
 
 
+class ListHoardingServer(ServerCore[S]):
+    """Keeps the lists it no longer holds after a membership change and never hands
+    them over (Rule 13 of the server core)."""
+
+    def _hand_lists(self) -> list[Effect]:
+        return []
+
+
+class HastyHandoffServer(ServerCore[S]):
+    """Forgets a list it no longer holds as soon as the membership changes, without
+    waiting for its new holders to confirm it (Rule 13 of the server core)."""
+
+    def _hand_lists(self) -> list[Effect]:
+        out = super()._hand_lists()
+        for list_id, digest in list(self._away.items()):
+            if not self._pins.get(list_id):
+                del self._away[list_id]
+                out.append(DropList(list_id, digest))
+        return out
+
+
 class ForgetfulClient(ClientCore[S]):
     """Does not make its edits durable: a restart forgets them and reuses their dots."""
 
@@ -148,5 +171,7 @@ MUTANTS: dict[str, tuple[str, type[Any]]] = {
     "quorum-of-one": ("server", QuorumOfOneServer),
     "hint-before-persist": ("server", HintBeforePersistServer),
     "hint-hoarding": ("server", HintHoardingServer),
+    "list-hoarding": ("server", ListHoardingServer),
+    "hasty-handoff": ("server", HastyHandoffServer),
 }
 """Mutant name -> (the role it replaces, its class)."""

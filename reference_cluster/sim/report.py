@@ -118,6 +118,7 @@ class Summary:
     stats: dict[str, int] = attrs.field(factory=dict)
     forged: int = 0
     misplaced: int = 0
+    lost_handoffs: int = 0
 
 
 def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
@@ -152,6 +153,7 @@ def summarize(results: Sequence[RunResult], *, max_rounds: int = 2) -> Summary:
         stats=dict(sorted(stats.items())),
         forged=sum(r.forged for r in results),
         misplaced=sum(r.misplaced for r in results),
+        lost_handoffs=sum(r.lost_handoffs for r in results),
     )
 
 
@@ -181,6 +183,7 @@ def format_summary(s: Summary, wall: float | None = None) -> str:
         ("reused dots", f"{s.reused_dots}"),
         ("forged dots or claims accepted", f"{s.forged}"),
         ("lists kept by a server that does not hold them", f"{s.misplaced}"),
+        ("lists forgotten before their holders had them", f"{s.lost_handoffs}"),
         ("clients not synced at the end", f"{s.unsynced_clients}"),
         (
             "max rounds to converge after heal",

@@ -36,9 +36,11 @@ from reference_cluster.cores.server import ServerConfig, ServerCore
 from reference_cluster.protocol.effects import (
     Acked,
     DropHint,
+    DropList,
     Effect,
     Persist,
     SaveEdit,
+    SaveMembership,
     SaveMerge,
     Send,
     SyncFailed,
@@ -47,6 +49,7 @@ from reference_cluster.protocol.messages import (
     Deliver,
     ErrorReply,
     Hint,
+    MembershipUpdate,
     Replicate,
     Stored,
     SyncReply,
@@ -60,6 +63,7 @@ from reference_cluster.sim.byzantine import ByzantineCore
 from reference_cluster.sim.checkers import RunResult, check_final, rounds_to_converge
 from reference_cluster.sim.durable import FakeClientStore, FakeServerStore
 from reference_cluster.sim.faults import (
+    ChangeMembership,
     Crash,
     Fault,
     FaultSchedule,
@@ -70,6 +74,7 @@ from reference_cluster.sim.faults import (
     Restart,
     SetLinkFaults,
     Topology,
+    membership_changes,
     random_schedule,
 )
 from reference_cluster.sim.network import Network
@@ -134,6 +139,10 @@ class SimConfig:
     )
     """W: how many servers hold a push durably before it is acknowledged; ``None``: the
     servers' default (2, or 1 with one copy of each list)."""
+    spares: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Servers outside the first membership (``s6`` ... after ``servers``); with spares
+    the schedule adds one or two membership changes (a spare joins, a member leaves, or
+    both) before the heal."""
     brokers: int = attrs.field(default=2, validator=_at_least_one)
     clients: int = attrs.field(default=3, validator=_at_least_one)
     lists: int = attrs.field(default=2, validator=_at_least_one)
@@ -168,7 +177,7 @@ class SimConfig:
     @property
     def topology(self) -> Topology:
         """The node names of this configuration."""
-        return Topology.of(self.servers, self.brokers, self.clients)
+        return Topology.of(self.servers + self.spares, self.brokers, self.clients)
 
     @property
     def copies(self) -> int:
@@ -234,7 +243,10 @@ class Simulation:
         self.topology = topo = cfg.topology
         master = random.Random(seed)
         seeds = [master.getrandbits(64) for _ in range(5)]
-        self.schedule = schedule or random_schedule(random.Random(seeds[0]), topo, cfg.heal_at)
+        self._dormant = set(topo.servers[cfg.servers :])
+        """Spares not started yet: each starts when a membership first names it."""
+        self._membership = self.first_membership
+        self.schedule = schedule or self._random_schedule(seeds[0])
         self.schedule.check(topo)
         self.workload = workload or random_workload(
             random.Random(seeds[1]),
@@ -272,9 +284,8 @@ class Simulation:
         self.edits: list[EditRecord] = []
         self._queued: dict[tuple[str, str, int], EditRecord] = {}
         self._issued: dict[tuple[str, str, int], int] = {}
-        self.reused_dots = 0
-        self.shrunk = 0
-        self.acked_not_durable = self.short_replies = 0
+        self.reused_dots = self.shrunk = self.acked_not_durable = self.short_replies = 0
+        self.lost_handoffs = 0
         # encoded reply -> (the server, the list's state there when it replied)
         self._replied: dict[bytes, tuple[str, Any]] = {}
         self._pushes: dict[str, tuple[str, Any]] = {}
@@ -288,10 +299,9 @@ class Simulation:
         self._samples: list[tuple[float, tuple[str, ...]]] = []
         self.timeline: list[tuple[float, tuple[str, ...], int]] = []
         """With ``config.timeline_every``: (time, server digests, messages sent so far)."""
-        self._final_pass = 0
+        self._final_pass = self.events = 0
         self._synced_final: set[str] = set()
         self.messages = self.wire_bytes = self.client_messages = self.client_bytes = 0
-        self.events = 0
         self.stats: Counter[str] = Counter()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -330,6 +340,14 @@ class Simulation:
                 self._push(
                     self.now + latency, _PERSISTED, (node.name, node.incarnation, effect.token)
                 )
+            elif isinstance(effect, SaveMembership):
+                self.server_stores[node.name].membership = (effect.epoch, dict(effect.servers))
+                self._trace(f"membership {node.name} epoch {effect.epoch}")
+            elif isinstance(effect, DropList):
+                self._check_handoff(node, effect)
+                dropped = self.server_stores[node.name].drop_list(effect)
+                self.stats["lists handed over" if dropped else "lists kept (changed)"] += 1
+                self._trace(f"drop-list {node.name} {effect.list_id[:8]}")
             elif isinstance(effect, DropHint):
                 dropped = self.server_stores[node.name].drop_hint(effect)
                 self.stats["hints handed back" if dropped else "hints kept (grown)"] += 1
@@ -401,6 +419,26 @@ class Simulation:
             self.problems.append(
                 f"{node.name}'s reply {reply.request_id} claims {reply.copies} copies; "
                 f"{copies} are durable"
+            )
+
+    def _check_handoff(self, node: _Node, effect: DropList) -> None:
+        """A server forgets a list it no longer holds only once every holder of the
+        list (by its membership) holds what it forgets durably (Rule 13 of the server
+        core)."""
+        state = self.server_stores[node.name].lists.get(effect.list_id)
+        if state is None or state.digest() != effect.digest:
+            return
+        held = node.core.membership.holders(effect.list_id, self.config.copies)
+        short = [
+            h
+            for h in held
+            if h != node.name and not self.server_stores[h].holds(effect.list_id, state)
+        ]
+        if short:
+            self.lost_handoffs += 1
+            self.problems.append(
+                f"{node.name} forgot list {effect.list_id[:8]} before {', '.join(short)} "
+                "held it durably"
             )
 
     def _check_confirmation(self, name: str, to: str, msg: Stored) -> None:
@@ -481,7 +519,7 @@ class Simulation:
                 rng=rng,
                 push_limits=cfg.push_limits,
                 replicas=cfg.copies,
-                membership=self.membership,
+                membership=self.server_stores[node.name].saved_membership(self.first_membership),
                 write_quorum=cfg.quorum,
             )
         elif node.role == "byzantine":
@@ -499,7 +537,7 @@ class Simulation:
             )
         elif node.role == "broker":
             node.core = BrokerCore(
-                node.name, config=cfg.broker, membership=self.membership, replicas=cfg.copies
+                node.name, config=cfg.broker, membership=self.first_membership, replicas=cfg.copies
             )
         else:
             node.core = self._client_factory(
@@ -519,14 +557,49 @@ class Simulation:
             for list_id in self.workload.list_ids:
                 self._call(node, core.open_list, list_id)
 
+    def _random_schedule(self, seed: int) -> FaultSchedule:
+        """The faults drawn from ``seed``; with spares, membership changes drawn apart
+        (so that the other faults are those of the same seed without spares)."""
+        cfg, topo = self.config, self.topology
+        drawn = random_schedule(random.Random(seed), topo, cfg.heal_at)
+        if not cfg.spares:
+            return drawn
+        changes = membership_changes(
+            random.Random(seed ^ 0x5EED),
+            topo.servers[: cfg.servers],
+            topo.servers[cfg.servers :],
+            cfg.heal_at,
+        )
+        return FaultSchedule((*drawn.faults, *changes), drawn.heal_at)
+
     @functools.cached_property
+    def first_membership(self) -> Membership:
+        """The members at the start: the first ``config.servers`` servers (epoch 0)."""
+        return Membership(self.topology.servers[: self.config.servers])
+
+    @property
     def membership(self) -> Membership:
-        """Every server, a member for the whole run (the membership is static)."""
-        return Membership(self.topology.servers)
+        """The members the operator set last (the first membership until a change)."""
+        return self._membership
 
     def holders(self, list_id: str) -> tuple[str, ...]:
-        """The servers that hold ``list_id`` in this run."""
+        """The servers that hold ``list_id`` by the operator's last membership."""
         return self.membership.holders(list_id, self.config.copies)
+
+    def _change_membership(self, fault: ChangeMembership) -> None:
+        """The operator's tool tells every live server of the old and the new membership;
+        a spare named for the first time starts with the new one."""
+        old = self._membership
+        new = self._membership = Membership(fault.servers, old.epoch + 1)
+        update = MembershipUpdate("operator", new.epoch, {s: "" for s in sorted(new.servers)})
+        for name in sorted(old.servers | new.servers):
+            node = self.nodes[name]
+            if name in self._dormant:
+                self._dormant.discard(name)
+                self.server_stores[name].membership = (new.epoch, dict(update.servers))
+                self._start(node)
+            elif node.core is not None:
+                self._call(node, node.core.adopt, update)
 
     def _held_everywhere(self, list_id: str, dot: tuple[str, int]) -> bool:
         """Whether every holder's durable store has seen ``dot`` (the Byzantine's oracle)."""
@@ -586,15 +659,17 @@ class Simulation:
         elif isinstance(fault, Restart):
             node = self.nodes[fault.node]
             node.crash_on_write = False
-            if node.core is None:
+            if node.core is None and node.name not in self._dormant:
                 self._start(node)
+        elif isinstance(fault, ChangeMembership):
+            self._change_membership(fault)
 
     def _on_heal(self) -> None:
         self._trace("heal")
         self.net.heal()
         for node in self.nodes.values():
             node.crash_on_write = False
-            if node.core is None:
+            if node.core is None and node.name not in self._dormant:
                 self._start(node)
 
     def _on_deliver(self, src: str, dst: str, data: bytes, kind: str) -> None:
@@ -708,11 +783,17 @@ class Simulation:
                 if node.role == "client":
                     self._grew(("client", node.name, list_id), node.core.state(list_id))
                     continue
-                self._grew(
-                    (f"mem#{node.incarnation}", node.name, list_id), node.core.state(list_id)
-                )
+                mem = (f"mem#{node.incarnation}", node.name, list_id)
+                disk = ("disk", node.name, list_id)
+                if not node.core.holds(list_id):
+                    # Not held (any more): a list handed over is forgotten, and one
+                    # held again later starts from what its holders send.
+                    self._snapshots.pop(mem, None)
+                    self._snapshots.pop(disk, None)
+                    continue
+                self._grew(mem, node.core.state(list_id))
                 stored = self.server_stores[node.name].lists.get(list_id)
-                self._grew(("disk", node.name, list_id), None if stored is None else stored.copy())
+                self._grew(disk, None if stored is None else stored.copy())
 
     def _grew(self, key: tuple[str, str, str], state: Any) -> None:
         """Check that ``state`` includes the previous snapshot under ``key``; keep it."""
@@ -726,7 +807,7 @@ class Simulation:
 
     def _server_digests(self) -> tuple[str, ...]:
         out = []
-        for name in self.topology.servers:
+        for name in self._live_servers():
             core = self.nodes[name].core
             for list_id in self.workload.list_ids:
                 d = None if core is None else core.digest(list_id)
@@ -749,7 +830,8 @@ class Simulation:
         """Run to the end and check the outcome."""
         cfg = self.config
         for node in self.nodes.values():
-            self._start(node)
+            if node.name not in self._dormant:
+                self._start(node)
         for fault in self.schedule.ordered():
             self._push(fault.at, _FAULT, fault)
         self._push(self.schedule.heal_at, _FAULT, None)
@@ -830,7 +912,7 @@ class Simulation:
                 for k in self.workload.list_ids
                 if (st := self.nodes[s].core.state(k)) is not None
             }
-            for s in self.topology.servers
+            for s in self._live_servers()
         }
         clients = {
             c: {
@@ -886,18 +968,33 @@ class Simulation:
             problems=tuple(problems),
             forged=self.forged,
             misplaced=misplaced,
+            lost_handoffs=self.lost_handoffs,
         )
+
+    def _live_servers(self) -> list[str]:
+        """The servers started in this run (spares that never joined are not)."""
+        return [s for s in self.topology.servers if s not in self._dormant]
 
     def _check_placement(
         self, servers: dict[str, dict[str, Any]], placed: dict[str, tuple[str, ...]]
     ) -> int:
-        """No server keeps a list it does not hold, in memory or in its store; count the
-        copies each server holds (``placement:`` stats, for the share of N/M)."""
+        """No server keeps a list it does not hold, in memory or in its store, nor a
+        hint; every server and broker follows the last membership; count the copies each
+        member holds (``placement:`` stats, for the share of N/M)."""
         misplaced = 0
         self.stats["placement: lists"] += len(placed)
-        for name in self.topology.servers:
-            held = sum(name in h for h in placed.values())
-            self.stats[f"placement: lists held by {name}"] += held
+        final = self.membership
+        for name in [*self._live_servers(), *self.topology.brokers]:
+            follows = self.nodes[name].core.membership
+            if follows != final:
+                self.problems.append(
+                    f"{name} follows membership epoch "
+                    f"{'none' if follows is None else follows.epoch}, not {final.epoch}"
+                )
+        for name in self._live_servers():
+            if name in final.servers:
+                held = sum(name in h for h in placed.values())
+                self.stats[f"placement: lists held by {name}"] += held
             store = self.server_stores[name]
             stored = set(servers[name]) | set(store.lists)
             for list_id in sorted(stored):
@@ -912,6 +1009,7 @@ class Simulation:
             core = self.nodes[name].core
             self.stats["hints taken"] += core.hints_taken
             self.stats["hints left in memory"] += core.hints
+            self.stats["lists handed over and forgotten"] += core.lists_handed
         return misplaced
 
     def _check_stores(self, servers: dict[str, dict[str, Any]]) -> None:
@@ -919,7 +1017,7 @@ class Simulation:
         the server core, with eviction and reloads in play)."""
         self.stats["server loads from store"] = sum(st.loads for st in self.server_stores.values())
         self.stats["replies since a version"] += sum(
-            self.nodes[s].core.replies_since for s in self.topology.servers
+            self.nodes[s].core.replies_since for s in self._live_servers()
         )
         for name, lists in servers.items():
             store = self.server_stores[name]
