@@ -479,6 +479,17 @@ class ServerCore(Generic[S]):
         return len(self._hints)
 
     @property
+    def handing(self) -> int:
+        """Lists and hints this server still has to hand to other servers (Rules 12
+        and 13): a server that left the membership may stop once this is 0."""
+        return len(self._away) + len(self._hints)
+
+    @property
+    def addresses(self) -> Mapping[str, str]:
+        """The members' peer end points as this server knows them (Rule 13)."""
+        return dict(self._addresses)
+
+    @property
     def hints_taken(self) -> int:
         """Hint writes made durable since start (Rule 12)."""
         return self._hints.taken

@@ -35,7 +35,7 @@ import zmq
 
 from reference_cluster.cores.broker import BrokerConfig, BrokerCore
 from reference_cluster.cores.limits import Rate
-from reference_cluster.errors import ClusterError, MalformedMessage
+from reference_cluster.errors import ClusterError, KeysMissing, MalformedMessage
 from reference_cluster.processes.config import (
     StopSignal,
     add_common_flags,
@@ -195,7 +195,15 @@ class Broker:
                 Send(peer, ErrorReply(getattr(msg, "request_id", None), "unexpected_kind", detail))
             )
             return
+        following = self.core.membership
         self._carry_out(self.core.receive_message(peer, msg, time.monotonic(), source))
+        if self.core.membership is not following:  # a newer membership (Rule 7 of the core)
+            try:
+                self.security.reload_members()
+            except (KeysMissing, ValueError) as exc:
+                log.error(
+                    "broker %s: reloading the members' keys failed: %s", self.core.broker_id, exc
+                )
 
     # -- effects --------------------------------------------------------------------------
 

@@ -280,6 +280,20 @@ class Security:
             self._auth.stop()
             self._auth = None
 
+    def reload_members(self) -> None:
+        """Read the allow-list again (a member added to the cluster brings its key):
+        new connections are checked against it; connections made stay.
+
+        Raises:
+            KeysMissing, ValueError: the folder or a key file is missing or malformed.
+        """
+        if self.keys is None or self.own is None:
+            return
+        members = member_names(self.keys)
+        object.__setattr__(self, "members", members)
+        if self._auth is not None:
+            self._auth.configure_curve_callback(MEMBERS_DOMAIN, _Allow(frozenset(members)))
+
     def serve_members(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` (before bind) a CURVE server that admits only members."""
         if self.own is not None:

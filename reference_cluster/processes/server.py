@@ -56,7 +56,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ import zmq
 
 from reference_cluster.cores.directory import Directory, Outcome, Pending
 from reference_cluster.cores.server import ServerConfig, ServerCore
-from reference_cluster.errors import ClusterError, MalformedMessage
+from reference_cluster.errors import ClusterError, KeysMissing, MalformedMessage
 from reference_cluster.processes.config import (
     LocalLayout,
     StopSignal,
@@ -90,7 +90,14 @@ from reference_cluster.processes.hashpool import (
     add_account_flags,
 )
 from reference_cluster.processes.security import Security
-from reference_cluster.protocol.effects import DropHint, Effect, Persist, Send
+from reference_cluster.protocol.effects import (
+    DropHint,
+    DropList,
+    Effect,
+    Persist,
+    SaveMembership,
+    Send,
+)
 from reference_cluster.protocol.messages import (
     Deliver,
     DirectoryDigest,
@@ -104,7 +111,7 @@ from reference_cluster.protocol.messages import (
     decode,
     encode,
 )
-from reference_cluster.protocol.placement import DEFAULT_REPLICAS
+from reference_cluster.protocol.placement import DEFAULT_REPLICAS, Membership
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.storage.server_store import ServerStore
 from reference_cluster.storage.sqlite import make_private_folder
@@ -198,7 +205,8 @@ class Server:
         try:
             self.security.start(self._ctx)
             self.incarnation = self.store.start_incarnation()
-            peer_ids = [p for p, _ in s.peers]
+            membership, addresses = self._first_membership()
+            peer_ids = sorted(membership.servers - {s.server_id})
             self.directory = Directory(
                 s.server_id,
                 self.store,
@@ -224,6 +232,8 @@ class Server:
                 admit=lambda req, delta, _now: self.directory.admit(req, delta, time.time()),
                 replicas=s.replicas,
                 write_quorum=s.write_quorum,
+                membership=membership,
+                addresses=addresses,
             )
             self._router = self._socket(zmq.ROUTER)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -234,11 +244,12 @@ class Server:
             self._router.bind(s.bind)
             self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
             self._out: dict[str, zmq.Socket[Any]] = {}
+            self._poller: zmq.Poller | None = None
+            self._inbound: dict[zmq.Socket[Any], str] = {}
             for broker, endpoint in s.brokers:
                 self._out[endpoint] = self._dealer(endpoint, broker)
-            for peer_id, endpoint in s.peers:
-                self._out[peer_id] = self._dealer(endpoint, peer_id)
-            self._peer_ids = {p.encode(): p for p in peer_ids}
+            self._peer_ids: dict[bytes, str] = {}
+            self._reach(addresses)
         except BaseException:
             self.close()
             raise
@@ -253,6 +264,37 @@ class Server:
             len(self.core.list_ids()),
             self.endpoint,
         )
+
+    def _first_membership(self) -> tuple[Membership, dict[str, str]]:
+        """The membership to start from: the flags' (this server and its peers, epoch 0),
+        or the one recorded in the store if it is later (Rule 13 of the server core)."""
+        s = self.settings
+        addresses = {p: endpoint for p, endpoint in s.peers}
+        flags = Membership({s.server_id, *addresses})
+        recorded = self.store.cluster_membership()
+        if recorded is None:
+            return flags, addresses
+        epoch, servers = recorded
+        saved = Membership(servers, epoch)
+        if not saved.later_than(flags):
+            return flags, addresses
+        log.info("server %s: membership epoch %d from the store", s.server_id, epoch)
+        return saved, {k: v or addresses.get(k, "") for k, v in servers.items()}
+
+    def _reach(self, addresses: Mapping[str, str]) -> None:
+        """Dial every member with a known end point that this server does not reach yet."""
+        for peer_id, endpoint in sorted(addresses.items()):
+            if peer_id == self.settings.server_id or not endpoint or peer_id in self._out:
+                continue
+            try:
+                sock = self._out[peer_id] = self._dealer(endpoint, peer_id)
+            except (KeysMissing, ValueError, zmq.ZMQError) as exc:
+                log.error("server %s: cannot reach %s: %s", self.settings.server_id, peer_id, exc)
+                continue
+            self._peer_ids[peer_id.encode()] = peer_id
+            if self._poller is not None:
+                self._poller.register(sock, zmq.POLLIN)
+                self._inbound[sock] = peer_id
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = self._ctx.socket(kind)
@@ -273,9 +315,10 @@ class Server:
 
     def run(self, stop: StopSignal) -> None:
         """Serve until ``stop`` says so, then say goodbye to the brokers."""
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        inbound = {self._router: ""}
+        inbound = self._inbound
+        inbound[self._router] = ""
         for name, sock in self._out.items():
             poller.register(sock, zmq.POLLIN)
             inbound[sock] = name
@@ -288,7 +331,7 @@ class Server:
             events = dict(poller.poll(max(0, int(min(wait, _MAX_WAIT) * 1000) + 1)))
             if stop.fd in events:
                 stop.drain()
-            for sock, name in inbound.items():
+            for sock, name in list(inbound.items()):
                 if sock in events:
                     self._drain(sock, name)
             if self._hashes.fd in events:
@@ -412,8 +455,16 @@ class Server:
         states: dict[str, Any] = {}
         if msg.states:
             states = {k: st.to_dict() for k in ids if (st := self.core.state(k)) is not None}
+        core = self.core
         return ServerStatus(
-            msg.request_id, self.settings.server_id, self.incarnation, digests, states
+            msg.request_id,
+            self.settings.server_id,
+            self.incarnation,
+            digests,
+            states,
+            core.membership.epoch,
+            tuple(sorted(core.membership.servers)),
+            core.handing,
         )
 
     # -- effects --------------------------------------------------------------------------
@@ -428,6 +479,10 @@ class Server:
                 self._batch.append(effect)
             elif isinstance(effect, DropHint):
                 self._drop_hint(effect)
+            elif isinstance(effect, DropList):
+                self._forget(effect)
+            elif isinstance(effect, SaveMembership):
+                self._save_membership(effect)
         for send in self.directory.take_outgoing():
             self._send(send)
 
@@ -460,6 +515,29 @@ class Server:
                 else:
                     effects.extend(self.core.persist_failed(p.token, "the list is gone", now))
         self._carry_out(effects)
+
+    def _save_membership(self, effect: SaveMembership) -> None:
+        """Record a newer membership, reach its members, and trust their keys (Rule 13
+        of the server core)."""
+        sid = self.settings.server_id
+        try:
+            self.store.record_cluster_membership(effect.epoch, dict(effect.servers))
+        except (ClusterError, OSError) as exc:
+            log.error("server %s: recording the membership failed: %s", sid, exc)
+        try:
+            self.security.reload_members()
+        except (KeysMissing, ValueError) as exc:
+            log.error("server %s: reloading the members' keys failed: %s", sid, exc)
+        self._reach(effect.servers)
+        self.directory.peers = tuple(sorted(set(effect.servers) - {sid}))
+
+    def _forget(self, effect: DropList) -> None:
+        """Forget a list its holders all confirmed (Rule 13 of the server core); one
+        that cannot be forgotten now is handed over again after a restart."""
+        try:
+            self.store.forget_list(effect.list_id, effect.digest)
+        except (ClusterError, OSError) as exc:
+            log.error("server %s: forgetting a list failed: %s", self.settings.server_id, exc)
 
     def _drop_hint(self, effect: DropHint) -> None:
         """Delete a hint its holder confirmed (Rule 12 of the server core); one that

@@ -923,7 +923,8 @@ class BrokerStatus(Message):
 @attrs.frozen
 class ServerStatus(Message):
     """Server to the asker: its id, how many times it started before, the digest of every
-    list it holds, and (if asked) their encoded states."""
+    list it holds, (if asked) their encoded states, the membership it follows (``epoch``,
+    ``members``), and how many lists and hints it still has to hand to other servers."""
 
     kind: ClassVar[str] = "server_status"
     request_id: str = attrs.field(validator=_valid(_check_id))
@@ -933,6 +934,11 @@ class ServerStatus(Message):
     states: Mapping[str, EncodedState] = attrs.field(
         validator=_valid(_check_map(_check_state)), factory=dict
     )
+    epoch: int = attrs.field(validator=_valid(_check_nat), default=0)
+    members: tuple[str, ...] = attrs.field(
+        converter=_as_tuple, validator=_valid(_check_member_ids), default=()
+    )
+    handing: int = attrs.field(validator=_valid(_check_nat), default=0)
 
 
 @attrs.frozen

@@ -273,7 +273,6 @@ class Simulation:
             self.nodes.update((name, _Node(name, role)) for name in names)
         if self.byzantine:
             self.nodes[BYZANTINE] = _Node(BYZANTINE, "byzantine")
-        self.forged = 0
         self.server_stores = {s: FakeServerStore(doc) for s in topo.servers}
         self.client_stores = {c: FakeClientStore(doc) for c in topo.clients}
         self.now = 0.0
@@ -285,7 +284,7 @@ class Simulation:
         self._queued: dict[tuple[str, str, int], EditRecord] = {}
         self._issued: dict[tuple[str, str, int], int] = {}
         self.reused_dots = self.shrunk = self.acked_not_durable = self.short_replies = 0
-        self.lost_handoffs = 0
+        self.lost_handoffs = self.forged = 0
         # encoded reply -> (the server, the list's state there when it replied)
         self._replied: dict[bytes, tuple[str, Any]] = {}
         self._pushes: dict[str, tuple[str, Any]] = {}

@@ -63,6 +63,7 @@ from reference_cluster.errors import (
     UserExists,
 )
 from reference_cluster.storage.client_store import ClientSession, ClientStore, StoredList
+from reference_cluster.storage.cluster_record import CLUSTER_TABLE, load_cluster, store_cluster
 from reference_cluster.storage.hints import HINTS_TABLE, drop_hint, load_hints, store_hints
 from reference_cluster.storage.memberships import (
     MEMBERS_TABLE,
@@ -218,6 +219,7 @@ class ServerStore(SqliteStore[S]):
         self._init_account_tables()  # accounts: see "accounts and sessions" below
         self._conn.execute(MEMBERS_TABLE)
         self._conn.execute(HINTS_TABLE)
+        self._conn.execute(CLUSTER_TABLE)
 
     # -- members of lists (storage.memberships) ----------------------------------------
 
@@ -287,6 +289,38 @@ class ServerStore(SqliteStore[S]):
                     took.add(list_id)
             store_hints(conn, hinted, self._state_type.from_dict)
         return took
+
+    def cluster_membership(self) -> tuple[int, dict[str, str]] | None:
+        """The membership last recorded: ``(epoch, {server id: peer end point})``."""
+        with self._reading() as conn:
+            return load_cluster(conn)
+
+    def record_cluster_membership(self, epoch: int, servers: dict[str, str]) -> None:
+        """Durably record the cluster's membership (replacing the last).
+
+        Raises:
+            StoreError: the write failed.
+        """
+        with self._transaction("record membership") as conn:
+            store_cluster(conn, epoch, servers)
+
+    def forget_list(self, list_id: str, digest: str) -> bool:
+        """Durably forget the state of a list handed to its holders, if it is still the
+        state with ``digest``: its state becomes empty and its log goes; its row stays
+        with its owner and deletion flag (what the accounts directory keeps there).
+        Whether it was forgotten.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        check_list_id(list_id)
+        with self._transaction("forget") as conn:
+            if self._meta_row(conn, list_id) is None:
+                return False
+            if self._fold(conn, list_id).digest() != digest:
+                return False
+            self._write_base(conn, list_id, self._state_type())
+            return True
 
     def hints(self) -> dict[tuple[str, str], S]:
         """Every hint kept for another server: ``(list id, holder) -> state``."""
