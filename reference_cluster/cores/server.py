@@ -1137,16 +1137,28 @@ class ServerCore(Generic[S]):
         return self._on_membership(update.origin, update)
 
     def _on_membership(self, peer: str, msg: MembershipUpdate) -> list[Effect]:
-        """Adopt a newer membership; answer an older one with this server's own."""
+        """Adopt a newer membership; answer an older one with this server's own; take
+        an operator's end points for the members of this one."""
         theirs = Membership(msg.servers, msg.epoch)
+        operator = msg.origin not in self.membership.servers | theirs.servers
         if theirs.later_than(self.membership):
-            return self._adopt(theirs, msg.servers)
+            return self._adopt(theirs, msg.servers, operator=operator)
         if self.membership.later_than(theirs):
             return [Send(peer, self._membership_message())]
+        if operator and theirs == self.membership:
+            changed = {s: a for s, a in msg.servers.items() if a and a != self._addresses.get(s)}
+            if changed:
+                self._addresses.update(changed)
+                update = self._membership_message()
+                return [SaveMembership(update.epoch, dict(update.servers))]
         return []
 
-    def _adopt(self, new: Membership, addresses: Mapping[str, str]) -> list[Effect]:
-        """Record ``new``, place the lists by it, and spread it (Rule 13)."""
+    def _adopt(
+        self, new: Membership, addresses: Mapping[str, str], *, operator: bool
+    ) -> list[Effect]:
+        """Record ``new``, place the lists by it, and spread it (Rule 13). A peer's end
+        points fill only those this server does not know (each server may reach another
+        its own way); an operator's replace them."""
         log.info(
             "server %s: membership epoch %d: %s",
             self.server_id,
@@ -1154,9 +1166,8 @@ class ServerCore(Generic[S]):
             " ".join(sorted(new.servers)),
         )
         before = set(self.peers)
-        known = {s: a for s, a in addresses.items() if a} | {
-            s: a for s, a in self._addresses.items() if s in new.servers and s not in addresses
-        }
+        mine, given = self._addresses, {s: a for s, a in addresses.items() if a}
+        known = mine | given if operator else given | {s: a for s, a in mine.items() if a}
         self._addresses = {s: known.get(s, "") for s in sorted(new.servers)}
         self._replace(new)
         update = self._membership_message()

@@ -59,6 +59,7 @@ from reference_cluster.processes.security import (
 )
 from reference_cluster.protocol.messages import (
     BrokerStatus,
+    MembershipUpdate,
     Message,
     ServerStatus,
     Status,
@@ -114,6 +115,11 @@ def _port_free(host: str, port: int) -> bool:
 
 def _port(endpoint: str) -> int:
     return int(endpoint.rsplit(":", 1)[1])
+
+
+def _index(server: str) -> int:
+    """``j`` of server ``sj``."""
+    return int(server[1:])
 
 
 def probe(
@@ -279,6 +285,10 @@ class LocalCluster:
         self._closed = False
         self.brokers = [f"b{i}" for i in range(layout.brokers)]
         self.servers = layout.server_ids
+        """Every server started (members and servers that left)."""
+        self.members = list(layout.server_ids)
+        """The member servers, in the order they joined."""
+        self.epoch = 0
         self.keys: Path | None = None if insecure else self.data_dir / "keys"
         self.broker_key: bytes | None = None
         """The brokers' front-end public key, which clients pin (None: insecure)."""
@@ -286,8 +296,9 @@ class LocalCluster:
 
     @property
     def membership(self) -> Membership:
-        """The member servers (every server of the layout), epoch 0: membership is static."""
-        return Membership(self.servers)
+        """The member servers at :attr:`epoch` (every server of the layout at 0; see
+        :meth:`add_server` and :meth:`remove_server`)."""
+        return Membership(self.members, self.epoch)
 
     # -- links ----------------------------------------------------------------------------
 
@@ -337,7 +348,7 @@ class LocalCluster:
             log_level=self.log_level,
             keys=self.keys,
             python=self.python,
-            members=self.servers,
+            members=self.members,
             replicas=self.replicas,
         )
 
@@ -346,15 +357,11 @@ class LocalCluster:
         return server_argv(
             sid,
             store=self.data_dir / f"{sid}.sqlite",
-            bind=self.layout.peer(j + 1),
+            bind=self._peer_endpoint(sid),
             brokers={
                 b: self._link(sid, b, self.layout.backend(i)) for i, b in enumerate(self.brokers)
             },
-            peers={
-                other: self._link(sid, other, self.layout.peer(k + 1))
-                for k, other in enumerate(self.servers)
-                if other != sid
-            },
+            peers=self._peers_of(sid),
             timing=self.timing,
             log_level=self.log_level,
             keys=self.keys,
@@ -362,6 +369,133 @@ class LocalCluster:
             replicas=self.replicas,
             write_quorum=self.write_quorum,
         )
+
+    def _peer_endpoint(self, server: str) -> str:
+        return self.layout.peer(_index(server))
+
+    def _peers_of(self, sid: str) -> dict[str, str]:
+        """``{member: end point}`` as ``sid`` dials them (through its proxies)."""
+        return {
+            other: self._link(sid, other, self._peer_endpoint(other))
+            for other in self.members
+            if other != sid
+        }
+
+    # -- membership changes ---------------------------------------------------------------
+
+    def add_server(self, name: str | None = None, timeout: float = _START_TIMEOUT) -> str:
+        """Start a new server (``name``, default the next ``sN``) and make it a member
+        at the next epoch: the servers hand it the lists it now holds (Rule 13 of the
+        server core). Returns its name.
+
+        Raises:
+            ValueError: a name in use or not ``sN``; no room in the layout (16 servers at
+                most, or ports past 65535).
+            RuntimeError, TimeoutError: the server did not start, or the members did not
+                all take the new membership within ``timeout``.
+        """
+        name = name or f"s{max(_index(s) for s in self.servers) + 1}"
+        if name in self.servers or not name.startswith("s") or not name[1:].isdigit():
+            raise ValueError(f"a new server is named sN and not in use: {name!r}")
+        self.layout = attrs.evolve(self.layout, servers=max(self.layout.servers, _index(name)))
+        self.servers = [*self.servers, name]
+        self.change_membership([*self.members, name], timeout, start=name)
+        return name
+
+    def remove_server(self, name: str, timeout: float = _START_TIMEOUT) -> None:
+        """Take ``name`` out of the members at the next epoch; it keeps running and
+        hands its lists to their holders (:meth:`wait_handed_over`, then
+        :meth:`retire`).
+
+        Raises:
+            ValueError: ``name`` is not a member, or the last one.
+            TimeoutError: the servers did not all take the membership within ``timeout``.
+        """
+        if name not in self.members or len(self.members) == 1:
+            raise ValueError(f"{name} is not a member that can leave ({self.members})")
+        self.change_membership([m for m in self.members if m != name], timeout)
+
+    def change_membership(
+        self,
+        members: Sequence[str],
+        timeout: float = _START_TIMEOUT,
+        *,
+        epoch: int | None = None,
+        start: str | None = None,
+    ) -> None:
+        """Make ``members`` the membership at ``epoch`` (default: the next), starting
+        server ``start`` first if given, and tell every running server of the old and
+        the new membership (:meth:`announce`).
+
+        Raises:
+            RuntimeError, TimeoutError: as :meth:`add_server`.
+        """
+        leaving = [m for m in self.members if m not in members]
+        self.members = list(members)
+        self.epoch = self.epoch + 1 if epoch is None else max(epoch, self.epoch + 1)
+        if start is not None:
+            if self.keys is not None:
+                ensure_keys(self.keys, [start])
+            child = self.children[start] = _Child(start, self._server_argv(len(self.servers) - 1))
+            self._spawn(child)
+            self._await_ready(child, time.monotonic() + timeout)
+        self.announce(timeout, also=[m for m in leaving if self.alive(m)])
+
+    def retire(self, name: str) -> int:
+        """Stop a server that left the membership for good (it is not restarted);
+        return its exit status."""
+        status = self.stop(name)
+        self.children.pop(name, None)
+        return status
+
+    def announce(self, timeout: float = _START_TIMEOUT, also: Iterable[str] = ()) -> None:
+        """Tell every member (and ``also``) the membership at :attr:`epoch`, as an
+        operator does, until each answers that it follows it.
+
+        Raises:
+            TimeoutError: a server did not take it within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        pending = [*self.members, *also]
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"servers {pending} did not take membership epoch {self.epoch} in {timeout:g}s"
+                )
+            name = pending[0]
+            update = MembershipUpdate(
+                "operator",
+                self.epoch,
+                {m: self._link(name, m, self._peer_endpoint(m)) for m in sorted(self.members)},
+            )
+            reply = probe(
+                self._peer_endpoint(name),
+                update,
+                timeout=min(1.0, left),
+                ctx=self._ctx,
+                secure=self.dialer(name),
+            )
+            if isinstance(reply, ServerStatus) and reply.epoch >= self.epoch:
+                pending.pop(0)
+            else:
+                time.sleep(min(0.1, max(0.0, left)))
+
+    def wait_handed_over(self, name: str, timeout: float = 30.0) -> None:
+        """Poll until server ``name`` has nothing left to hand over (lists and hints).
+
+        Raises:
+            TimeoutError: not within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            status = self.server_status(name, timeout=0.5)
+            if status is not None and status.handing == 0 and status.epoch >= self.epoch:
+                return
+            time.sleep(0.1)
+        left = "no answer" if status is None else f"{status.handing} left"
+        raise TimeoutError(f"{name} did not hand everything over in {timeout:g}s ({left})")
 
     @property
     def client_security(self) -> Security:
@@ -569,9 +703,8 @@ class LocalCluster:
         self, name: str, *, states: bool = False, timeout: float = 1.0
     ) -> ServerStatus | None:
         """What server ``name`` answers on its peer end point (None: no answer)."""
-        j = self.servers.index(name)
         reply = probe(
-            self.layout.peer(j + 1),
+            self._peer_endpoint(name),
             Status("probe", states),
             timeout=timeout,
             ctx=self._ctx,

@@ -104,6 +104,7 @@ from reference_cluster.protocol.messages import (
     DirectoryPush,
     ErrorReply,
     ListsReply,
+    MembershipUpdate,
     Message,
     Relay,
     ServerStatus,
@@ -249,6 +250,7 @@ class Server:
             for broker, endpoint in s.brokers:
                 self._out[endpoint] = self._dealer(endpoint, broker)
             self._peer_ids: dict[bytes, str] = {}
+            self._dialed: dict[str, str] = {}
             self._reach(addresses)
         except BaseException:
             self.close()
@@ -282,10 +284,21 @@ class Server:
         return saved, {k: v or addresses.get(k, "") for k, v in servers.items()}
 
     def _reach(self, addresses: Mapping[str, str]) -> None:
-        """Dial every member with a known end point that this server does not reach yet."""
+        """Dial every member with a known end point that this server does not reach yet
+        (or reaches at another end point)."""
         for peer_id, endpoint in sorted(addresses.items()):
-            if peer_id == self.settings.server_id or not endpoint or peer_id in self._out:
+            if peer_id == self.settings.server_id or not endpoint:
                 continue
+            if self._dialed.get(peer_id) == endpoint:
+                continue
+            old = self._out.pop(peer_id, None)
+            if old is not None:
+                if self._poller is not None:
+                    self._poller.unregister(old)
+                self._inbound.pop(old, None)
+                self._socks.remove(old)
+                old.close(linger=0)
+            self._dialed[peer_id] = endpoint
             try:
                 sock = self._out[peer_id] = self._dealer(endpoint, peer_id)
             except (KeysMissing, ValueError, zmq.ZMQError) as exc:
@@ -409,6 +422,11 @@ class Server:
             return list(self.directory.receive(peer, msg, time.time()))
         if isinstance(msg, Status):
             return [Send(peer, self._status(msg))]
+        if isinstance(msg, MembershipUpdate) and peer not in self._peer_ids.values():
+            # An operator's tool (it dials with the admin key): take the membership if
+            # it is newer, and answer with the status that shows what this server follows.
+            effects = self.core.adopt(msg, time.monotonic())
+            return [*effects, Send(peer, self._status(Status("membership")))]
         return self.core.receive_message(peer, msg, time.monotonic())
 
     def _answer(self, peer: str, msg: Relay, outcome: Outcome, *, resumed: bool) -> list[Effect]:

@@ -94,10 +94,13 @@ class Membership:
         return other if other.later_than(self) else self
 
     def later_than(self, other: Membership) -> bool:
-        """Whether ``self`` replaces ``other``: a larger epoch, or at equal epochs the
-        larger sorted list of members (two memberships made at once with the same epoch
-        still order the same way everywhere)."""
-        return (self.epoch, sorted(self.servers)) > (other.epoch, sorted(other.servers))
+        """Whether ``self`` replaces ``other``: a larger epoch, or at equal epochs above
+        0 the larger sorted list of members (two changes made at once with the same
+        epoch still order the same way everywhere). Epoch 0 is each process's own
+        configuration, which never replaces another's."""
+        if self.epoch != other.epoch:
+            return self.epoch > other.epoch
+        return self.epoch > 0 and sorted(self.servers) > sorted(other.servers)
 
     def preference(self, list_id: str) -> tuple[str, ...]:
         """Every member, most preferred for ``list_id`` first."""
