@@ -1270,7 +1270,7 @@ class ServerCore(Generic[S]):
         roots: dict[int, str] = {}
         out: list[Effect] = []
         epoch = self.membership.epoch
-        for p in self.peers:
+        for p in self.peers if self.member else ():  # one that left only hands over
             tree = self._trees[p]
             root = roots.get(id(tree))
             if root is None:

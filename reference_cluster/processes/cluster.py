@@ -430,16 +430,20 @@ class LocalCluster:
         Raises:
             RuntimeError, TimeoutError: as :meth:`add_server`.
         """
-        leaving = [m for m in self.members if m not in members]
+        told = [m for m in dict.fromkeys([*self.members, *members]) if m != start]
         self.members = list(members)
         self.epoch = self.epoch + 1 if epoch is None else max(epoch, self.epoch + 1)
+        if start is not None and self.keys is not None:
+            ensure_keys(self.keys, [start])
+            self._operator = Operator.from_keys(self.keys)  # trusts the new key
+        # The running servers first, so that they trust the new server's key before it
+        # dials them (and tell the brokers, in their next heartbeats).
+        self.announce(timeout, [m for m in told if m in self.children and self.alive(m)])
         if start is not None:
-            if self.keys is not None:
-                ensure_keys(self.keys, [start])
             child = self.children[start] = _Child(start, self._server_argv(len(self.servers) - 1))
             self._spawn(child)
             self._await_ready(child, time.monotonic() + timeout)
-        self.announce(timeout, also=[m for m in leaving if self.alive(m)])
+            self.announce(timeout, [start])
 
     def retire(self, name: str) -> int:
         """Stop a server that left the membership for good (it is not restarted);
@@ -448,15 +452,15 @@ class LocalCluster:
         self.children.pop(name, None)
         return status
 
-    def announce(self, timeout: float = _START_TIMEOUT, also: Iterable[str] = ()) -> None:
-        """Tell every member (and ``also``) the membership at :attr:`epoch`, as an
-        operator does, until each answers that it follows it.
+    def announce(self, timeout: float = _START_TIMEOUT, names: Iterable[str] | None = None) -> None:
+        """Tell servers ``names`` (default: every member) the membership at
+        :attr:`epoch`, as an operator does, until each answers that it follows it.
 
         Raises:
             TimeoutError: a server did not take it within ``timeout``.
         """
         deadline = time.monotonic() + timeout
-        pending = [*self.members, *also]
+        pending = list(self.members if names is None else names)
         while pending:
             left = deadline - time.monotonic()
             if left <= 0:

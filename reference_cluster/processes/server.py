@@ -121,6 +121,9 @@ __all__ = ["Server", "ServerSettings", "main", "parse_broker", "parse_peer"]
 
 log = logging.getLogger(__name__)
 
+_REDIAL_AFTER = 2.0
+"""Seconds of failed sends to a peer or broker before it is dialed again."""
+
 _DRAIN = 256  # frames handled per socket before the batch is committed
 _MAX_WAIT = 1.0
 _LAZY_COMMIT = 0.02  # seconds a write no acknowledgement waits for may wait (Rule 1)
@@ -247,10 +250,13 @@ class Server:
             self._out: dict[str, zmq.Socket[Any]] = {}
             self._poller: zmq.Poller | None = None
             self._inbound: dict[zmq.Socket[Any], str] = {}
+            self._broker_ids = {endpoint: broker for broker, endpoint in s.brokers}
             for broker, endpoint in s.brokers:
                 self._out[endpoint] = self._dealer(endpoint, broker)
             self._peer_ids: dict[bytes, str] = {}
             self._dialed: dict[str, str] = {}
+            self._cut_off: dict[str, float] = {}
+            """Peer or broker -> since when sends to it fail (see :meth:`_redial`)."""
             self._reach(addresses)
         except BaseException:
             self.close()
@@ -293,11 +299,7 @@ class Server:
                 continue
             old = self._out.pop(peer_id, None)
             if old is not None:
-                if self._poller is not None:
-                    self._poller.unregister(old)
-                self._inbound.pop(old, None)
-                self._socks.remove(old)
-                old.close(linger=0)
+                self._forget_socket(old)
             self._dialed[peer_id] = endpoint
             try:
                 sock = self._out[peer_id] = self._dealer(endpoint, peer_id)
@@ -305,9 +307,40 @@ class Server:
                 log.error("server %s: cannot reach %s: %s", self.settings.server_id, peer_id, exc)
                 continue
             self._peer_ids[peer_id.encode()] = peer_id
-            if self._poller is not None:
-                self._poller.register(sock, zmq.POLLIN)
-                self._inbound[sock] = peer_id
+            self._watch(sock, peer_id)
+
+    def _redial(self, now: float) -> None:
+        """Dial again every peer (or broker) that sends have failed to reach for
+        :data:`_REDIAL_AFTER` seconds. A connection refused during its handshake (a
+        member whose key this server, or the peer, did not trust yet when they met) is
+        not tried again by ZeroMQ: a fresh socket tries once more."""
+        for name, since in list(self._cut_off.items()):
+            if now - since < _REDIAL_AFTER:
+                continue
+            del self._cut_off[name]
+            endpoint = self._dialed.pop(name, None)
+            if endpoint is not None:
+                self._reach({name: endpoint})
+                continue
+            broker = self._broker_ids.get(name)
+            old = self._out.pop(name, None)
+            if old is None:
+                continue
+            self._forget_socket(old)
+            sock = self._out[name] = self._dealer(name, broker)
+            self._watch(sock, name)
+
+    def _forget_socket(self, sock: zmq.Socket[Any]) -> None:
+        if self._poller is not None:
+            self._poller.unregister(sock)
+        self._inbound.pop(sock, None)
+        self._socks.remove(sock)
+        sock.close(linger=0)
+
+    def _watch(self, sock: zmq.Socket[Any], name: str) -> None:
+        if self._poller is not None:
+            self._poller.register(sock, zmq.POLLIN)
+            self._inbound[sock] = name
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = self._ctx.socket(kind)
@@ -379,6 +412,7 @@ class Server:
                 self.store.fold_quiet(_FOLD_QUIET)
             except ClusterError as exc:
                 log.error("server %s: folding logs failed: %s", self.settings.server_id, exc)
+            self._redial(now)
         deadline = self.core.next_deadline()
         if deadline is not None and deadline <= now:
             self._carry_out(self.core.on_timer(now))
@@ -571,6 +605,7 @@ class Server:
         try:
             if sock is not None:
                 sock.send(data, zmq.NOBLOCK)
+                self._cut_off.pop(effect.to, None)
             elif effect.to.startswith("r:"):
                 self._router.send_multipart([bytes.fromhex(effect.to[2:]), data], zmq.NOBLOCK)
             else:
@@ -580,6 +615,8 @@ class Server:
                 raise
             # The link is down (or the asker left): the core's timers and the client's
             # retries cover a lost message.
+            if sock is not None:
+                self._cut_off.setdefault(effect.to, time.monotonic())
             log.debug(
                 "server %s: %s unreachable, %s dropped",
                 self.settings.server_id,
