@@ -1270,7 +1270,7 @@ class ServerCore(Generic[S]):
         roots: dict[int, str] = {}
         out: list[Effect] = []
         epoch = self.membership.epoch
-        for p in self.peers if self.member else ():  # one that left only hands over
+        for p in self.peers:  # one that left sends an empty root: it hears of later changes
             tree = self._trees[p]
             root = roots.get(id(tree))
             if root is None:
@@ -1294,6 +1294,8 @@ class ServerCore(Generic[S]):
         """Answer each differing node with its children, or its few lists' digests."""
         if msg.epoch != self.membership.epoch:  # Rule 13: agree on the members first
             return [Send(peer, self._membership_message())]
+        if peer not in self._trees:
+            return []  # a server that left, at this epoch: nothing to compare
         self._refresh()
         tree = self._peer_tree(peer, msg.kind)
         if tree is None:
