@@ -31,6 +31,7 @@ from reference_cluster.cli.cluster import (
     record_membership,
     status_report,
 )
+from reference_cluster.cli.membership import Record, read_record
 from reference_cluster.cli.shoplist import _build_parser, main
 from reference_cluster.cores.client import ClientConfig
 from reference_cluster.processes import broker, server
@@ -272,8 +273,15 @@ def test_the_membership_record_round_trips(tmp_path: Path) -> None:
         (b"[]", "not an object"),
         (b"[" * 200_000, "larger than 64 KiB"),
         (b"[" * 50_000, "not JSON"),
-        (b'{"servers": ["s1", "s3"], "replicas": 3, "epoch": 0}', "servers must be s1 to sN"),
-        (b'{"servers": [], "replicas": 3, "epoch": 0}', "servers must be s1 to sN"),
+        (b'{"servers": ["s1", "s1"], "replicas": 3, "epoch": 0}', "servers must be distinct"),
+        (b'{"servers": ["s1", "s17"], "replicas": 3, "epoch": 0}', "servers must be distinct"),
+        (b'{"servers": ["s01"], "replicas": 3, "epoch": 0}', "servers must be distinct"),
+        (b'{"servers": [], "replicas": 3, "epoch": 0}', "servers must be distinct"),
+        (
+            b'{"servers": ["s1"], "left": ["s1"], "replicas": 3, "epoch": 0}',
+            "servers must be distinct",
+        ),
+        (b'{"servers": ["s1"], "left": 3, "replicas": 3, "epoch": 0}', "servers must be distinct"),
         (b'{"servers": ["s1"], "replicas": 0, "epoch": 0}', "replicas must be"),
         (b'{"servers": ["s1"], "replicas": true, "epoch": 0}', "replicas must be"),
         (b'{"servers": ["s1"], "replicas": 1, "epoch": -1}', "epoch must be"),
@@ -340,14 +348,17 @@ def test_status_shows_the_membership_beside_the_answers() -> None:
         [
             ("s1", "tcp://127.0.0.1:7201", ServerStatus("r", "s1", 2, {list_id: DIGEST})),
             ("s2", "tcp://127.0.0.1:7202", None),
+            ("s6", "tcp://127.0.0.1:7206", ServerStatus("r", "s6", 0, {}, {}, 1, FIVE, 2)),
         ],
     )
     assert [
         "membership epoch 0: s1 s2 s3 s4 s5; each list on 3 of the 5 servers",
         "broker b0   tcp://127.0.0.1:7100     up    live servers: s1 s2 s9; not members: s9",
         "broker ?    tcp://127.0.0.1:7110     no answer",
-        "server s1   tcp://127.0.0.1:7201     up    1 list, restarted 2 times",
+        "server s1   tcp://127.0.0.1:7201     up    1 list, epoch 0, restarted 2 times",
         "server s2   tcp://127.0.0.1:7202     no answer",
+        "server s6   tcp://127.0.0.1:7206     up    left, 0 lists, epoch 1, 2 to hand over, "
+        "never restarted",
     ] == text.splitlines()
     assert {
         "membership": {
@@ -360,7 +371,11 @@ def test_status_shows_the_membership_beside_the_answers() -> None:
             "tcp://127.0.0.1:7100": {"id": "b0", "servers": ["s1", "s2", "s9"]},
             "tcp://127.0.0.1:7110": None,
         },
-        "servers": {"s1": {"incarnation": 2, "lists": 1}, "s2": None},
+        "servers": {
+            "s1": {"incarnation": 2, "lists": 1, "epoch": 0, "handing": 0},
+            "s2": None,
+            "s6": {"incarnation": 0, "lists": 0, "epoch": 1, "handing": 2},
+        },
     } == data
 
 
@@ -532,3 +547,91 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_add_and_remove_server_rewrite_the_record_at_the_next_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``add-server`` adds the next unused id (never one that left) and makes its keys;
+    ``remove-server`` moves a member to ``left``; each is the next epoch. Removing a
+    stranger or the last member, or either verb without a recorded cluster, is one line,
+    status 1."""
+    data = tmp_path / "data"
+    data.mkdir()
+    nothing = main(["cluster", "add-server", "--data-dir", str(data)])
+    missing = capsys.readouterr().err
+    record_membership(data, ["s1", "s2", "s3"], 2)
+    (data / "keys").mkdir()
+    steps = [
+        main(["--json", "cluster", "remove-server", "s3", "--data-dir", str(data)]),
+        main(["--json", "cluster", "add-server", "--data-dir", str(data)]),
+    ]
+    said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    bad = [
+        main(["cluster", "remove-server", "s9", "--data-dir", str(data)]),
+        main(["cluster", "remove-server", "s3", "--data-dir", str(data)]),
+    ]
+    errors = capsys.readouterr().err.splitlines()
+    record = read_record(data / MEMBERSHIP_FILE)
+    assert (1, True) == (nothing, "no cluster is recorded in" in missing)
+    assert ([0, 0], [1, 1], 2) == (steps, bad, len(errors))
+    assert [("s3", 1), ("s4", 2)] == [(d["server"], d["epoch"]) for d in said]
+    assert Record(("s1", "s2", "s4"), 2, 2, ("s3",)) == record
+    assert (data / "keys" / "members" / "s4.key").exists()
+    assert "s9 is not a member (s1 s2 s4)" in errors[0]
+
+
+@pytest.mark.timeout(180)
+def test_cluster_up_follows_add_server_and_remove_server(tmp_path: Path) -> None:
+    """A running ``cluster up --servers 3 --replicas 2``: ``cluster add-server`` starts
+    s4 and makes it a member; ``cluster remove-server s1`` takes s1 out, and once it has
+    handed its lists over ``cluster up`` stops it; ``cluster status`` shows epoch 2 and
+    s2 s3 s4 answering. SIGINT then stops every child."""
+    base = str(free_base_port(servers=4))
+    data = tmp_path / "data"
+    common = ["--base-port", base, "--data-dir", str(data)]
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reference_cluster.cli.shoplist",
+            "cluster",
+            "up",
+            "--json",
+            "--quiet",
+            "--servers",
+            "3",
+            "--replicas",
+            "2",
+            *common,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=cli_env(tmp_path, {"SHOPLIST_ANTI_ENTROPY": "0.5"}),
+    )
+    try:
+        first_line(up, timeout=60)
+        added = run_cli("cluster", "add-server", "--data-dir", str(data), home=tmp_path)
+        removed = run_cli("cluster", "remove-server", "s1", "--data-dir", str(data), home=tmp_path)
+
+        def settled() -> dict[str, Any] | None:
+            done = run_cli("--json", "cluster", "status", *common, home=tmp_path)
+            if done.returncode != 0:
+                return None
+            status = json.loads(done.stdout)
+            servers = status["servers"]
+            answering = sorted(k for k, v in servers.items() if v is not None)
+            epochs = {v["epoch"] for v in servers.values() if v is not None}
+            ok = answering == ["s2", "s3", "s4"] and epochs == {2}
+            return status if ok else None
+
+        status = poll(settled, "s1 gone, s2 s3 s4 at epoch 2", timeout=90.0, every=0.5)
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = stop_process(up)
+    assert (0, 0, 0) == (added.returncode, removed.returncode, code), (added.stderr, removed.stderr)
+    assert (["s2", "s3", "s4"], 2) == (
+        sorted(status["membership"]["servers"]),
+        status["membership"]["epoch"],
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +11,16 @@ from typing import Any
 
 import zmq
 
+from reference_cluster.cli.membership import (
+    MEMBERSHIP_FILE,
+    Follower,
+    cmd_add_server,
+    cmd_remove_server,
+    read_membership,
+    read_record,
+    record_membership,
+)
+from reference_cluster.cli.membership import ordered as _ordered
 from reference_cluster.cores.quorum import write_quorum as check_quorum
 from reference_cluster.errors import ClusterError, ClusterUnavailable
 from reference_cluster.processes.cluster import LocalCluster, Timing, probe
@@ -55,10 +64,6 @@ __all__ = [
 
 DEFAULT_SERVERS = 3
 """How many servers ``cluster up`` runs unless told (``--servers``, ``SHOPLIST_SERVERS``)."""
-MEMBERSHIP_FILE = "membership.json"
-"""What ``cluster up`` records in its data folder for ``cluster status``: the member
-servers, the replica count and the epoch it started the cluster with."""
-_MEMBERSHIP_MAX_BYTES = 64 * 1024
 _SERVERS_HELP = f"how many servers, s1 to sN (1 to {MAX_SERVERS}; their peer ports are PORT+101.."
 _REPLICAS_HELP = (
     "how many of the servers hold each list; N may exceed the number of servers, and at "
@@ -129,6 +134,21 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="the processes' log level (SHOPLIST_LOG_LEVEL)",
     )
+    text = (
+        "add the next server to the running cluster up's membership: it starts the server, "
+        "and the servers hand it the lists it now holds"
+    )
+    add = verbs.add_parser("add-server", help=text, description=text, parents=common)
+    add.set_defaults(func=_in_data_dir(cmd_add_server))
+    _data_dir_flag(add, "the running cluster's data folder (its membership record)")
+    text = (
+        "take a server out of the running cluster up's membership: it hands its lists to "
+        "their holders and is then stopped"
+    )
+    remove = verbs.add_parser("remove-server", help=text, description=text, parents=common)
+    remove.set_defaults(func=_in_data_dir(cmd_remove_server))
+    remove.add_argument("server", help="the server's id, as cluster status shows it (s2)")
+    _data_dir_flag(remove, "the running cluster's data folder (its membership record)")
     text = "which brokers and servers answer"
     status = verbs.add_parser("status", help=text, description=text, parents=common)
     status.set_defaults(func=cmd_status, usage_error=status.error)
@@ -225,6 +245,15 @@ def _layout_flags(p: argparse.ArgumentParser, *, host_help: str) -> None:
     )
 
 
+def _in_data_dir(verb: Callable[[argparse.Namespace, Any, Path], int]) -> Command:
+    """``verb`` given the data folder the flags name."""
+
+    def run(args: argparse.Namespace, out: Any) -> int:
+        return verb(args, out, _data_dir(args))
+
+    return run
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     """--data-dir, else SHOPLIST_DATA_DIR, else ``cluster`` in the device's home."""
     if args.data_dir:
@@ -296,11 +325,6 @@ def _checked_layout(args: argparse.Namespace, servers: int) -> LocalLayout:
         raise
 
 
-def _ordered(servers: Sequence[str] | frozenset[str]) -> list[str]:
-    """Server ids in their natural order: s1, s2, ..., s10."""
-    return sorted(servers, key=lambda s: (len(s), s))
-
-
 def membership_text(membership: Membership, replicas: int) -> str:
     """One line: the members, the epoch and how many of them hold each list."""
     names = _ordered(membership.servers)
@@ -320,66 +344,6 @@ def membership_json(membership: Membership, replicas: int, recorded: Path | None
         "epoch": membership.epoch,
         "recorded": None if recorded is None else str(recorded),
     }
-
-
-def record_membership(data_dir: Path, servers: Sequence[str], replicas: int) -> Path:
-    """Write what ``cluster up`` started (epoch 0) to ``DATA_DIR/membership.json``, for
-    ``cluster status``; return the file's path. Written whole, then renamed into place."""
-    path = data_dir / MEMBERSHIP_FILE
-    text = json.dumps({"servers": _ordered(servers), "replicas": replicas, "epoch": 0})
-    tmp = path.with_name(f".{MEMBERSHIP_FILE}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_membership(path: Path) -> tuple[Membership, int] | None:
-    """The membership and replica count that ``cluster up`` recorded at ``path``, or
-    None if there is no such file.
-
-    Raises:
-        ValueError: the file cannot be read or is not such a record (one line naming it).
-    """
-    try:
-        with path.open("rb") as f:
-            raw = f.read(_MEMBERSHIP_MAX_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    why = "larger than 64 KiB" if len(raw) > _MEMBERSHIP_MAX_BYTES else ""
-    data: Any = None
-    if not why:
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            why = "not JSON"
-    if not why:
-        why = _membership_problem(data)
-    if why:
-        raise ValueError(
-            f"{path} is not a membership recorded by cluster up ({why}): pass --servers "
-            "and --replicas, or delete it"
-        )
-    return Membership(data["servers"], data["epoch"]), data["replicas"]
-
-
-def _membership_problem(data: Any) -> str:
-    """What is wrong with a decoded membership record ("" if nothing)."""
-    if not isinstance(data, dict):
-        return "not an object"
-    servers = data.get("servers")
-    n = len(servers) if isinstance(servers, list) else 0
-    if not 1 <= n <= MAX_SERVERS or servers != [f"s{j}" for j in range(1, n + 1)]:
-        return f"servers must be s1 to sN, N from 1 to {MAX_SERVERS}"
-    replicas, epoch = data.get("replicas"), data.get("epoch")
-    if type(replicas) is not int or replicas < 1:
-        return "replicas must be a whole number >= 1"
-    if type(epoch) is not int or epoch < 0:
-        return "epoch must be a whole number >= 0"
-    return ""
 
 
 def _up_report(
@@ -455,10 +419,13 @@ def cmd_up(args: argparse.Namespace, out: Any) -> int:
             raise ClusterError(str(exc).splitlines()[0]) from None
         recorded = record_membership(data_dir, cluster.servers, cluster.replicas)
         out.emit(*_up_report(cluster, args, recorded))
+        follower = Follower(cluster, data_dir)
         while not stop.check():
             _wait_fd(stop.fd, _SUPERVISE_EVERY)
             stop.drain()
             for line in cluster.supervise():  # a child that died is restarted, with back-off
+                out.note(line)
+            for line in follower.check():  # cluster add-server / remove-server
                 out.note(line)
         out.note(f"stopping ({stop.reason})")
     finally:
@@ -537,8 +504,10 @@ def _status_membership(
         replicas = found[1]
     else:
         replicas = _env_count("SHOPLIST_REPLICAS", DEFAULT_REPLICAS)
-    epoch = found[0].epoch if found is not None and args.servers is None else 0
-    members = Membership([f"s{j}" for j in range(1, servers + 1)], epoch)
+    if found is not None and args.servers is None:
+        members = found[0]
+    else:
+        members = Membership([f"s{j}" for j in range(1, servers + 1)])
     return members, replicas, None if found is None else path
 
 
@@ -572,10 +541,18 @@ def status_report(
             data["servers"][name] = None
             lines.append(f"server {name:<4} {endpoint:<24} no answer")
             continue
-        data["servers"][name] = {"incarnation": status.incarnation, "lists": len(status.digests)}
+        data["servers"][name] = {
+            "incarnation": status.incarnation,
+            "lists": len(status.digests),
+            "epoch": status.epoch,
+            "handing": status.handing,
+        }
+        role = "" if name in membership.servers else "left, "
+        handing = f", {status.handing} to hand over" if status.handing else ""
         lines.append(
-            f"server {status.server:<4} {endpoint:<24} up    "
-            f"{_lists(len(status.digests))}, {_restarts(status.incarnation)}"
+            f"server {status.server:<4} {endpoint:<24} up    {role}"
+            f"{_lists(len(status.digests))}, epoch {status.epoch}{handing}, "
+            f"{_restarts(status.incarnation)}"
         )
     return data, "\n".join(lines)
 
@@ -584,7 +561,9 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
     """Ask every broker (and the membership's servers) who is alive."""
     data_dir = _data_dir(args)
     membership, replicas, recorded = _status_membership(args, data_dir)
-    layout = _checked_layout(args, len(membership.servers))
+    record = read_record(recorded) if recorded is not None and args.servers is None else None
+    probed = _ordered(membership.servers | set(() if record is None else record.left))
+    layout = _checked_layout(args, max(int(s[1:]) for s in probed))
     brokers = args.broker or env_endpoints("SHOPLIST_BROKERS", layout.frontends)
     wait = min(1.0, args.timeout)
     keys = data_dir / "keys"
@@ -601,8 +580,8 @@ def cmd_status(args: argparse.Namespace, out: Any) -> int:
                 endpoint, Status("status"), timeout=wait, ctx=ctx, secure=client.dial_broker
             )
             answers.append((endpoint, reply if isinstance(reply, BrokerStatus) else None))
-        for j, name in enumerate(layout.server_ids):
-            endpoint = layout.peer(j + 1)
+        for name in probed:
+            endpoint = layout.peer(int(name[1:]))
             reply = probe(
                 endpoint,
                 Status("status"),

@@ -395,11 +395,7 @@ class LocalCluster:
                 all take the new membership within ``timeout``.
         """
         name = name or f"s{max(_index(s) for s in self.servers) + 1}"
-        if name in self.servers or not name.startswith("s") or not name[1:].isdigit():
-            raise ValueError(f"a new server is named sN and not in use: {name!r}")
-        self.layout = attrs.evolve(self.layout, servers=max(self.layout.servers, _index(name)))
-        self.servers = [*self.servers, name]
-        self.change_membership([*self.members, name], timeout, start=name)
+        self.change_membership([*self.members, name], timeout)
         return name
 
     def remove_server(self, name: str, timeout: float = _START_TIMEOUT) -> None:
@@ -416,34 +412,41 @@ class LocalCluster:
         self.change_membership([m for m in self.members if m != name], timeout)
 
     def change_membership(
-        self,
-        members: Sequence[str],
-        timeout: float = _START_TIMEOUT,
-        *,
-        epoch: int | None = None,
-        start: str | None = None,
+        self, members: Sequence[str], timeout: float = _START_TIMEOUT, *, epoch: int | None = None
     ) -> None:
-        """Make ``members`` the membership at ``epoch`` (default: the next), starting
-        server ``start`` first if given, and tell every running server of the old and
-        the new membership (:meth:`announce`).
+        """Make ``members`` the membership at ``epoch`` (default, and at least: the
+        next), start the members that are new servers (``sN``), and tell every running
+        server of the old and the new membership (:meth:`announce`).
 
         Raises:
-            RuntimeError, TimeoutError: as :meth:`add_server`.
+            ValueError: a new member is not named ``sN`` with N up to 16, or is a server
+                that ran before; no room in the layout (ports past 65535).
+            RuntimeError, TimeoutError: a new server did not start, or the servers did not
+                all take the membership within ``timeout``.
         """
-        told = [m for m in dict.fromkeys([*self.members, *members]) if m != start]
+        start = [m for m in members if m not in self.members]
+        for name in start:
+            if name in self.servers or not name.startswith("s") or not name[1:].isdigit():
+                raise ValueError(f"a new server is named sN and not in use: {name!r}")
+        if start:
+            top = max(self.layout.servers, *(_index(s) for s in start))
+            self.layout = attrs.evolve(self.layout, servers=top)
+            self.servers = [*self.servers, *start]
+        told = [m for m in dict.fromkeys([*self.members, *members]) if m not in start]
         self.members = list(members)
         self.epoch = self.epoch + 1 if epoch is None else max(epoch, self.epoch + 1)
-        if start is not None and self.keys is not None:
-            ensure_keys(self.keys, [start])
-            self._operator = Operator.from_keys(self.keys)  # trusts the new key
-        # The running servers first, so that they trust the new server's key before it
-        # dials them (and tell the brokers, in their next heartbeats).
+        if start and self.keys is not None:
+            ensure_keys(self.keys, start)
+            self._operator = Operator.from_keys(self.keys)  # trusts the new keys
+        # The running servers first, so that they trust the new servers' keys before
+        # these dial them (and tell the brokers, in their next heartbeats).
         self.announce(timeout, [m for m in told if m in self.children and self.alive(m)])
-        if start is not None:
-            child = self.children[start] = _Child(start, self._server_argv(len(self.servers) - 1))
+        for name in start:
+            child = self.children[name] = _Child(name, self._server_argv(self.servers.index(name)))
             self._spawn(child)
             self._await_ready(child, time.monotonic() + timeout)
-            self.announce(timeout, [start])
+        if start:
+            self.announce(timeout, start)
 
     def retire(self, name: str) -> int:
         """Stop a server that left the membership for good (it is not restarted);
