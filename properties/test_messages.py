@@ -39,6 +39,7 @@ from reference_cluster.protocol.messages import (
     LogIn,
     LogOut,
     Members,
+    MembershipUpdate,
     MembersReply,
     Message,
     Propagate,
@@ -110,6 +111,12 @@ MESSAGES: dict[type[Message], st.SearchStrategy[Message]] = {
     Replicate: st.builds(Replicate, ids, list_ids, states(), nats),
     Hint: st.builds(Hint, ids, list_ids, ids, states(), nats),
     Stored: st.builds(Stored, ids, list_ids, nats),
+    MembershipUpdate: st.builds(
+        MembershipUpdate,
+        ids,
+        nats,
+        st.dictionaries(ids, st.just("") | st.just("tcp://10.0.0.1:7101"), min_size=1, max_size=4),
+    ),
     AeTree: st.builds(AeTree, ids, nats, st.dictionaries(prefixes, node_digests, max_size=3)),
     AeLeaves: st.builds(
         AeLeaves,

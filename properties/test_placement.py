@@ -121,10 +121,20 @@ def test_a_membership_places_as_the_functions_do(list_id: str, names: list[str],
 
 
 def test_the_newer_membership_wins() -> None:
-    """Of two memberships, the larger epoch wins whichever side asks; a tie keeps its own."""
+    """Of two memberships, the larger epoch wins whichever side asks; at equal epochs
+    above 0 the larger sorted list of members wins whichever side asks; at epoch 0 (each
+    process's flags) each keeps its own."""
     old, new = Membership(["s1", "s2"], 1), Membership(["s1", "s2", "s3"], 2)
     same = Membership(["s9"], 1)
-    assert (old.newer(new), new.newer(old), old.newer(same)) == (new, new, old)
+    flags, others = Membership(["s1"]), Membership(["s2"])
+    assert (new, new, same, same, flags, others) == (
+        old.newer(new),
+        new.newer(old),
+        old.newer(same),
+        same.newer(old),
+        flags.newer(others),
+        others.newer(flags),
+    )
 
 
 @pytest.mark.parametrize(
