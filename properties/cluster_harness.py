@@ -67,12 +67,14 @@ from reference_cluster.processes.config import (
 from reference_cluster.processes.security import ADMIN, Operator, ensure_keys
 from reference_cluster.protocol.messages import (
     BrokerStatus,
+    MembershipUpdate,
     Message,
     ServerStatus,
     Status,
     decode,
     encode,
 )
+from reference_cluster.protocol.placement import Membership
 from reference_cluster.shopping_list import ShoppingList
 from reference_cluster.sim.checkers import FinalCheck, check_final
 from reference_cluster.sim.workload import EditRecord, Op, ShoppingListModel
@@ -199,11 +201,11 @@ class Prober(_Lines):
 def _prober_main() -> int:
     """The prober's loop: one probe per input line, one answer line each."""
     ctx: zmq.Context[Any] = zmq.Context()
-    operator = Operator.from_keys(Path(sys.argv[2]))
     print("READY {}", flush=True)
     try:
         for line in sys.stdin:
             cmd = json.loads(line)
+            operator = Operator.from_keys(Path(sys.argv[2]))  # keys of servers added since
             reply = probe(
                 str(cmd["endpoint"]),
                 decode(str(cmd["message"]).encode()),
@@ -269,6 +271,9 @@ class RealCluster:
         self.layout = LocalLayout("127.0.0.1", base, brokers, servers)
         self.brokers = [f"b{i}" for i in range(brokers)]
         self.servers = self.layout.server_ids
+        """Every server started (members, and servers that left)."""
+        self.members = list(self.servers)
+        self.epoch = 0
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.keys = workdir / "keys"
@@ -341,7 +346,7 @@ class RealCluster:
             brokers={b: self.dial(name, b, self.backend_port(b)) for b in self.brokers},
             peers={
                 other: self.dial(name, other, self.peer_port(other))
-                for other in self.servers
+                for other in self.members
                 if other != name
             },
             timing=self.timing,
@@ -349,6 +354,64 @@ class RealCluster:
             keys=self.keys,
             replicas=self.replicas,
         )
+
+    # -- membership changes ---------------------------------------------------------------
+
+    @property
+    def membership(self) -> Membership:
+        """The members at :attr:`epoch`."""
+        return Membership(self.members, self.epoch)
+
+    def holders(self, list_id: str) -> tuple[str, ...]:
+        """The servers that hold ``list_id`` by the current membership."""
+        copies = len(self.members) if self.replicas is None else self.replicas
+        return self.membership.holders(list_id, copies)
+
+    def add_server(self, timeout: float = START_TIMEOUT) -> str:
+        """Start the next server on its own host and make it a member (next epoch): the
+        running servers are told first, so they trust its key before it dials them."""
+        name = f"s{len(self.servers) + 1}"
+        self.layout = attrs.evolve(self.layout, servers=len(self.servers) + 1)
+        ensure_keys(self.keys, [name])
+        running = list(self.members)
+        self.servers = [*self.servers, name]
+        self.members = [*self.members, name]
+        self.epoch += 1
+        self.announce(running, timeout)
+        child = self.children[name] = _Child(name, self._server_argv(name), [self.peer_port(name)])
+        self._spawn(child)
+        self._ready(child, time.monotonic() + timeout)
+        self.announce([name], timeout)
+        return name
+
+    def remove_server(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        """Take ``name`` out of the members (next epoch); it keeps running and hands its
+        lists over."""
+        self.members = [m for m in self.members if m != name]
+        self.epoch += 1
+        self.announce([*self.members, name], timeout)
+
+    def announce(self, names: Sequence[str], timeout: float) -> None:
+        """Tell each of ``names`` the membership, as an operator does (with the end points
+        each dials the others at), until it answers that it follows it."""
+        for name in names:
+            addresses = {m: self.dial(name, m, self.peer_port(m)) for m in self.members}
+            update = MembershipUpdate("operator", self.epoch, addresses)
+
+            def taken(name: str = name, update: MembershipUpdate = update) -> bool:
+                reply = self.ask(name, update, timeout=1.0)
+                return isinstance(reply, ServerStatus) and reply.epoch >= self.epoch
+
+            poll(taken, f"{name} follows membership epoch {self.epoch}", timeout=timeout)
+
+    def handed_over(self, name: str, timeout: float) -> None:
+        """Poll until ``name`` has no list or hint left to hand over."""
+
+        def done() -> bool:
+            status = self.server_status(name, timeout=1.0)
+            return status is not None and status.handing == 0 and status.epoch >= self.epoch
+
+        poll(done, f"{name} handed everything over", timeout=timeout, every=0.1)
 
     def store_path(self, server: str) -> Path:
         """A server's SQLite store."""
@@ -529,13 +592,13 @@ class RealCluster:
             raise TimeoutError(f"{exc}; they said {seen}") from None
 
     def server_states(self, lists: Sequence[str]) -> dict[str, dict[str, ShoppingList]]:
-        """Every server's state of each of ``lists`` (a server must answer).
+        """Every member's state of each of ``lists`` it holds (a member must answer).
 
         Raises:
             TimeoutError: a server does not answer.
         """
         out: dict[str, dict[str, ShoppingList]] = {}
-        for s in self.servers:
+        for s in self.members:
             status = self.server_status(s, states=True, timeout=3.0)
             if status is None:
                 raise TimeoutError(f"server {s} does not answer{self.log_tail(s)}")
@@ -717,9 +780,10 @@ class Workload:
 
 
 def server_digests(cluster: RealCluster, lists: Sequence[str]) -> tuple[str, ...] | None:
-    """Every server's digest of every list, server by server (None if one is silent)."""
+    """Every member's digest of every list, member by member ("-" for a list it does not
+    hold; None if one is silent)."""
     out: list[str] = []
-    for s in cluster.servers:
+    for s in cluster.members:
         status = cluster.server_status(s, timeout=1.0)
         if status is None:
             return None
@@ -748,13 +812,18 @@ def wait_quiescent(
             return False
         samples.append((time.monotonic(), digests))
         n = len(lists)
-        if len({digests[i : i + n] for i in range(0, len(digests), n)}) != 1:
-            return False
+        agreed: dict[str, str] = {}
+        for i, k in enumerate(lists):
+            held = cluster.holders(k)
+            found = {digests[j * n + i] for j, s in enumerate(cluster.members) if s in held}
+            if len(found) != 1 or "-" in found:
+                return False
+            agreed[k] = found.pop()
         answers = workload.client_states()
         return all(
-            answer["lists"][k]["queued"] == 0 and answer["lists"][k]["digest"] == digests[i]
+            answer["lists"][k]["queued"] == 0 and answer["lists"][k]["digest"] == agreed[k]
             for answer in answers.values()
-            for i, k in enumerate(lists)
+            for k in lists
         )
 
     try:
@@ -771,9 +840,13 @@ def check_cluster(
     servers: Mapping[str, Mapping[str, ShoppingList]],
     clients: Mapping[str, Mapping[str, ShoppingList]],
 ) -> FinalCheck:
-    """The simulator's final checks on real states: servers byte-equal per list, every
+    """The simulator's final checks on real states: each list's holders byte-equal, every
     client equal to them, no acknowledged edit missing, counters exact, no phantoms."""
-    return check_final(workload.model, workload.list_ids, servers, clients, workload.edits)
+    cluster = workload.cluster
+    holders = {k: cluster.holders(k) for k in workload.list_ids}
+    return check_final(
+        workload.model, workload.list_ids, servers, clients, workload.edits, holders=holders
+    )
 
 
 def decoded_client_states(answers: Mapping[str, Any]) -> dict[str, dict[str, ShoppingList]]:

@@ -87,20 +87,28 @@ def random_groups(rng: random.Random, servers: list[str], others: list[str]) -> 
     return groups
 
 
-def run_scenario(cluster: RealCluster, seed: int) -> Report:
+def run_scenario(cluster: RealCluster, seed: int, *, churn: bool = False) -> Report:
     """Edit, partition (``CYCLES`` times, a server killed and restarted in each), heal,
-    wait for quiescence and check the final states."""
+    wait for quiescence and check the final states. With ``churn`` a server joins before
+    the second partition and a member leaves before the third (it hands its lists over
+    after the heal, and must then hold none)."""
     t0 = time.monotonic()
     rng = random.Random(seed)
-    wl = Workload(cluster, CLIENTS, lists=2, rng=rng)
+    wl = Workload(cluster, CLIENTS, lists=3 if churn else 2, rng=rng)
     wl.setup()
     wl.burst(3)
-    partitions, kills = [], []
-    for _ in range(CYCLES):
-        groups = random_groups(rng, cluster.servers, [*cluster.brokers, *wl.names])
+    partitions, kills, left = [], [], []
+    for cycle in range(CYCLES):
+        if churn and cycle == 1:
+            cluster.add_server()
+        if churn and cycle == 2:
+            left.append(rng.choice(cluster.members))
+            cluster.remove_server(left[-1])
+        running = [*cluster.members, *left]
+        groups = random_groups(rng, running, [*cluster.brokers, *wl.names])
         cluster.partition(groups)
         partitions.append(" | ".join(",".join(sorted(g)) for g in groups))
-        victim = rng.choice(cluster.servers)
+        victim = rng.choice(cluster.members)
         kill_at, restart_at = rng.randrange(4), rng.randrange(5, 8)
         kills.append(victim)
         end = time.monotonic() + HOLD
@@ -122,6 +130,10 @@ def run_scenario(cluster: RealCluster, seed: int) -> Report:
     except TimeoutError as exc:
         raise AssertionError(f"seed {seed}: {exc}") from None
     wl.sync_all(timeout=10.0)  # every client syncs once more after the heal
+    for name in left:
+        cluster.handed_over(name, timeout=CONVERGE_WITHIN)
+        leftover = cluster.server_status(name, states=True)
+        assert leftover is not None and not leftover.states, f"{name} still holds lists"
     servers = cluster.server_states(wl.list_ids)
     clients = decoded_client_states(wl.client_states(states=True))
     final = server_digests(cluster, wl.list_ids)
@@ -160,6 +172,31 @@ def test_partitions_and_sigkills_converge_without_losing_acknowledged_edits(
     print(report)
     assert report.edits > 0 and report.acked_before_heal > 0
     assert report.edits == report.acked  # every client synced everything after the heal
+    assert (0, 0, 0, 0, ()) == (
+        report.divergent,
+        report.lost_acked,
+        report.counter_violations,
+        report.phantoms,
+        report.problems,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(RUNS))
+def test_five_servers_three_replicas_w2_while_a_server_joins_and_one_leaves(
+    ns: Namespace, tmp_path: Path, seed: int
+) -> None:
+    """5 servers, each list on 3, W = 2: random partitions and SIGKILLs while a sixth
+    server joins and a member leaves; every list's holders (by the last membership) and
+    every client end equal, with every acknowledged edit, and the server that left
+    holds nothing."""
+    with RealCluster(tmp_path, ns=ns, servers=5, replicas=3, timing=TIMING) as cluster:
+        cluster.start()
+        report = run_scenario(cluster, seed, churn=True)
+        assert (6, 5, 2) == (len(cluster.servers), len(cluster.members), cluster.epoch)
+    print(report)
+    assert report.edits > 0 and report.acked_before_heal > 0
+    assert report.edits == report.acked
     assert (0, 0, 0, 0, ()) == (
         report.divergent,
         report.lost_acked,
