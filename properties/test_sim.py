@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -37,8 +38,13 @@ from reference_cluster.sim.__main__ import main
 from reference_cluster.sim.mutants import (
     AckBeforePersistServer,
     ForgetfulClient,
+    HastyHandoffServer,
+    HintBeforePersistServer,
+    HintHoardingServer,
     HoardingServer,
+    ListHoardingServer,
     NoAntiEntropyServer,
+    QuorumOfOneServer,
     UnrecordedRepairServer,
 )
 from reference_cluster.sim.workload import new_list_id
@@ -191,6 +197,47 @@ def test_a_server_that_keeps_lists_placed_elsewhere_is_caught() -> None:
     not hold them, and the placement checker says so."""
     broken = [run(s, config=PLACED, server_factory=HoardingServer) for s in range(3)]
     assert all(r.misplaced > 0 and not r.ok(2) for r in broken)
+
+
+# -- write quorum, hints and membership changes -----------------------------------------------
+
+CHURN = SimConfig(replicas=3, spares=1)
+"""3 replicas of 5 servers, a spare, and one or two membership changes a run."""
+
+
+def test_a_sweep_with_membership_changes_passes_every_checker() -> None:
+    """With servers joining and leaving during the faults, every list ends on exactly its
+    holders by the last membership, every server and broker follows it, every handoff
+    waited for the holders, no hint is left, and every edit was acknowledged by W = 2
+    durable copies."""
+    results = [run(seed, config=CHURN) for seed in range(4000, 4012)]
+    bad = {r.seed: r.problems[:3] for r in results if not r.ok(2)}
+    stats = [dict(r.stats) for r in results]
+    changed = sum(s.get("faults: ChangeMembership", 0) for s in stats)
+    handed = sum(s.get("lists handed over", 0) for s in stats)
+    hinted = sum(s.get("hints taken", 0) for s in stats)
+    assert ({}, True, True, True) == (bad, changed >= 12, handed > 0, hinted > 0)
+
+
+@pytest.mark.parametrize(
+    ("mutant", "config"),
+    [
+        (QuorumOfOneServer, PLACED),
+        (HintBeforePersistServer, PLACED),
+        (HintHoardingServer, PLACED),
+        (ListHoardingServer, CHURN),
+        (HastyHandoffServer, CHURN),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_random_schedules_catch_the_quorum_hint_and_handoff_mutants(
+    mutant: type[ServerCore[Any]], config: SimConfig
+) -> None:
+    """Each broken server fails some of 8 seeds that the correct server passes:
+    acknowledging with one copy, confirming a hint before it is durable, keeping hints,
+    keeping lists it no longer holds, forgetting them before their holders had them."""
+    broken = [run(s, config=config, server_factory=mutant) for s in range(8)]
+    assert any(not r.ok(2) for r in broken)
 
 
 def test_the_command_line_sweep_places_lists_with_replicas(
