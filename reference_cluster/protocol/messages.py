@@ -126,7 +126,7 @@ ERROR_CODES: Final = frozenset(
         "not_holder",  # this server does not hold the list (placement: another server does)
         "persist_failed",  # the server's store failed to write the delta
         "unauthorized",  # no session token, or a malformed or expired one: log in again
-        "unavailable",  # no live server holds the list right now
+        "unavailable",  # no live server holds the list now, or too few copies in time
         "unexpected_kind",  # a valid message sent to a role that does not take it
         "unknown_kind",  # a kind this peer does not know (a newer peer?)
         "unknown_session",  # a token this server does not know (yet: sessions replicate)
