@@ -228,6 +228,21 @@ def test_a_list_is_not_forgotten_while_a_holder_has_not_confirmed_it() -> None:
     )
 
 
+def test_handoffs_to_a_silent_holder_keep_one_ask_per_list_and_holder() -> None:
+    """Round after round of unanswered handoffs leave at most one pending ask for each
+    list and holder (memory does not grow while a holder is down)."""
+    store: FakeServerStore[AWORSet] = FakeServerStore(AWORSet)
+    for k in LISTS:
+        store.lists[k] = AWORSet().add("c1", k)
+    three = Membership(["s1", "s2", "s3"], 1)
+    s4 = core("s4", store, FOUR)
+    s4.adopt(update(three), 0.0)
+    away = len(s4._away)
+    sent = [len(sends(s4._anti_entropy_round(float(r)))) for r in range(5)]
+    assert (True, away * N) == (away > 0, len(s4._list_asks))
+    assert sent[0] == sent[-1]
+
+
 def test_a_broker_follows_the_newest_membership_its_servers_announce() -> None:
     """A heartbeat carries the membership the server follows: the broker routes by a
     newer one, and not by an older one or another server's flags at epoch 0."""

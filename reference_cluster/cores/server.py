@@ -365,7 +365,9 @@ class ServerCore(Generic[S]):
         self._away_states: dict[str, S] = {}
         """The states of those lists, for a core without a store."""
         self._list_asks: dict[int, tuple[str, str, str]] = {}
-        """Ask -> (list, digest, holder) of every list handoff in flight."""
+        """Ask -> (list, digest, holder) of every list handoff in flight (the last one
+        to each holder of each list: :attr:`_last_ask`)."""
+        self._last_ask: dict[tuple[str, str], int] = {}
         self._list_confirmed: dict[str, tuple[str, set[str]]] = {}
         """List -> (digest handed, holders that confirmed it)."""
         self.lists_handed = 0
@@ -1185,6 +1187,7 @@ class ServerCore(Generic[S]):
         self._digests = {}
         self._list_confirmed.clear()
         self._list_asks.clear()
+        self._last_ask.clear()
         for list_id, digest in held.items():
             if self._holds(list_id):
                 self._note(list_id, digest)
@@ -1239,6 +1242,8 @@ class ServerCore(Generic[S]):
                 if to == self.server_id or to in done[1]:
                     continue
                 ask = self._new_ask()
+                self._list_asks.pop(self._last_ask.get((list_id, to), -1), None)
+                self._last_ask[(list_id, to)] = ask
                 self._list_asks[ask] = (list_id, digest, to)
                 out.append(Send(to, Replicate(self.server_id, list_id, encoded, ask)))
         return out
@@ -1247,6 +1252,7 @@ class ServerCore(Generic[S]):
         """A holder confirmed a list handed over; forget the list once every holder
         has confirmed the state this server still has (Rule 13)."""
         list_id, digest, to = self._list_asks.pop(msg.ask)
+        self._last_ask.pop((list_id, to), None)
         done = self._list_confirmed.get(list_id)
         if to != peer or list_id != msg.list_id or done is None or done[0] != digest:
             return []
@@ -1257,7 +1263,8 @@ class ServerCore(Generic[S]):
         del self._away[list_id]
         del self._list_confirmed[list_id]
         self._away_states.pop(list_id, None)
-        self._list_asks = {a: v for a, v in self._list_asks.items() if v[0] != list_id}
+        for holder in holders:
+            self._list_asks.pop(self._last_ask.pop((list_id, holder), -1), None)
         self.lists_handed += 1
         return [DropList(list_id, digest)]
 
