@@ -31,6 +31,7 @@ from reference_cluster.protocol.messages import (
     MembershipUpdate,
     Message,
     Replicate,
+    Stored,
     SyncRequest,
     decode,
     encode,
@@ -355,3 +356,26 @@ def test_a_server_joins_and_another_leaves_a_running_cluster(tmp_path: Path) -> 
     assert (["s2", "s3", "s4"], 2) == (sorted(final.servers), final.epoch)
     assert {k: [f"item {i}"] for i, k in enumerate(lists)} == items
     assert all(len(v) == 2 for v in found.values())
+
+
+def test_a_push_whose_list_moves_away_before_its_quorum_is_answered_not_holder() -> None:
+    """The coordinator's write is durable, then a membership change takes the list away
+    from it before the second copy is confirmed: the client hears the retryable
+    ``not_holder`` (its retry goes to a holder), not a reply built from nothing."""
+    list_id = LISTS[0]
+    first = FOUR.holders(list_id, N)[0]
+    store: FakeServerStore[AWORSet] = FakeServerStore(AWORSet)
+    c = core(first, store, FOUR)
+    req = SyncRequest("r1", list_id, "c1", 0, None, AWORSet().add("c1", "milk").to_dict())
+    out = c.receive("b1", encode(Forward("b1", req)), 0.0)
+    (write,) = [e for e in out if isinstance(e, Persist)]
+    store.begin(write)
+    store.complete(write.token)
+    c.persisted(write.token, 0.0)
+    others = sorted(FOUR.servers - {first})
+    c.adopt(update(Membership(others, 1)), 0.0)
+    (ask,) = {m.ask for _, m in sends(out) if isinstance(m, Replicate)}
+    second = FOUR.holders(list_id, N)[1]
+    ((_, deliver),) = sends(c.receive(second, encode(Stored(second, list_id, ask)), 0.0))
+    reply = deliver.reply  # type: ignore[attr-defined]
+    assert ("not_holder", True) == (reply.code, reply.retryable)

@@ -559,9 +559,14 @@ class ServerCore(Generic[S]):
         return out
 
     def _acknowledge(self, pending: PendingReply, copies: int) -> Send:
-        """The reply to a push now held by ``copies`` servers (Rules 1 and 11)."""
+        """The reply to a push now held by ``copies`` servers (Rules 1 and 11). If the
+        list moved to other servers meanwhile (Rule 13), the client hears the retryable
+        ``not_holder`` instead: its retry, to a holder, is acknowledged there."""
         reply = self._reply(pending.request_id, pending.list_id, pending.context, pending.since)
-        assert reply.delta is not None  # the list is pinned by the write (Rule 3)
+        if reply.delta is None:
+            detail = f"the list moved to {', '.join(self._holders(pending.list_id))}"
+            moved = ErrorReply(pending.request_id, "not_holder", detail[:200])
+            return Send(pending.broker, Deliver(pending.client, moved))
         return Send(pending.broker, Deliver(pending.client, attrs.evolve(reply, copies=copies)))
 
     def persist_failed(self, token: int, reason: str, now: float) -> list[Effect]:
