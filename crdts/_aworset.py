@@ -169,9 +169,10 @@ class AWORSet(Causal):
         extra = also.get(element) if also else None
         return (first,) if extra is None else (first, *_as_dots(extra))
 
-    def _take_all(self, other: AWORSet, all_new: bool) -> None:
-        # The store takes other's whole store; the index, other's elements (Rule 5 of
-        # the kernel). An element both sides hold keeps the union of its dots.
+    def _take_all(self, other: AWORSet, *, all_new: bool) -> None:
+        # Rule 5 of the kernel: the store takes other's whole store in one update, and
+        # the index other's elements, each keeping the union of its dots on both sides.
+        # How many dots were new here tells the index merge all it needs (all_new too).
         entries = self._entries
         before = len(entries)
         entries.update(other._entries)
@@ -187,12 +188,14 @@ class AWORSet(Causal):
         if self._also or other._also:
             self._index_union_dots(other)
             return
-        # Every element has one dot on each side. An element only other holds has a new
-        # dot; one both hold has a new dot where its two dots differ, and then keeps both.
+        # Every element has one dot on either side, so a dot of other new here belongs
+        # to an element only other holds, or to one both hold with different dots
+        # (which keeps both). Counting tells the cases apart: where every dot of other
+        # is new, each element both hold has two dots; where as many are new as other
+        # has elements we lack, none has (all in C); otherwise each is compared.
         if added != len(o_index):
             both = len(index.keys() & o_index.keys())
             if added == len(o_index) - both:
-                # The elements both hold have the same dot on both sides.
                 index.update(o_index)
                 return
         also = _index_singles(index, o_index, differ=added == len(o_index))

@@ -22,12 +22,13 @@ latter are found by walking whichever is smaller: ``self``'s store, or the dots 
 ``other``'s context. A delta's context holds only the dots it touches, so joining a
 one-element delta costs the same whatever the size of ``self``.
 
-Rule 5 (nothing to decide). Where one side holds every dot it has seen (its store is its
-whole context: it removed nothing), each dot the other side holds is either held there
-too or unseen there, so the join keeps it; where the two contexts share no replica,
-neither side has seen a dot of the other. Either way no dot needs a context test: the
-join adds the other store whole, and only the dots removed on the other side (none in
-the second case) are looked for.
+Rule 5 (nothing to decide). In a join, a state that holds every dot it has seen (its
+store is its whole context: it removed nothing) keeps every dot the other side holds,
+since each is held there too or unseen there. So where ``self`` holds every dot it has
+seen, or where the two contexts share no replica (neither side has seen a dot of the
+other), no dot of ``other`` needs a context test: the join adds ``other``'s store whole.
+Likewise nothing of ``self`` is removed where ``other`` holds every dot it has seen, or
+shares no replica with it; where both hold, the join is the union of the two stores.
 
 Every causal type (sets, flags, registers, causal counters, maps) is this kernel with a
 payload type and, where it helps, an index over payloads. Maps embed values by tagging
@@ -59,7 +60,8 @@ class Causal(Crdt):
 
     Subclasses set ``type_name``, encode and decode payloads, and may keep an index over
     the store by overriding :meth:`_index_rebuild`, :meth:`_index_insert` and
-    :meth:`_index_delete` (and setting ``_INDEXED = True``).
+    :meth:`_index_delete` (and setting ``_INDEXED = True``); an index that can take
+    another state's index whole overrides :meth:`_take_all` (Rule 5).
     """
 
     __slots__ = ("_ctx", "_entries")
@@ -137,7 +139,7 @@ class Causal(Crdt):
             self._take_all(other, all_new=True)
             ctx.join(o_ctx)
             return
-        holds_all_seen = ctx.dot_count() == len(entries)
+        holds_all_seen = ctx.dot_count() == len(entries)  # before the walk removes any
 
         # Entries other has seen but no longer holds were removed there. The candidates
         # come from the smaller side: other's context, or our store (Rule 4). There are
@@ -170,7 +172,7 @@ class Causal(Crdt):
                     self._index_insert_items(fresh)
         ctx.join(o_ctx)
 
-    def _take_all(self, other: Self, all_new: bool) -> None:
+    def _take_all(self, other: Self, *, all_new: bool) -> None:
         """Add every entry of ``other``'s store, each of which is either held here already
         or new here (Rule 5): ``all_new`` if none is held here. Only the index needs
         to tell the two apart: the store takes other's whole store in one update (a
