@@ -17,25 +17,57 @@ from crdts._kernel import Causal
 
 __all__ = ["AWORSet"]
 
-# An element's dots: usually one dot, a tuple of dots while concurrent adds coexist (told
-# apart by their first item: a dot's is its replica id, a string). Keeping a
-# single dot unboxed saves a container per element.
-_Dots = RawDot | tuple[RawDot, ...]
+# An element's dots past its first: one dot, or a tuple of dots where there are several
+# (told apart by their first item: a dot's is its replica id, a string).
+_Extra = RawDot | tuple[RawDot, ...]
 
 # Deltas are built with object.__new__ and their fields set directly: the constructors
 # would allocate empty stores and contexts only for them to be replaced.
 _new = object.__new__
 
 # A light delta (see AWORSet): the dot added and its element (None, None for a removal),
-# and the dots the change removed.
+# and the dots removed.
 _Light = tuple[RawDot | None, Any, tuple[RawDot, ...]]
 
 
-def _as_dots(dots: _Dots) -> tuple[RawDot, ...]:
-    """An element's dots as a tuple of dots."""
-    if type(dots[0]) is str:
-        return (dots,)
-    return cast(tuple[RawDot, ...], dots)
+def _as_dots(extra: _Extra) -> tuple[RawDot, ...]:
+    """An element's extra dots as a tuple of dots."""
+    if type(extra[0]) is str:
+        return (extra,)
+    return cast(tuple[RawDot, ...], extra)
+
+
+def _with(extra: _Extra | None, dot: RawDot) -> _Extra:
+    """The extra dots ``extra`` (or none) and ``dot``."""
+    if extra is None:
+        return dot
+    if type(extra[0]) is str:
+        return (extra, dot)
+    return (*cast(tuple[RawDot, ...], extra), dot)
+
+
+def _index_singles(
+    index: dict[Any, RawDot], o_index: Mapping[Any, RawDot], *, differ: bool
+) -> dict[Any, _Extra]:
+    """Put the elements of ``o_index`` in ``index``, where every element has one dot on
+    either side, each dot kept: return, for the elements held on both sides with
+    different dots, the dot of ``o_index`` (the element's second). ``differ`` says that
+    each element held on both sides has different dots (no dot is in both)."""
+    also: dict[Any, _Extra] = {}
+    if differ:
+        for x, d in o_index.items():
+            if x in index:
+                also[x] = d
+            else:
+                index[x] = d
+        return also
+    for x, d in o_index.items():
+        cur = index.get(x)
+        if cur is None:
+            index[x] = d
+        elif cur != d:
+            also[x] = d
+    return also
 
 
 def _one_dot_context(dot: RawDot) -> DotContext:
@@ -67,29 +99,36 @@ class AWORSet(Causal):
     stands for; :meth:`join` reads the light fields directly, and ``copy()`` keeps them.
     """
 
-    __slots__ = ("_index", "_light")
+    __slots__ = ("_also", "_index", "_light")
     type_name = "AWORSet"
     _INDEXED: ClassVar[bool] = True
 
+    # The element index: ``_index`` maps each element to one of its dots, and ``_also``
+    # maps the elements that have more dots (concurrent adds) to the others. Extra dots
+    # are existing dot tuples, so a join that brings an element a second dot creates no
+    # object for it: the garbage collector has nothing new to track.
+    _index: dict[Any, RawDot]
+    _also: dict[Any, _Extra]
+
     def _index_rebuild(self) -> None:
-        self._index: dict[Any, _Dots] = {}
+        self._index = {}
+        self._also = {}
         for dot, element in self._entries.items():
             self._index_insert(dot, element)
 
     def _index_copy_from(self, other: AWORSet) -> None:
         self._index = dict(other._index)
+        self._also = dict(other._also)
 
     def _index_insert(self, dot: RawDot, element: Any) -> None:
         cur = self._index.setdefault(element, dot)
         if cur is not dot:  # the element already had dots
-            self._index_also(element, cur, dot)
+            self._index_also(element, dot)
 
-    def _index_also(self, element: Any, cur: _Dots, dot: RawDot) -> None:
-        """Record ``dot`` as one more dot of ``element``, which has dots ``cur``."""
-        if type(cur[0]) is str:
-            self._index[element] = (cur, dot)
-        else:
-            self._index[element] = (*_as_dots(cur), dot)
+    def _index_also(self, element: Any, dot: RawDot) -> None:
+        """Record ``dot`` as one more dot of ``element``, which has dots."""
+        also = self._also
+        also[element] = _with(also.get(element), dot)
 
     def _index_insert_items(self, added: Mapping[RawDot, Any]) -> None:
         # What _index_insert does for each entry, without a call per entry (joins).
@@ -105,19 +144,83 @@ class AWORSet(Causal):
             for element in elements:
                 index.pop(element, None)
         setdefault = index.setdefault
+        also = self._also
         for dot, element in added.items():
             cur = setdefault(element, dot)
             if cur is not dot:  # the element already had dots
-                index[element] = (cur, dot) if type(cur[0]) is str else (*cur, dot)
+                also[element] = _with(also.get(element), dot)
 
     def _index_delete(self, dot: RawDot, element: Any) -> None:
         index = self._index
-        cur = index[element]
-        if type(cur[0]) is str:
+        also = self._also
+        extra = also.pop(element, None) if also else None
+        if extra is None:
             del index[element]
-        else:
-            rest = tuple(d for d in _as_dots(cur) if d != dot)
-            index[element] = rest[0] if len(rest) == 1 else rest
+            return
+        rest = tuple(d for d in (index[element], *_as_dots(extra)) if d != dot)
+        index[element] = rest[0]
+        if len(rest) > 1:
+            also[element] = rest[1] if len(rest) == 2 else rest[1:]
+
+    def _dots(self, element: Any) -> tuple[RawDot, ...]:
+        """The dots of ``element``, which is present."""
+        first = self._index[element]
+        also = self._also
+        extra = also.get(element) if also else None
+        return (first,) if extra is None else (first, *_as_dots(extra))
+
+    def _take_all(self, other: AWORSet, *, all_new: bool) -> None:
+        # Rule 5 of the kernel: the store takes other's whole store in one update, and
+        # the index other's elements, each keeping the union of its dots on both sides.
+        # How many dots were new here tells the index merge all it needs (all_new too).
+        entries = self._entries
+        before = len(entries)
+        entries.update(other._entries)
+        added = len(entries) - before
+        if added:
+            self._index_union(other, added)
+
+    def _index_union(self, other: AWORSet, added: int) -> None:
+        """Index other's elements: every dot other holds is now in the store, ``added``
+        of them new here (so ``added`` is at least 1)."""
+        index = self._index
+        o_index = other._index
+        if self._also or other._also:
+            self._index_union_dots(other)
+            return
+        # Every element has one dot on either side, so a dot of other new here belongs
+        # to an element only other holds, or to one both hold with different dots
+        # (which keeps both). Counting tells the cases apart: where every dot of other
+        # is new, each element both hold has two dots; where as many are new as other
+        # has elements we lack, none has (all in C); otherwise each is compared.
+        if added != len(o_index):
+            both = len(index.keys() & o_index.keys())
+            if added == len(o_index) - both:
+                index.update(o_index)
+                return
+        also = _index_singles(index, o_index, differ=added == len(o_index))
+        if also:
+            self._also = also  # it was empty
+
+    def _index_union_dots(self, other: AWORSet) -> None:
+        """:meth:`_index_union` where some element has several dots on either side."""
+        index = self._index
+        also = self._also
+        o_also = other._also
+        for x, first in other._index.items():
+            extra = o_also.get(x)
+            cur = index.get(x)
+            if cur is None:
+                index[x] = first
+                if extra is not None:
+                    also[x] = extra
+                continue
+            theirs = (first,) if extra is None else (first, *_as_dots(extra))
+            mine = self._dots(x)
+            new = tuple(d for d in theirs if d not in mine)
+            if new:
+                dots = mine[1:] + new
+                also[x] = dots[0] if len(dots) == 1 else dots
 
     # -- light deltas -------------------------------------------------------------------
 
@@ -134,6 +237,7 @@ class AWORSet(Causal):
             self._entries = {dot: element}
             self._index = {element: dot}
             dots = (dot, *gone)
+        self._also = {}
         self._ctx = _one_dot_context(dots[0]) if len(dots) == 1 else DotContext._of_raw_dots(dots)
 
     def _copy_light(self) -> AWORSet:
@@ -170,7 +274,7 @@ class AWORSet(Causal):
         entries[dot] = element
         cur = self._index.setdefault(element, dot)
         if cur is not dot:
-            self._index_also(element, cur, dot)
+            self._index_also(element, dot)
         if c == n + 1 and r not in cloud:
             vv[r] = c
         else:
@@ -201,7 +305,7 @@ class AWORSet(Causal):
             check_element(element)
         index = self._index
         if element in index:
-            return self._readd(replica, element, index[element])
+            return self._readd(replica, element)
         # The hottest path (bench/): DotContext._issue inline, and a light delta.
         ctx = self._ctx
         vv = ctx._vv
@@ -217,12 +321,14 @@ class AWORSet(Causal):
         delta._light = (dot, element, ())
         return delta
 
-    def _readd(self, replica: str, element: Any, old: _Dots) -> AWORSet:
-        """Add ``element``, present with dots ``old``: a new dot replaces the old ones."""
+    def _readd(self, replica: str, element: Any) -> AWORSet:
+        """Add ``element``, which is present: a new dot replaces its dots."""
         counter = self._ctx._issue(replica)
         dot = (replica, counter)
         entries = self._entries
-        old_dots = _as_dots(old)
+        old_dots = self._dots(element)
+        if len(old_dots) > 1:
+            del self._also[element]
         for d in old_dots:
             del entries[d]
         entries[dot] = element
@@ -250,7 +356,10 @@ class AWORSet(Causal):
         if old is None:
             return AWORSet()
         entries = self._entries
-        gone = _as_dots(old)  # several dots where concurrent adds left them
+        also = self._also
+        extra = also.pop(element, None) if also else None
+        # Several dots where concurrent adds left them.
+        gone = (old,) if extra is None else (old, *_as_dots(extra))
         for d in gone:
             del entries[d]
         delta = _new(_LightAWORSet)
@@ -286,10 +395,9 @@ class AWORSet(Causal):
 
     def dots_of(self, element: Any) -> frozenset[RawDot]:
         """The dots currently supporting ``element`` (empty if absent)."""
-        cur = self._index.get(element)
-        if cur is None:
+        if element not in self._index:
             return frozenset()
-        return frozenset(_as_dots(cur))
+        return frozenset(self._dots(element))
 
     def __repr__(self) -> str:
         shown = sorted(map(repr, self._index))
@@ -299,7 +407,7 @@ class AWORSet(Causal):
 _LightAWORSet: type[AWORSet] = light_type(
     AWORSet,
     {
-        "_LAZY_FIELDS": frozenset({"_entries", "_ctx", "_index"}),
+        "_LAZY_FIELDS": frozenset({"_entries", "_ctx", "_index", "_also"}),
         "_materialize": AWORSet._materialize_light,
         "copy": AWORSet._copy_light,
     },

@@ -22,6 +22,14 @@ latter are found by walking whichever is smaller: ``self``'s store, or the dots 
 ``other``'s context. A delta's context holds only the dots it touches, so joining a
 one-element delta costs the same whatever the size of ``self``.
 
+Rule 5 (nothing to decide). In a join, a state that holds every dot it has seen (its
+store is its whole context: it removed nothing) keeps every dot the other side holds,
+since each is held there too or unseen there. So where ``self`` holds every dot it has
+seen, or where the two contexts share no replica (neither side has seen a dot of the
+other), no dot of ``other`` needs a context test: the join adds ``other``'s store whole.
+Likewise nothing of ``self`` is removed where ``other`` holds every dot it has seen, or
+shares no replica with it; where both hold, the join is the union of the two stores.
+
 Every causal type (sets, flags, registers, causal counters, maps) is this kernel with a
 payload type and, where it helps, an index over payloads. Maps embed values by tagging
 each payload with its key (``(key, inner_payload)``): since dots are unique, the join of
@@ -52,7 +60,8 @@ class Causal(Crdt):
 
     Subclasses set ``type_name``, encode and decode payloads, and may keep an index over
     the store by overriding :meth:`_index_rebuild`, :meth:`_index_insert` and
-    :meth:`_index_delete` (and setting ``_INDEXED = True``).
+    :meth:`_index_delete` (and setting ``_INDEXED = True``); an index that can take
+    another state's index whole overrides :meth:`_take_all` (Rule 5).
     """
 
     __slots__ = ("_ctx", "_entries")
@@ -123,13 +132,20 @@ class Causal(Crdt):
         o_ctx = other._ctx
         ctx = self._ctx
 
+        # Where the contexts share no replica, neither side has seen a dot of the other:
+        # the join keeps both stores whole (Rule 5), and neither walk below runs.
+        shared = ctx._shares_replica(o_ctx)
+        if not shared:
+            self._take_all(other, all_new=True)
+            ctx.join(o_ctx)
+            return
+        holds_all_seen = ctx.dot_count() == len(entries)  # before the walk removes any
+
         # Entries other has seen but no longer holds were removed there. The candidates
         # come from the smaller side: other's context, or our store (Rule 4). There are
         # none where other holds every dot it has seen (it removed nothing: its store is
-        # its whole context, Rule 1), or where the contexts share no replica (neither
-        # side has seen a dot of the other); then the walk is skipped.
-        shared = ctx._shares_replica(o_ctx)
-        if entries and shared:
+        # its whole context, Rule 1); then the walk is skipped.
+        if entries:
             seen_there = o_ctx.dot_count()
             if seen_there == len(o_entries):
                 removed = []
@@ -141,15 +157,35 @@ class Causal(Crdt):
                 self._remove_dots(removed)
 
         # Entries other holds that we have not seen are new here (and, by Rule 1, not
-        # held here either). The new entries are collected in a dict, so that hashing a
-        # dot tuple, which Python does on every lookup, happens once per new entry: the
-        # store's update and the index read the dict's stored hashes and items.
-        fresh = ctx._unseen_entries(o_entries, of=o_ctx) if shared else o_entries
+        # held here either). Where we hold every dot we have seen, that is every entry
+        # other holds that we lack (Rule 5). Otherwise the new entries are collected in a
+        # dict, so that hashing a dot tuple, which Python does on every lookup, happens
+        # once per new entry: the store's update and the index read the dict's stored
+        # hashes and items.
+        if holds_all_seen:
+            self._take_all(other, all_new=False)
+        else:
+            fresh = ctx._unseen_entries(o_entries, of=o_ctx)
+            if fresh:
+                entries.update(fresh)
+                if self._INDEXED:
+                    self._index_insert_items(fresh)
+        ctx.join(o_ctx)
+
+    def _take_all(self, other: Self, *, all_new: bool) -> None:
+        """Add every entry of ``other``'s store, each of which is either held here already
+        or new here (Rule 5): ``all_new`` if none is held here. Only the index needs
+        to tell the two apart: the store takes other's whole store in one update (a
+        dot held on both sides has the same payload, Rule 2)."""
+        entries = self._entries
+        o_entries = other._entries
+        if not self._INDEXED:
+            entries.update(o_entries)
+            return
+        fresh = o_entries if all_new else {d: p for d, p in o_entries.items() if d not in entries}
         if fresh:
             entries.update(fresh)
-            if self._INDEXED:
-                self._index_insert_items(fresh)
-        ctx.join(o_ctx)
+            self._index_insert_items(fresh)
 
     def _remove_dots(self, dots: list[RawDot]) -> None:
         """Drop ``dots`` (which the store holds) from the store and the index."""
