@@ -23,11 +23,19 @@ from reference_cluster.cores.server import ServerConfig, ServerCore
 from reference_cluster.processes.client import Client
 from reference_cluster.processes.cluster import LocalCluster, Timing, free_base_port
 from reference_cluster.processes.config import LocalLayout
-from reference_cluster.protocol.effects import DropList, Effect, Persist, SaveMembership, Send
+from reference_cluster.protocol.effects import (
+    DropHint,
+    DropList,
+    Effect,
+    Persist,
+    SaveMembership,
+    Send,
+)
 from reference_cluster.protocol.messages import (
     AeTree,
     Forward,
     Heartbeat,
+    Hint,
     MembershipUpdate,
     Message,
     Replicate,
@@ -379,3 +387,32 @@ def test_a_push_whose_list_moves_away_before_its_quorum_is_answered_not_holder()
     ((_, deliver),) = sends(c.receive(second, encode(Stored(second, list_id, ask)), 0.0))
     reply = deliver.reply  # type: ignore[attr-defined]
     assert ("not_holder", True) == (reply.code, reply.retryable)
+
+
+def test_a_hint_for_a_list_the_server_now_holds_is_joined_in_and_then_dropped() -> None:
+    """A server keeping a hint becomes a holder of the list: its next round joins the
+    hint into its own copy and drops the hint only once that write is durable."""
+    list_id = LISTS[1]
+    outsider = FOUR.preference(list_id)[-1]
+    holder = FOUR.holders(list_id, N)[0]
+    store: FakeServerStore[AWORSet] = FakeServerStore(AWORSet)
+    c = core(outsider, store, FOUR)
+    hint = Hint("s9", list_id, holder, AWORSet().add("c1", "milk").to_dict(), 3)
+    for e in c.receive("s9", encode(hint), 0.0):
+        if isinstance(e, Persist):
+            store.begin(e)
+            store.complete(e.token)
+            c.persisted(e.token, 0.0)
+    c.adopt(update(Membership([outsider, holder], 1)), 0.0)
+    (write,) = [e for e in c._anti_entropy_round(0.0) if isinstance(e, Persist)]
+    kept = c.hints
+    store.begin(write)
+    store.complete(write.token)
+    (drop,) = c.persisted(write.token, 0.0)
+    assert isinstance(drop, DropHint)
+    assert (1, 0, True, {"milk"}) == (
+        kept,
+        c.hints,
+        store.drop_hint(drop),
+        set(store.lists[list_id].value),
+    )

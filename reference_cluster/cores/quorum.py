@@ -200,10 +200,17 @@ class Hints(Generic[S]):
         key, digest, _ = entry
         del self.handing[ask]
         self._asks.pop(key, None)
+        return self.forget(key, digest)
+
+    def forget(self, key: tuple[str, str], digest: str) -> tuple[str, str, str] | None:
+        """The hint's state with ``digest`` is durable where it belongs: forget the hint
+        if it is still that state and no write of it is in flight; ``(list id, holder,
+        digest)`` to delete from the store, or None."""
         state = self.states.get(key)
         if state is None or self.busy(key) or state.digest() != digest:
             return None
         del self.states[key]
+        self._asks.pop(key, None)
         self.handed += 1
         return key[0], key[1], digest
 

@@ -357,6 +357,9 @@ class ServerCore(Generic[S]):
         self._next_ask = rng.getrandbits(48)
         self._hints: Hints[S] = Hints()
         """Rule 12: what this server keeps for other servers' holders."""
+        self._hint_merges: dict[int, tuple[tuple[str, str], str]] = {}
+        """Token -> (hint, digest) of a hint joined into a list this server now holds
+        (Rule 13): dropped once that write is durable."""
         self._addresses = dict(addresses or {})
         self._bottom = self.doc_type().digest()
         self._away: dict[str, str] = {}
@@ -556,6 +559,11 @@ class ServerCore(Generic[S]):
             self._hints.taken += 1
         else:
             self._unpin(token, failed=False)
+        merged = self._hint_merges.pop(token, None)
+        if merged is not None:
+            dropped = self._hints.forget(*merged)
+            if dropped is not None:
+                out.append(DropHint(*dropped))
         return out
 
     def _acknowledge(self, pending: PendingReply, copies: int) -> Send:
@@ -574,6 +582,7 @@ class ServerCore(Generic[S]):
         pending = self._pending.pop(token, None)
         log.error("server %s: write %d failed: %s", self.server_id, token, reason)
         self._peer_acks.pop(token, None)  # the peer hears nothing and asks elsewhere
+        self._hint_merges.pop(token, None)  # the hint stays, and is joined in again
         if not self._hints.done(token):
             self._unpin(token, failed=True)
         if pending is None:
@@ -1122,9 +1131,14 @@ class ServerCore(Generic[S]):
         the holder confirms it (Rule 12). A hint whose holder no longer holds the list
         goes to the list's first holder (Rule 13)."""
         out: list[Effect] = []
-        for (list_id, holder), state in self._hints.idle():
+        for (list_id, holder), state in list(self._hints.idle()):
             if len(out) >= MAX_HANDOFFS:
                 break
+            if self._holds(list_id):  # held here now: joined into the list, then dropped
+                write = self._apply(list_id, state) or self._write(list_id, state)
+                self._hint_merges[write.token] = ((list_id, holder), state.digest())
+                out.append(write)
+                continue
             held = self._holders(list_id)
             to = holder if holder in held else next(h for h in held if h != self.server_id)
             ask = self._new_ask()
