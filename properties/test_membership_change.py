@@ -336,7 +336,8 @@ def test_a_server_joins_and_another_leaves_a_running_cluster(tmp_path: Path) -> 
             lists = [client.create(f"list {i}") for i in range(8)]
             for i, list_id in enumerate(lists):
                 client.edit(list_id, lambda s, r, i=i: s.add_item(r, f"item {i}", 1))
-            assert client.sync(lists).ok
+            first = client.sync(lists)
+            assert first.ok
             cluster.add_server()
             cluster.remove_server("s1")
             cluster.wait_handed_over("s1", timeout=60.0)
@@ -362,6 +363,7 @@ def test_a_server_joins_and_another_leaves_a_running_cluster(tmp_path: Path) -> 
         finally:
             client.close()
     assert (["s2", "s3", "s4"], 2) == (sorted(final.servers), final.epoch)
+    assert {k: 2 for k in lists} == first.copies  # W = 2: both holders had each edit
     assert {k: [f"item {i}"] for i, k in enumerate(lists)} == items
     assert all(len(v) == 2 for v in found.values())
 

@@ -426,7 +426,7 @@ class ClientCore(Generic[S]):
         if flight.through_seq:
             queue = self._queues[msg.list_id]
             queue[:] = [(seq, d) for seq, d in queue if seq > flight.through_seq]
-            out.append(Acked(msg.list_id, flight.through_seq))
+            out.append(Acked(msg.list_id, flight.through_seq, msg.copies))
         out.extend(self._pump(now))
         return out
 

@@ -123,6 +123,8 @@ class SyncOutcome:
     def __init__(self) -> None:
         self.acked: dict[str, int] = {}
         self.failed: dict[str, str] = {}
+        self.copies: dict[str, int] = {}
+        """List -> how many servers held its pushed edits durably when acknowledged."""
 
     @property
     def ok(self) -> bool:
@@ -677,6 +679,8 @@ class Client:
         elif isinstance(effect, Acked):
             self.store.ack(effect.list_id, effect.through_seq)
             self.outcome.acked[effect.list_id] = effect.through_seq
+            if effect.copies is not None:
+                self.outcome.copies[effect.list_id] = effect.copies
         elif isinstance(effect, SyncFailed):
             self.outcome.failed[effect.list_id] = effect.reason
 

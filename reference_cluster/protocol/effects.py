@@ -120,6 +120,9 @@ class Acked:
 
     list_id: str
     through_seq: int
+    copies: int | None = None
+    """How many servers held the pushed deltas durably when the server replied
+    (:attr:`~reference_cluster.protocol.messages.SyncReply.copies`), if it said."""
 
 
 @attrs.frozen
