@@ -57,9 +57,9 @@ elsewhere), and a propagation or a repair of another list is dropped. Its edits 
 to the list's other holders. Anti-entropy with a peer covers the lists both hold: the
 server keeps one hash tree per peer, over the lists it shares with that peer (one tree
 for all peers when every member holds every list, as with ``replicas`` at least the
-number of members). Lists of the store that the server does not hold are left in the
-store untouched and not served (handing them to their holders is for membership changes
-to do); :attr:`ServerCore.unheld` counts them.
+number of members). Lists of the store that the server does not hold are not served;
+they are handed to their holders and then forgotten (Rule 13); :attr:`ServerCore.unheld`
+counts those found at start.
 
 Rule 7 (liveness). The server announces itself to every broker at start, heartbeats to
 each every ``heartbeat_interval``, and says goodbye on an orderly stop.
@@ -764,8 +764,8 @@ class ServerCore(Generic[S]):
             at = self._check_at % len(names)
             slice_ = [names[(at + i) % len(names)] for i in range(min(count, len(names)))]
             self._check_at = at + len(slice_)
-            # Placement does not change while the core runs, so a list is in a peer's
-            # tree only if they share it: each tree is checked against the digests.
+            # The trees are built anew with every membership (Rule 13), so a list is in
+            # a peer's tree only if they share it: each tree is checked against the digests.
             wrong: list[str] = []
             for tree in self._all_trees:
                 wrong.extend(tree.check(slice_, self._digests.get))
