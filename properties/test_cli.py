@@ -142,15 +142,64 @@ def test_the_shell_runs_one_command_a_line_with_its_flags(
 
 
 def test_the_demo_runs_to_a_converged_table(tmp_path: Path) -> None:
-    """``shoplist demo`` exits 0 after printing six replicas with one digest."""
+    """``shoplist demo`` exits 0 after printing six replicas (three holders, three
+    clients) with one digest, having told the holder stops, the hint and the partition."""
     done = run_cli("demo", home=tmp_path, timeout=90.0)
     assert (0, "") == (done.returncode, done.stderr)
-    table = done.stdout.split("converged", 1)[1]
+    story, table = done.stdout.split("converged", 1)
+    holders = re.search(r"its holders: (s\d) (s\d) (s\d) ", story)
+    assert holders is not None, story
+    assert re.search(rf"{holders[3]}, a holder of the list, is killed", story)
+    assert re.search(rf"{holders[2]} is killed too: {holders[1]} is the only holder up", story)
+    assert re.search(r"(s\d), (the first|a) server after the holders, keeps it as a hint", story)
+    assert re.search(r"(s\d) handed the hint back \(\1 handing 0\)", story)
+    assert "W=2 could not be met there" in story
     rows = re.findall(
-        r"^\s+(s\d|alice|bob|carol)\s+(server|client)\s.*\s([0-9a-f]{16})$", table, re.M
+        r"^\s+(s\d|alice|bob|carol)\s+(holder|client)\s.*\s([0-9a-f]{16})$", table, re.M
     )
-    assert 6 == len({r[0] for r in rows[:6]})
+    assert [*holders.groups(), "alice", "bob", "carol"] == [r[0] for r in rows[:6]]
     assert 1 == len({r[2] for r in rows[:6]})
+    assert "every process the demo started is stopped" in table
+
+
+def test_the_demo_in_json_holds_the_story_and_stops_every_process(tmp_path: Path) -> None:
+    """``shoplist demo --json``: 5 servers, the list on 3; with two holders killed a
+    server after the holders takes a hint and hands it back once they restart; the
+    partition's one-holder side is acknowledged through a hint too; every replica
+    converges, no hint is left, and every process started (a restarted server twice) is
+    gone."""
+    done = run_cli("demo", "--json", home=tmp_path, timeout=90.0)
+    assert (0, "") == (done.returncode, done.stderr)
+    report = json.loads(done.stdout)
+    placement = report["placement"]
+    servers, holders, after = placement["servers"], placement["holders"], placement["after"]
+    assert (["s1", "s2", "s3", "s4", "s5"], 3, 2) == (
+        servers,
+        placement["replicas"],
+        placement["write_quorum"],
+    )
+    assert (3, sorted(servers)) == (len(holders), sorted(holders + after))
+    assert [holders[2], holders[1]] == report["stopped"]
+    assert {"alice": 1, "bob": 1} == report["acked"]["one_holder_down"]
+    assert {"carol": 1} == report["acked"]["two_holders_down"]
+    hint = report["hint"]
+    assert hint["taker"] in after and hint["handing"] > 0
+    assert (True, True) == (hint["acked"], hint["handed_back"])
+    split = report["partition"]
+    assert ["b0", holders[0], after[0], "alice"] == split["groups"][0]
+    assert {"alice": 3, "bob": 3} == split["acked"]
+    assert (after[0], True) == (split["hint_taker"], split["handing"][after[0]] > 0)
+    assert report["converged"] and report["error"] is None
+    assert dict.fromkeys(servers, 0) == report["handing"]
+    assert [] == report["copies_at_non_holders"]
+    replicas = report["replicas"]
+    assert [*holders, "alice", "bob", "carol"] == [r["replica"] for r in replicas]
+    assert 1 == len({r["digest"] for r in replicas})
+    pids = report["pids"]
+    assert {"b0", "b1", *servers, "alice", "bob", "carol"} == set(pids)
+    assert [2, 2] == [len(pids[s]) for s in report["stopped"]]
+    assert [] == report["running"]
+    assert [] == [p for ps in pids.values() for p in ps if _running(p)]
 
 
 def _running(pid: int) -> bool:

@@ -73,12 +73,15 @@ _REPLICAS_HELP = (
 Command = Callable[[argparse.Namespace, Any], int]
 
 DEMO_DESCRIPTION = (
-    "Run a replicated shopping list on this machine and watch it survive a partition: "
-    "2 brokers, 3 servers and 3 clients (alice, bob, carol), each its own process, start "
-    "in a temporary folder; they edit one list at once, the network splits and carol "
-    "goes offline, each side edits, the links heal, and every replica converges to the "
-    "same list. Exits 0 if all six agree on the expected list. Every process it starts "
-    "is stopped at the end, also on Ctrl-C."
+    "Run a replicated shopping list on this machine and watch it survive stopped servers "
+    "and a partition: 2 brokers, 5 servers (each list on 3 of them, an edit acknowledged "
+    "once 2 hold it) and 3 clients (alice, bob, carol), each its own process, start in a "
+    "temporary folder; two of the list's holders are killed while the clients edit, a "
+    "server after them keeps an edit as a hint and hands it back once the holders "
+    "restart; the network splits and carol goes offline, each side edits, the links heal, "
+    "and every replica converges to the same list. Exits 0 if all six (3 holders, 3 "
+    "clients) agree on the expected list. Every process it starts is stopped at the end, "
+    "also on Ctrl-C."
 )
 
 
@@ -197,7 +200,7 @@ def add_commands(sub: Any, common: Sequence[argparse.ArgumentParser]) -> None:
         "--json",
         action="store_true",
         default=argparse.SUPPRESS,  # the top-level --json gives the default
-        help="print one JSON report (timings, replicas) instead of the story",
+        help="print one JSON report (timings, placement, hints, replicas, pids), not the story",
     )
     demo.add_argument(
         "--keep",
