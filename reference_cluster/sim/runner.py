@@ -614,7 +614,7 @@ class Simulation:
         lost = 0
         if node.role == "server":
             lost = self.server_stores[node.name].crash()
-            self.stats["replies since a version"] += node.core.replies_since
+            self._count_server(node.core)
         elif node.role == "client":
             for list_id in node.core.list_ids():
                 self._snapshots[("crash", node.name, list_id)] = node.core.state(list_id)
@@ -625,6 +625,12 @@ class Simulation:
         self.stats[f"crashes: {node.role}"] += 1
         self.stats["writes lost in crashes"] += lost
         self._trace(f"crash {node.name} lost-writes={lost}")
+
+    def _count_server(self, core: Any) -> None:
+        """Add what a server core counted in its run (at a crash, or at the end)."""
+        self.stats["replies since a version"] += core.replies_since
+        self.stats["hints taken"] += core.hints_taken
+        self.stats["lists handed over and forgotten"] += core.lists_handed
 
     def _check_restart(self, node: _Node) -> None:
         """A restarted client must hold everything it held when it crashed."""
@@ -1006,18 +1012,15 @@ class Simulation:
                     f"{name} still keeps a hint of list {list_id[:8]} for {holder} after the heal"
                 )
             core = self.nodes[name].core
-            self.stats["hints taken"] += core.hints_taken
             self.stats["hints left in memory"] += core.hints
-            self.stats["lists handed over and forgotten"] += core.lists_handed
         return misplaced
 
     def _check_stores(self, servers: dict[str, dict[str, Any]]) -> None:
         """With no write in flight, what a server holds is what its store holds (Rule 2 of
         the server core, with eviction and reloads in play)."""
         self.stats["server loads from store"] = sum(st.loads for st in self.server_stores.values())
-        self.stats["replies since a version"] += sum(
-            self.nodes[s].core.replies_since for s in self._live_servers()
-        )
+        for name in self._live_servers():
+            self._count_server(self.nodes[name].core)
         for name, lists in servers.items():
             store = self.server_stores[name]
             if store.pending:
