@@ -353,7 +353,11 @@ def _check(
         if wrong:
             raise AssertionError(f"list {list_id}: another state on {wrong}")
     for name in sorted(old.servers):
-        expect = sorted(k for k in moved if name not in new.holders(k, replicas))
+        expect = sorted(
+            k
+            for k in moved
+            if name in old.holders(k, replicas) and name not in new.holders(k, replicas)
+        )
         if sorted(mesh.tally.forgotten.get(name, [])) != expect:
             raise AssertionError(f"{name} forgot other lists than those it no longer holds")
 
