@@ -139,6 +139,9 @@ class Tally:
     """"core", "encode", "commit", "forget" -> CPU seconds, all servers."""
     wall_by_part: defaultdict[str, float] = attrs.field(factory=lambda: defaultdict(float))
     """The same parts -> wall seconds, all servers (``fsync`` included)."""
+    longest: tuple[float, str, str] = (0.0, "", "")
+    """The CPU seconds of the longest single call, its server and what it was (a call
+    holds the server's loop: nothing else runs on it meanwhile)."""
     commits: int = 0
     writes: int = 0
     forgotten: dict[str, list[str]] = attrs.field(factory=dict)
@@ -154,14 +157,19 @@ class Mesh:
         self.stores = dict(stores)
         self.tally = Tally()
         self.now = NOW
-        self._queue: deque[tuple[str, str, bytes]] = deque()
+        self._queue: deque[tuple[str, str, bytes, str]] = deque()
         self._batches: dict[str, list[Persist]] = {s: [] for s in self.cores}
 
-    def _timed(self, server: str, part: str, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)``, its CPU and wall time put down to ``server`` and ``part``."""
+    def _timed(
+        self, server: str, part: str, call: Callable[..., Any], *args: Any, label: str = ""
+    ) -> Any:
+        """``call(*args)``, its CPU and wall time put down to ``server`` and ``part``
+        (``label``: what the call does, if its name does not say)."""
         cpu, wall = time.process_time(), time.perf_counter()
         out = call(*args)
         spent = time.process_time() - cpu
+        if spent > self.tally.longest[0]:
+            self.tally.longest = (spent, server, label or getattr(call, "__name__", "?"))
         self.tally.cpu[server] += spent
         self.tally.cpu_by_part[part] += spent
         self.tally.wall_by_part[part] += time.perf_counter() - wall
@@ -175,7 +183,7 @@ class Mesh:
                 if effect.to not in self.cores:
                     continue  # a broker: there is none here
                 data = self._timed(server, "encode", encode, effect.message)
-                self._queue.append((server, effect.to, data))
+                self._queue.append((server, effect.to, data, effect.message.kind))
                 tally.messages[effect.message.kind] += 1
                 tally.bytes[effect.message.kind] += len(data)
             elif isinstance(effect, Persist):
@@ -235,9 +243,10 @@ class Mesh:
                 continue
             if step % 1024 == 0 and time.monotonic() > deadline:
                 raise TimeoutError(f"still carrying after {carried:,} messages")
-            src, dst, data = self._queue.popleft()
+            src, dst, data, kind = self._queue.popleft()
             carried += 1
-            self.take(dst, self._timed(dst, "core", self.cores[dst].receive, src, data, self.now))
+            receive = self.cores[dst].receive
+            self.take(dst, self._timed(dst, "core", receive, src, data, self.now, label=kind))
         raise RuntimeError(f"the exchange did not end within {MAX_CARRIED:,} messages")
 
     def run(
@@ -245,7 +254,7 @@ class Mesh:
     ) -> int:
         """``call(*args)`` (of ``server``'s core), then carry all it causes; the
         messages carried."""
-        self.take(server, self._timed(server, "core", call, *args))
+        self.take(server, self._timed(server, "core", call, *args, label=call.__name__))
         return self.settle(deadline)
 
 
@@ -273,6 +282,9 @@ class HandoffReport:
         cpu: CPU seconds, all servers, by part ("core": the cores, decoding included;
             "encode"; "commit": ``apply_many``; "forget": ``forget_list``).
         cpu_per_round: CPU seconds of the busiest server in each round.
+        cpu_by_server: CPU seconds by server, all rounds.
+        longest: the CPU seconds of the longest single call (a message handled, a
+            round started, a commit, a forget), its server and what it was.
         wall_store: wall seconds in the store ("commit", "forget"), all servers.
         wall: wall seconds from the membership change until nothing was left to hand.
         build: seconds the stores took to build (not part of the handoff).
@@ -294,6 +306,8 @@ class HandoffReport:
     forgets: int
     cpu: dict[str, float]
     cpu_per_round: tuple[float, ...]
+    cpu_by_server: dict[str, float]
+    longest: tuple[float, str, str]
     wall_store: dict[str, float]
     wall: float
     build: float
@@ -437,6 +451,8 @@ def measure_handoff(
             forgets=sum(len(v) for v in tally.forgotten.values()),
             cpu=dict(tally.cpu_by_part),
             cpu_per_round=tuple(per_round),
+            cpu_by_server=dict(tally.cpu),
+            longest=tally.longest,
             wall_store=dict(tally.wall_by_part),
             wall=wall,
             build=build,
@@ -514,6 +530,13 @@ def table(reports: Sequence[HandoffReport]) -> list[str]:
         ),
     )
     row(
+        "- by server (the last one joined)",
+        lambda r: (
+            " / ".join(f"{r.cpu_by_server.get(f's{i}', 0.0):.1f}" for i in range(1, r.servers + 2))
+            + " s"
+        ),
+    )
+    row(
         "busiest server's CPU per round: median, max",
         lambda r: (
             f"{statistics.median(r.cpu_per_round) * 1000:,.0f} ms, "
@@ -525,6 +548,10 @@ def table(reports: Sequence[HandoffReport]) -> list[str]:
         lambda r: (
             f"{r.wall_store.get('commit', 0.0):.1f} s, {r.wall_store.get('forget', 0.0):.1f} s"
         ),
+    )
+    row(
+        "longest single call (holds that server's loop)",
+        lambda r: f"{r.longest[0] * 1000:,.0f} ms: {r.longest[1]}, {r.longest[2]}",
     )
     row("wall time in process, all rounds back to back", lambda r: f"{r.wall:.1f} s")
     row("stores built in (not part of the handoff)", lambda r: f"{r.build:.1f} s")
