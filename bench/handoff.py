@@ -25,8 +25,8 @@ How it runs:
   then ``persisted``; a ``DropList`` is ``forget_list`` (one transaction each, as the
   shell does); ``SaveMembership`` is recorded. Rounds go on until every server's
   ``handing`` is 0 (at most ``--max-rounds``).
-- Counted: messages and encoded bytes by kind (the wire adds ZeroMQ framing and CURVE,
-  about 40 bytes a message), lists moved and forgotten, rounds, CPU seconds
+- Counted: messages and encoded bytes by kind (not counted: what ZeroMQ framing and
+  CURVE add to each message on the wire), lists moved and forgotten, rounds, CPU seconds
   (``time.process_time``: the cores, the codec, the store) and the wall time of the
   store's commits and forgets (``fsync`` included).
 - Checked at the end (a failure raises): every server follows the new membership and
