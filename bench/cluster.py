@@ -31,7 +31,7 @@ The measurements (``TARGETS.md``, cluster table):
    also counted alone (heartbeats included), and the time until each edit was
    acknowledged is shown beside them.
 
-Run ``.venv/bin/python bench/cluster.py`` (about two minutes); ``--quick`` for a smaller run.
+Run ``.venv/bin/python bench/cluster.py`` (about six minutes); ``--quick`` for a smaller run.
 Every process is stopped by pid when a measurement ends.
 """
 
