@@ -596,10 +596,18 @@ def _relayed(cluster: LocalCluster) -> dict[str, int]:
     return out
 
 
-def _fill(state: ShoppingList, replica: str, items: int) -> ShoppingList:
-    """One edit that adds ``items`` items (the list's starting content)."""
-    delta = state.add_item(replica, ITEMS[0])
-    for k in range(1, items):
+FILL_EDIT = 500
+"""Most items one edit adds while a list is filled: a push of 10,000 items at once is
+never acknowledged at W = 2 here (each holder's write of it takes longer than the
+servers' 0.4 s write timeout, and every retry writes it again), so a big list is filled
+in edits of this size, each acknowledged before the next."""
+
+
+def _fill(state: ShoppingList, replica: str, items: int, first: int = 0) -> ShoppingList:
+    """One edit that adds items ``first`` .. ``items - 1`` (the list's starting
+    content)."""
+    delta = ShoppingList()
+    for k in range(first, items):
         delta.join(state.add_item(replica, ITEMS[k] if k < len(ITEMS) else f"thing {k}"))
     return delta
 
@@ -607,11 +615,12 @@ def _fill(state: ShoppingList, replica: str, items: int) -> ShoppingList:
 def measure_wire_bytes(
     data_dir: Path, *, sizes: Sequence[int], edits: int, quiet: float = 3.0
 ) -> list[BytesRow]:
-    """Per list size: fill a list, let every server hold it, then make ``edits`` edits one
-    at a time (each acknowledged and on every server before the next), counting every
-    byte every link proxy relays; subtract the background rate measured over ``quiet``
-    seconds of no edits. Anti-entropy is set far apart so that it does not run during
-    the count (its digests are one small message per peer and round, whatever the size)."""
+    """Per list size: fill a list (in edits of at most :data:`FILL_EDIT` items), let
+    every server hold it, then make ``edits`` edits one at a time (each acknowledged and
+    on every server before the next), counting every byte every link proxy relays;
+    subtract the background rate measured over ``quiet`` seconds of no edits.
+    Anti-entropy is set far apart so that it does not run during the count (its digests
+    are one small message per peer and round, whatever the size)."""
     timing = Timing(heartbeat=1.0, anti_entropy=3600.0, liveness=3.0, zmq_heartbeat=1.0)
     rows = []
     with local_cluster(data_dir, timing=timing, proxies=True) as cluster:
@@ -621,7 +630,11 @@ def measure_wire_bytes(
         try:
             for size in sizes:
                 list_id = client.create(f"{size} items")
-                client.edit(list_id, lambda s, r: _fill(s, r, size))  # noqa: B023 - at once
+                for first in range(0, size, FILL_EDIT):
+                    last = min(size, first + FILL_EDIT)
+                    client.edit(list_id, lambda s, r: _fill(s, r, last, first))  # noqa: B023
+                    if not client.run(lambda: client.queued(list_id) == 0, 60.0):  # noqa: B023
+                        raise TimeoutError(f"items {first} .. {last - 1} were not acknowledged")
                 _settle(cluster, client, list_id)
                 before = _relayed(cluster)
                 time.sleep(quiet)  # the background: heartbeats only
