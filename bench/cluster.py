@@ -1,6 +1,6 @@
 """The real cluster's figures beside their limits, each measured in one run.
 
-Four measurements (``TARGETS.md``, cluster table):
+The measurements (``TARGETS.md``, cluster table):
 
 1. **Round trip.** Edits pushed through a broker to a server and acknowledged after the
    server's durable commit, by REQ sockets driven exactly as :func:`raw_hop.drive_req`
@@ -10,21 +10,28 @@ Four measurements (``TARGETS.md``, cluster table):
    fresh one-change delta, the client's causal context and a session token; the reply
    must be the :class:`~reference_cluster.protocol.messages.SyncReply` for it. With 1 client for
    latency and 8 for throughput; the 8 clients edit 8 lists that all live on one server,
-   so one server process does the work, as one worker does in the raw hop. A last row
-   times the whole client (:class:`~reference_cluster.processes.client.Client`: the edit written
+   so one server process does the work, as one worker does in the raw hop. The cluster
+   is 3 servers each holding every list (3 replicas), at write quorum W = 2 (the
+   default: the reply waits for one peer's durable write as well) and again at W = 1
+   (the reply waits for the answering server's own write only); every reply is checked
+   to say it was held by at least W servers (exactly 1 at W = 1). A last row times the
+   whole client (:class:`~reference_cluster.processes.client.Client`: the edit written
    durably on the device, the round trip, the acknowledgement written durably).
-2. **Heal to convergence.** Servers split ``{s1} | {s2, s3}`` while clients edit on both
+2. **W = 1 against W = 2** (``--only quorum``): the raw hop and fresh 3-server clusters
+   at W = 1 and at W = 2, 1 and 8 clients as above, in ``--rounds`` rounds whose order
+   turns round by round; the medians over the rounds.
+3. **Heal to convergence.** Servers split ``{s1} | {s2, s3}`` while clients edit on both
    sides, then healed; the time until every server holds the same digests, in seconds and
    in anti-entropy rounds, at the stated interval. In a network namespace with iptables
    (real packet loss) when this runs as root, else through link proxies.
-3. **Bytes on the wire per edit**, for a list of 10 and of 10,000 items: every link goes
+4. **Bytes on the wire per edit**, for a list of 10 and of 10,000 items: every link goes
    through a counting link proxy, so the figure is every byte the processes sent (ZeroMQ
    framing included) while a client made edits one at a time, minus the background
    (heartbeats) counted over a quiet window. The first and the last edit of the run are
    also counted alone (heartbeats included), and the time until each edit was
    acknowledged is shown beside them.
 
-Run ``.venv/bin/python bench/cluster.py`` (about two minutes); ``--quick`` for a smaller run.
+Run ``.venv/bin/python bench/cluster.py`` (about six minutes); ``--quick`` for a smaller run.
 Every process is stopped by pid when a measurement ends.
 """
 
@@ -58,9 +65,11 @@ from reference_cluster.storage.client_store import ClientStore
 
 __all__ = [
     "LatencyReport",
+    "QuorumReport",
     "drive_frames",
     "drive_steps",
     "edit_frames",
+    "measure_quorum",
     "measure_round_trips",
 ]
 
@@ -251,17 +260,25 @@ def _run(
     return latencies, time.perf_counter() - start
 
 
-def check_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> None:
-    """Every reply acknowledges its request.
+def check_pairs(pairs: Sequence[tuple[bytes, bytes]], *, copies: int | None = None) -> None:
+    """Every reply acknowledges its request; with ``copies`` (the write quorum W), each
+    says at least W servers held the edit when it was acknowledged (``SyncReply.copies``;
+    at W = 2 of 3 holders it is 3 when both peers confirmed before the reply), and at
+    W = 1 exactly one.
 
     Raises:
-        AssertionError: a reply is an error or answers another request.
+        AssertionError: a reply is an error, answers another request, or claims
+            other copies.
     """
     for request, reply in pairs:
         req, rep = decode(request), decode(reply)
         assert isinstance(req, SyncRequest)
         if not (isinstance(rep, SyncReply) and rep.request_id == req.request_id):
             raise AssertionError(f"request {req.request_id} got {rep!r}")
+        if copies is not None and not (rep.copies is not None and rep.copies >= copies):
+            raise AssertionError(f"request {req.request_id}: {rep.copies} copies, want {copies}")
+        if copies == 1 and rep.copies != 1:
+            raise AssertionError(f"request {req.request_id}: {rep.copies} copies at W = 1")
 
 
 # -- the cluster ----------------------------------------------------------------------------
@@ -308,8 +325,9 @@ def lists_on(server: str, servers: Sequence[str], count: int) -> list[str]:
 
 @attrs.frozen
 class LatencyReport:
-    """Round-trip figures of one run: the raw hop and the cluster, 1 and 8 clients, and
-    the whole client path."""
+    """Round-trip figures of one run: the raw hop and the cluster (3 servers, every
+    server holding every list) at W = 2 (the default) and W = 1, 1 and 8 clients, the
+    whole client path, and one server alone."""
 
     raw_1: HopStats
     raw_8: HopStats
@@ -318,6 +336,8 @@ class LatencyReport:
     client_1: HopStats
     single_1: HopStats
     single_8: HopStats
+    w1_1: HopStats
+    w1_8: HopStats
 
 
 def client_path(client: Client, list_id: str, count: int, first: int = 0) -> HopStats:
@@ -335,11 +355,22 @@ def client_path(client: Client, list_id: str, count: int, first: int = 0) -> Hop
 
 
 def _cluster_round_trips(
-    data_dir: Path, *, servers: int, requests: int, warmup: int, whole_client: bool
+    data_dir: Path,
+    *,
+    servers: int,
+    requests: int,
+    warmup: int,
+    whole_client: bool,
+    write_quorum: int | None = None,
 ) -> tuple[HopStats, HopStats, HopStats | None]:
-    """1-client and 8-client round trips through a cluster of ``servers`` servers (and
-    the whole client path if asked)."""
-    with local_cluster(data_dir, servers=servers) as cluster:
+    """1-client and 8-client round trips through a cluster of ``servers`` servers, each
+    holding every list, at write quorum ``write_quorum`` (None: the servers' default,
+    2, or 1 for one server), and the whole client path if asked. Every reply is checked
+    to acknowledge its request with the copies W asks for."""
+    quorum = write_quorum if write_quorum is not None else min(2, servers)
+    with local_cluster(
+        data_dir, servers=servers, replicas=servers, write_quorum=write_quorum
+    ) as cluster:
         client = signed_up_client(
             data_dir, "bench", cluster.layout.frontends, broker_key=cluster.broker_key
         )
@@ -354,13 +385,13 @@ def _cluster_round_trips(
             stats_1, pairs = drive_frames(
                 frontend, frames, warmup=warmup, broker_key=cluster.broker_key
             )
-            check_pairs(pairs)
+            check_pairs(pairs, copies=quorum)
             per = requests // 8 + warmup // 8
             frames = [edit_frames(token, k, replica, per) for k in eight]
             stats_8, pairs = drive_frames(
                 frontend, frames, warmup=warmup // 8, broker_key=cluster.broker_key
             )
-            check_pairs(pairs)
+            check_pairs(pairs, copies=quorum)
             whole = None
             if whole_client:
                 list_id = client.create("bench")
@@ -371,21 +402,103 @@ def _cluster_round_trips(
     return stats_1, stats_8, whole
 
 
-def measure_round_trips(data_dir: Path, *, requests: int, warmup: int = 200) -> LatencyReport:
-    """Measure the raw hop and the cluster in one run (see the module notes); also a
-    cluster with one server, to show what replication to two peers costs."""
-    (data_dir / "raw").mkdir(parents=True)
-    with raw_hop(data_dir / "raw") as endpoint:
+def _raw_round_trips(data_dir: Path, *, requests: int, warmup: int) -> tuple[HopStats, HopStats]:
+    """The raw hop's 1-client and 8-client round trips."""
+    data_dir.mkdir(parents=True)
+    with raw_hop(data_dir) as endpoint:
         raw_1 = drive_req(endpoint, clients=1, requests=requests, warmup=warmup)
         raw_8 = drive_req(endpoint, clients=8, requests=requests, warmup=warmup)
+    return raw_1, raw_8
+
+
+def measure_round_trips(data_dir: Path, *, requests: int, warmup: int = 200) -> LatencyReport:
+    """Measure the raw hop and the cluster in one run (see the module notes): 3 servers
+    at W = 2 (the default) and at W = 1; also a cluster with one server, to show what
+    replication to two peers costs."""
+    raw_1, raw_8 = _raw_round_trips(data_dir / "raw", requests=requests, warmup=warmup)
     cluster_1, cluster_8, whole = _cluster_round_trips(
-        data_dir / "cluster", servers=3, requests=requests, warmup=warmup, whole_client=True
+        data_dir / "cluster",
+        servers=3,
+        requests=requests,
+        warmup=warmup,
+        whole_client=True,
+        write_quorum=2,
     )
     assert whole is not None
+    w1_1, w1_8, _ = _cluster_round_trips(
+        data_dir / "w1",
+        servers=3,
+        requests=requests,
+        warmup=warmup,
+        whole_client=False,
+        write_quorum=1,
+    )
     single_1, single_8, _ = _cluster_round_trips(
         data_dir / "single", servers=1, requests=requests, warmup=warmup, whole_client=False
     )
-    return LatencyReport(raw_1, raw_8, cluster_1, cluster_8, whole, single_1, single_8)
+    return LatencyReport(raw_1, raw_8, cluster_1, cluster_8, whole, single_1, single_8, w1_1, w1_8)
+
+
+# -- write quorum: W = 1 against W = 2 --------------------------------------------------------
+
+
+QUORUM_SETUPS = ("raw", "w1", "w2")
+"""What a write-quorum round measures: the raw hop, then 3 servers at W = 1 and W = 2."""
+
+
+@attrs.frozen
+class QuorumReport:
+    """The raw hop and 3 servers (3 replicas) at W = 1 and W = 2, 1 and 8 clients, in
+    one run of ``rounds`` rounds; each round measures every setup in a fresh cluster,
+    in an order turned by one setup from the round before (so none is always first).
+
+    Attributes:
+        runs: setup (``raw``, ``w1``, ``w2``) -> clients (1, 8) -> one HopStats per
+            round.
+        orders: the order of the setups in each round.
+    """
+
+    runs: dict[str, dict[int, list[HopStats]]]
+    orders: list[tuple[str, ...]]
+
+    def median(self, setup: str, clients: int) -> HopStats:
+        """The median of each figure over the rounds."""
+        runs = self.runs[setup][clients]
+        return HopStats(
+            clients=clients,
+            requests=sum(r.requests for r in runs),
+            median_us=statistics.median(r.median_us for r in runs),
+            p99_us=statistics.median(r.p99_us for r in runs),
+            per_second=statistics.median(r.per_second for r in runs),
+        )
+
+
+def measure_quorum(
+    data_dir: Path, *, requests: int, warmup: int = 200, rounds: int = 3
+) -> QuorumReport:
+    """W = 1 against W = 2 beside the raw hop (see :class:`QuorumReport`): every
+    setup's 1-client and 8-client round trips, ``rounds`` times."""
+    runs: dict[str, dict[int, list[HopStats]]] = {s: {1: [], 8: []} for s in QUORUM_SETUPS}
+    orders = []
+    for i in range(rounds):
+        order = QUORUM_SETUPS[i % 3 :] + QUORUM_SETUPS[: i % 3]
+        orders.append(order)
+        for setup in order:
+            where = data_dir / f"{setup}-{i}"
+            if setup == "raw":
+                one, eight = _raw_round_trips(where, requests=requests, warmup=warmup)
+            else:
+                one, eight, _ = _cluster_round_trips(
+                    where,
+                    servers=3,
+                    requests=requests,
+                    warmup=warmup,
+                    whole_client=False,
+                    write_quorum=int(setup[1:]),
+                )
+            runs[setup][1].append(one)
+            runs[setup][8].append(eight)
+    return QuorumReport(runs, orders)
 
 
 # -- heal to convergence ----------------------------------------------------------------------
@@ -483,10 +596,19 @@ def _relayed(cluster: LocalCluster) -> dict[str, int]:
     return out
 
 
-def _fill(state: ShoppingList, replica: str, items: int) -> ShoppingList:
-    """One edit that adds ``items`` items (the list's starting content)."""
-    delta = state.add_item(replica, ITEMS[0])
-    for k in range(1, items):
+FILL_EDIT = 500
+"""Most items one edit adds while a list is filled: a push of 10,000 items at once is
+never acknowledged at W = 2 here (the peer's part, a 478 KB replicate decoded, joined
+and committed, takes longer than the servers' 0.4 s write timeout, and every retry
+does it again), so a big list is filled in edits of this size, each acknowledged
+before the next."""
+
+
+def _fill(state: ShoppingList, replica: str, items: int, first: int = 0) -> ShoppingList:
+    """One edit that adds items ``first`` .. ``items - 1`` (the list's starting
+    content)."""
+    delta = ShoppingList()
+    for k in range(first, items):
         delta.join(state.add_item(replica, ITEMS[k] if k < len(ITEMS) else f"thing {k}"))
     return delta
 
@@ -494,11 +616,12 @@ def _fill(state: ShoppingList, replica: str, items: int) -> ShoppingList:
 def measure_wire_bytes(
     data_dir: Path, *, sizes: Sequence[int], edits: int, quiet: float = 3.0
 ) -> list[BytesRow]:
-    """Per list size: fill a list, let every server hold it, then make ``edits`` edits one
-    at a time (each acknowledged and on every server before the next), counting every
-    byte every link proxy relays; subtract the background rate measured over ``quiet``
-    seconds of no edits. Anti-entropy is set far apart so that it does not run during
-    the count (its digests are one small message per peer and round, whatever the size)."""
+    """Per list size: fill a list (in edits of at most :data:`FILL_EDIT` items), let
+    every server hold it, then make ``edits`` edits one at a time (each acknowledged and
+    on every server before the next), counting every byte every link proxy relays;
+    subtract the background rate measured over ``quiet`` seconds of no edits.
+    Anti-entropy is set far apart so that it does not run during the count (its digests
+    are one small message per peer and round, whatever the size)."""
     timing = Timing(heartbeat=1.0, anti_entropy=3600.0, liveness=3.0, zmq_heartbeat=1.0)
     rows = []
     with local_cluster(data_dir, timing=timing, proxies=True) as cluster:
@@ -508,7 +631,11 @@ def measure_wire_bytes(
         try:
             for size in sizes:
                 list_id = client.create(f"{size} items")
-                client.edit(list_id, lambda s, r: _fill(s, r, size))  # noqa: B023 - at once
+                for first in range(0, size, FILL_EDIT):
+                    last = min(size, first + FILL_EDIT)
+                    client.edit(list_id, lambda s, r: _fill(s, r, last, first))  # noqa: B023
+                    if not client.run(lambda: client.queued(list_id) == 0, 60.0):  # noqa: B023
+                        raise TimeoutError(f"items {first} .. {last - 1} were not acknowledged")
                 _settle(cluster, client, list_id)
                 before = _relayed(cluster)
                 time.sleep(quiet)  # the background: heartbeats only
@@ -586,18 +713,31 @@ def latency_table(report: LatencyReport) -> list[str]:
             f"{s.per_second:,.0f} | {versus} |"
         )
 
+    w1 = ratio(report.w1_1, report.raw_1)
+    w8 = ratio(report.w1_8, report.raw_8)
     row("raw hop + durable commit", report.raw_1, "")
     row(
-        "edit through broker and server",
+        "edit through broker and server, W = 2",
         report.cluster_1,
         f"median {_fmt_ratio(r1['median'])}, p99 {_fmt_ratio(r1['p99'])}",
     )
+    row(
+        "edit through broker and server, W = 1",
+        report.w1_1,
+        f"median {_fmt_ratio(w1['median'])}, p99 {_fmt_ratio(w1['p99'])}",
+    )
     row("raw hop + durable commit", report.raw_8, "")
     row(
-        "edits through broker and server",
+        "edits through broker and server, W = 2",
         report.cluster_8,
         f"throughput {_fmt_ratio(r8['throughput'])} (median {_fmt_ratio(r8['median'])}, "
         f"p99 {_fmt_ratio(r8['p99'])})",
+    )
+    row(
+        "edits through broker and server, W = 1",
+        report.w1_8,
+        f"throughput {_fmt_ratio(w8['throughput'])} (median {_fmt_ratio(w8['median'])}, "
+        f"p99 {_fmt_ratio(w8['p99'])})",
     )
     row(
         "whole client: local write, round trip, ack write",
@@ -615,6 +755,49 @@ def latency_table(report: LatencyReport) -> list[str]:
         "one server, no peers (diagnostic)",
         report.single_8,
         f"throughput {_fmt_ratio(s8['throughput'])}",
+    )
+    return lines
+
+
+def quorum_table(report: QuorumReport) -> list[str]:
+    """The W = 1 against W = 2 table (medians over the rounds), as markdown lines."""
+    rounds = len(report.orders)
+    lines = [
+        f"| what | clients | median us | p99 us | per s | per s, each round | "
+        f"vs raw hop (medians of {rounds} rounds) |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    labels = {
+        "raw": "raw hop + durable commit",
+        "w1": "3 servers, W = 1",
+        "w2": "3 servers, W = 2 (default)",
+    }
+    for clients in (1, 8):
+        raw = report.median("raw", clients)
+        for setup in QUORUM_SETUPS:
+            s = report.median(setup, clients)
+            each = ", ".join(f"{r.per_second:,.0f}" for r in report.runs[setup][clients])
+            versus = ""
+            if setup != "raw":
+                r = ratio(s, raw)
+                versus = (
+                    f"median {_fmt_ratio(r['median'])}, p99 {_fmt_ratio(r['p99'])}"
+                    if clients == 1
+                    else f"throughput {_fmt_ratio(r['throughput'])}"
+                )
+            lines.append(
+                f"| {labels[setup]} | {clients} | {s.median_us:,.0f} | {s.p99_us:,.0f} | "
+                f"{s.per_second:,.0f} | {each} | {versus} |"
+            )
+    w1, w2 = report.median("w1", 1), report.median("w2", 1)
+    t1, t2 = report.median("w1", 8), report.median("w2", 8)
+    lines.append("")
+    lines.append(
+        f"W = 2 against W = 1: round trip {w2.median_us / w1.median_us:.2f}x "
+        f"({(w2.median_us - w1.median_us) / 1000:+.2f} ms), 8-client throughput "
+        f"{t2.per_second / t1.per_second:.2f}x. Orders of the rounds: "
+        + "; ".join(" ".join(o) for o in report.orders)
+        + "."
     )
     return lines
 
@@ -661,7 +844,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["latency", "convergence", "bytes"])
+    parser.add_argument("--only", choices=["latency", "quorum", "convergence", "bytes"])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of the W = 1 against W = 2 measurement (default 3; 1 with --quick)",
+    )
     args = parser.parse_args(argv)
     requests = 1000 if args.quick else args.requests
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
@@ -669,6 +857,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only in (None, "latency"):
             report = measure_round_trips(data / "latency", requests=requests)
             print("\n".join(latency_table(report)) + "\n", flush=True)
+        if args.only in (None, "quorum"):
+            rounds = args.rounds if args.rounds is not None else 1 if args.quick else 3
+            if rounds < 1:
+                parser.error("--rounds must be at least 1")
+            quorum = measure_quorum(data / "quorum", requests=requests, rounds=rounds)
+            print("\n".join(quorum_table(quorum)) + "\n", flush=True)
         if args.only in (None, "convergence"):
             repeats = 2 if args.quick else 3
             rows = [
