@@ -38,6 +38,7 @@ from reference_cluster.protocol.messages import (
     Hint,
     MembershipUpdate,
     Message,
+    Propagate,
     Replicate,
     Stored,
     SyncRequest,
@@ -418,3 +419,24 @@ def test_a_hint_for_a_list_the_server_now_holds_is_joined_in_and_then_dropped() 
         store.drop_hint(drop),
         set(store.lists[list_id].value),
     )
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_anti_entropy_descends_the_tree_at_any_epoch(epoch: int) -> None:
+    """Two servers share 100 lists and one misses an edit: one round of anti-entropy
+    repairs it whatever the epoch (the tree's deeper nodes carry the epoch too)."""
+    members = Membership(["s1", "s2"], epoch)
+    ids = [str(uuid.UUID(int=1000 + i, version=4)) for i in range(100)]
+    mesh = Mesh(["s1", "s2"], members)
+    for name in ("s1", "s2"):
+        for k in ids:
+            mesh.stores[name].lists[k] = AWORSet().add("c1", k)
+    mesh.cores = {s: core(s, mesh.stores[s], members) for s in ("s1", "s2")}
+    missed = AWORSet().add("c2", "late")
+    mesh.drop = lambda _src, _dst, _msg: True
+    mesh.carry(
+        "s1", mesh.cores["s1"].receive("s9", encode(Propagate("s9", ids[7], missed.to_dict())), 0.0)
+    )
+    mesh.drop = lambda _src, _dst, _msg: False
+    mesh.carry("s1", mesh.cores["s1"]._anti_entropy_round(0.0))
+    assert missed <= mesh.stores["s2"].lists[ids[7]]

@@ -1339,7 +1339,7 @@ class ServerCore(Generic[S]):
                     deeper[prefix + digit] = node_hex(kids.get(prefix + digit, 0))
         out: list[Effect] = []
         if deeper:
-            out.append(Send(peer, AeTree(self.server_id, msg.round, deeper)))
+            out.append(Send(peer, AeTree(self.server_id, msg.round, deeper, self.membership.epoch)))
         out.extend(self._leaves(peer, tree, msg.round, leaves))
         return out
 
