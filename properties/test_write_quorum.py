@@ -360,3 +360,29 @@ def test_a_damaged_hint_row_is_left_out(sqlite_store: ServerStore[AWORSet]) -> N
     with sqlite_store._transaction("damage") as conn:
         conn.execute("UPDATE hints SET state = '{\"type\": 1}' WHERE holder = ?", (SECOND,))
     assert [(LIST, THIRD)] == list(sqlite_store.hints())
+
+
+def test_a_retry_while_the_copies_are_on_their_way_joins_its_quorum() -> None:
+    """A large push takes the other holders longer than the client waits: the client's
+    retry (same request id) does not ask them again, it waits for the same copies, and
+    their late confirmation acknowledges the retry."""
+    c = core(COORD)
+    delta = AWORSet().add("c1", "milk")
+    first = c.receive("b1", push(delta, "big.1"), 0.0)
+    durable(c, first)
+    (ask,) = {m.ask for _, m in sends(first) if isinstance(m, Replicate)}
+    retry = encode(Forward("client-2", SyncRequest("big.1", LIST, "c1", 1, None, delta.to_dict())))
+    again = c.receive("b2", retry, 0.5)
+    asked_again = [m for _, m in sends(again) if isinstance(m, Replicate | Hint)]
+    durable(c, again, 0.5)
+    timers = replies(c.on_timer(0.8))
+    out = deliver(c, SECOND, Stored(SECOND, LIST, ask), 1.0)
+    ((to, msg),) = sends(out)
+    assert isinstance(msg, Deliver)
+    assert ([], [], "b2", "client-2", 2) == (
+        asked_again,
+        timers,
+        to,
+        msg.client,
+        msg.reply.copies,  # type: ignore[union-attr]
+    )

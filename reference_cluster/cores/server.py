@@ -100,10 +100,12 @@ hint for a holder (Rule 12). The reply says how many (:attr:`SyncReply.copies`).
 confirms only after its own write of the delta is durable, and writes it again if it
 already held it, as Rule 1 does for a client's retry; a confirmation counts only from a
 server asked for that push and that list, once. A push short of W at
-``config.write_timeout`` is answered with the retryable ``unavailable`` (what was
-written stays written and spreads as any write does); the client retries, and every copy
-is asked again. With W = 1 nothing waits: a push is acknowledged once durable here and
-propagated as before.
+``config.write_timeout`` after its latest attempt is answered with the retryable
+``unavailable`` (what was written stays written and spreads as any write does). A retry
+of a push (the same request id and delta) while its copies are on their way joins it:
+the other servers are not asked again, and the acknowledgement goes to the retry; a
+retry after the push was answered asks every copy again. With W = 1 nothing waits: a
+push is acknowledged once durable here and propagated as before.
 
 Rule 12 (sloppy quorum and hinted handoff). A holder that has not confirmed a push
 within ``config.hint_after`` is taken for silent until any message of it arrives. For as
@@ -222,8 +224,10 @@ class ServerConfig:
         check_buckets_per_round: tree buckets re-checked each round (Rule 5).
         hint_after: seconds a holder has to confirm a write before hints go out for
             it (Rule 12).
-        write_timeout: seconds a push waits for its write quorum before the client is
-            told ``unavailable`` (Rule 11); below the clients' request timeout.
+        write_timeout: seconds a push waits for its write quorum, from its latest
+            attempt, before the client is told ``unavailable`` (Rule 11). Longer than a
+            client's request timeout: a retry joins the push still waiting, so copies
+            that take long (a large push) are waited for, not started over.
     """
 
     heartbeat_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
@@ -233,7 +237,7 @@ class ServerConfig:
     sweep_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
     check_buckets_per_round: int = attrs.field(default=16, validator=attrs.validators.ge(0))
     hint_after: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
-    write_timeout: float = attrs.field(default=0.4, validator=attrs.validators.gt(0))
+    write_timeout: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
 
 
 @attrs.define
@@ -349,6 +353,8 @@ class ServerCore(Generic[S]):
         hints and handoffs (Rules 11 to 13)."""
         self._quorums: dict[int, Quorum] = {}
         """Ask -> a client's push waiting for its write quorum (Rule 11)."""
+        self._by_request: dict[tuple[str, str], int] = {}
+        """(list, request id) -> the ask of the push waiting for its copies."""
         self._peer_acks: dict[int, tuple[str, str, int]] = {}
         """Token -> (server, list, ask) of a write a peer waits to hear is durable."""
         self._silent: dict[str, float] = {}
@@ -587,8 +593,8 @@ class ServerCore(Generic[S]):
             self._unpin(token, failed=True)
         if pending is None:
             return []
-        if pending.ask is not None:
-            self._quorums.pop(pending.ask, None)
+        if pending.ask is not None and pending.ask in self._quorums:
+            self._end_quorum(pending.ask)
         reply = ErrorReply(pending.request_id, "persist_failed", reason[:200])
         return [Send(pending.broker, Deliver(pending.client, reply))]
 
@@ -992,9 +998,15 @@ class ServerCore(Generic[S]):
         req = fwd.request
         write = self._apply(req.list_id, delta)
         out: list[Effect] = []
+        joined = self._join_quorum(broker, fwd, delta, ctx, now)
+        if joined is not None:  # a retry while its copies are on their way (Rule 11)
+            write = write or self._write(req.list_id, delta)
+            self._pending[write.token] = joined
+            return [write]
         ask = None if self.write_quorum == 1 else self._new_ask()
         reply = PendingReply(broker, fwd.client, req.request_id, req.list_id, ctx, req.since, ask)
         if ask is not None:
+            self._by_request[(req.list_id, req.request_id)] = ask
             if write is None:  # a retry: every copy is asked to confirm again
                 write = self._write(req.list_id, delta)
             out.extend(self._ask_quorum(reply, delta, now))
@@ -1009,6 +1021,28 @@ class ServerCore(Generic[S]):
         return out
 
     # -- write quorum and hinted handoff (Rules 11 and 12) --------------------------------
+
+    def _join_quorum(
+        self, broker: str, fwd: Forward, delta: S, ctx: DotContext | None, now: float
+    ) -> PendingReply | None:
+        """If the same push (its request id, its delta) is still waiting for its copies,
+        make this attempt the one its acknowledgement goes to, give it a new deadline,
+        and return its reply; else None (the other servers are not asked again)."""
+        req = fwd.request
+        ask = self._by_request.get((req.list_id, req.request_id))
+        quorum = None if ask is None else self._quorums.get(ask)
+        if quorum is None or quorum.delta != delta.to_dict():
+            return None
+        reply = PendingReply(broker, fwd.client, req.request_id, req.list_id, ctx, req.since, ask)
+        quorum.reply = reply
+        quorum.deadline = now + self.config.write_timeout
+        return reply
+
+    def _end_quorum(self, ask: int) -> Quorum:
+        """Forget the push ``ask`` waits for (met, given up, or failed here)."""
+        quorum = self._quorums.pop(ask)
+        self._by_request.pop((quorum.list_id, quorum.reply.request_id), None)
+        return quorum
 
     def _new_ask(self) -> int:
         self._next_ask = (self._next_ask + 1) % (1 << 53)
@@ -1053,7 +1087,7 @@ class ServerCore(Generic[S]):
         out: list[Effect] = []
         for ask, quorum in list(self._quorums.items()):
             if quorum.deadline <= now:
-                del self._quorums[ask]
+                self._end_quorum(ask)
                 out.extend(self._give_up(ask, quorum))
             elif quorum.hint_at <= now:
                 quorum.hint_at = now + self.config.hint_after
@@ -1078,7 +1112,7 @@ class ServerCore(Generic[S]):
         """Acknowledge the push if enough servers hold it now (Rule 11)."""
         if not quorum.met:
             return []
-        del self._quorums[ask]
+        self._end_quorum(ask)
         return [self._acknowledge(quorum.reply, quorum.copies)]
 
     def _on_stored(self, peer: str, msg: Stored) -> list[Effect]:
