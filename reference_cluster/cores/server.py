@@ -124,6 +124,27 @@ hint is dropped from memory and from the store, at that state's digest
 (:class:`~reference_cluster.protocol.effects.DropHint`), so a hint that grew since is
 handed again rather than lost. A hint is not a list: it is never served, and it is not
 in any hash tree.
+
+Rule 13 (membership changes). The membership (the member servers and their peer end
+points, at an epoch) changes when an operator says so
+(:class:`~reference_cluster.protocol.messages.MembershipUpdate`, :meth:`ServerCore.adopt`).
+A server adopts a later one (:meth:`~reference_cluster.protocol.placement.Membership.later_than`:
+epoch 0, its own flags, never replaces another), records it first
+(:class:`~reference_cluster.protocol.effects.SaveMembership`), and sends it to every
+server of the old and the new membership; it answers an older one with its own. Every
+tree message carries the sender's epoch: trees are compared only at equal epochs, and a
+peer at another epoch is answered with this server's membership. On adopting, the server
+places every list by the new membership and builds its trees anew: a list it no longer
+holds leaves memory (once its writes are done) and is handed over, each anti-entropy round
+(at most :data:`MAX_HANDOFFS` lists), to each of its holders as a ``Replicate`` of its
+stored state; once every holder has confirmed the state the store still has, the list is
+forgotten (:class:`~reference_cluster.protocol.effects.DropList`, at that digest, so a
+state that changed since is handed over again). Lists found in the store at start that
+this server does not hold are handed over the same way. A hint whose holder no longer
+holds the list goes to the list's first holder, and one for a list this server now holds
+is joined into it and dropped once that write is durable. A server that is not a member
+serves nothing, hands everything over (:attr:`ServerCore.handing` counts what is left),
+and still sends its empty tree root, so that it hears of later changes.
 """
 
 from __future__ import annotations
