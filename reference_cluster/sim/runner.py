@@ -283,16 +283,7 @@ class Simulation:
         self.edits: list[EditRecord] = []
         self._queued: dict[tuple[str, str, int], EditRecord] = {}
         self._issued: dict[tuple[str, str, int], int] = {}
-        self.reused_dots = self.shrunk = self.acked_not_durable = self.short_replies = 0
-        self.lost_handoffs = self.forged = 0
-        # encoded reply -> (the server, the list's state there when it replied)
-        self._replied: dict[bytes, tuple[str, Any]] = {}
-        self._pushes: dict[str, tuple[str, Any]] = {}
-        """request id -> (list id, encoded delta) of every push a client sent; every
-        attempt of a request carries the same delta."""
-        self._asks: dict[tuple[str, int], tuple[str, Any]] = {}
-        """(server, ask) -> (list id, encoded delta) of every write a server asked
-        others to confirm (a :class:`Replicate` or a :class:`Hint`)."""
+        self._init_checks()
         self.problems: list[str] = []
         self._snapshots: dict[tuple[str, str, str], Any] = {}
         self._samples: list[tuple[float, tuple[str, ...]]] = []
@@ -302,6 +293,21 @@ class Simulation:
         self._synced_final: set[str] = set()
         self.messages = self.wire_bytes = self.client_messages = self.client_bytes = 0
         self.stats: Counter[str] = Counter()
+
+    def _init_checks(self) -> None:
+        """What the checks during the run count and remember."""
+        self.reused_dots = self.shrunk = self.acked_not_durable = self.short_replies = 0
+        self.lost_handoffs = self.forged = 0
+        self._forgotten: dict[tuple[str, str], Any] = {}
+        """(server, list) -> the state it forgot after a handoff that passed the check."""
+        # encoded reply -> (the server, the list's state there when it replied)
+        self._replied: dict[bytes, tuple[str, Any]] = {}
+        self._pushes: dict[str, tuple[str, Any]] = {}
+        """request id -> (list id, encoded delta) of every push a client sent; every
+        attempt of a request carries the same delta."""
+        self._asks: dict[tuple[str, int], tuple[str, Any]] = {}
+        """(server, ask) -> (list id, encoded delta) of every write a server asked
+        others to confirm (a :class:`Replicate` or a :class:`Hint`)."""
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -423,7 +429,8 @@ class Simulation:
     def _check_handoff(self, node: _Node, effect: DropList) -> None:
         """A server forgets a list it no longer holds only once every holder of the
         list (by its membership) holds what it forgets durably (Rule 13 of the server
-        core)."""
+        core), or has itself handed at least that on and forgotten it (a later
+        membership took the list from it, and its own forgetting passed this check)."""
         state = self.server_stores[node.name].lists.get(effect.list_id)
         if state is None or state.digest() != effect.digest:
             return
@@ -431,9 +438,13 @@ class Simulation:
         short = [
             h
             for h in held
-            if h != node.name and not self.server_stores[h].holds(effect.list_id, state)
+            if h != node.name
+            and not self.server_stores[h].holds(effect.list_id, state)
+            and not state <= self._forgotten.get((h, effect.list_id), self.model.doc_type())
         ]
-        if short:
+        if not short:
+            self._forgotten[(node.name, effect.list_id)] = state.copy()
+        else:
             self.lost_handoffs += 1
             self.problems.append(
                 f"{node.name} forgot list {effect.list_id[:8]} before {', '.join(short)} "
