@@ -293,9 +293,11 @@ class Server:
         """Dial every member with a known end point that this server does not reach yet
         (or reaches at another end point)."""
         for peer_id, endpoint in sorted(addresses.items()):
-            if peer_id == self.settings.server_id or not endpoint:
+            if peer_id == self.settings.server_id:
                 continue
-            if self._dialed.get(peer_id) == endpoint:
+            # A member dials with its id as routing id: know it even before dialing it.
+            self._peer_ids[peer_id.encode()] = peer_id
+            if not endpoint or self._dialed.get(peer_id) == endpoint:
                 continue
             old = self._out.pop(peer_id, None)
             if old is not None:
@@ -306,7 +308,6 @@ class Server:
             except (KeysMissing, ValueError, zmq.ZMQError) as exc:
                 log.error("server %s: cannot reach %s: %s", self.settings.server_id, peer_id, exc)
                 continue
-            self._peer_ids[peer_id.encode()] = peer_id
             self._watch(sock, peer_id)
 
     def _redial(self, now: float) -> None:
