@@ -432,6 +432,21 @@ def _settled_pull(endpoint: str, key: bytes, client: Client, list_id: str, attem
     )
 
 
+_SHOPLIST = (sys.executable, "-m", "reference_cluster.cli.shoplist")
+
+
+def _cluster_up(home: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """``shoplist cluster up --json --quiet FLAGS`` as a child (anti-entropy every 0.5 s);
+    the caller stops it by pid."""
+    return subprocess.Popen(
+        [*_SHOPLIST, "cluster", "up", "--json", "--quiet", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=cli_env(home, {"SHOPLIST_ANTI_ENTROPY": "0.5"}),
+    )
+
+
 @pytest.mark.timeout(150)
 def test_cluster_up_with_5_servers_keeps_a_list_on_its_3_holders(tmp_path: Path) -> None:
     """``cluster up --servers 5 --replicas 3``: both brokers hold s1..s5 live; an edit
@@ -442,28 +457,8 @@ def test_cluster_up_with_5_servers_keeps_a_list_on_its_3_holders(tmp_path: Path)
     children."""
     base = str(free_base_port(servers=5))
     data = tmp_path / "data"
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_cluster.cli.shoplist",
-            "cluster",
-            "up",
-            "--json",
-            "--quiet",
-            "--servers",
-            "5",
-            "--replicas",
-            "3",
-            "--base-port",
-            base,
-            "--data-dir",
-            str(data),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=cli_env(tmp_path, {"SHOPLIST_ANTI_ENTROPY": "0.5"}),
+    up = _cluster_up(
+        tmp_path, "--servers", "5", "--replicas", "3", "--base-port", base, "--data-dir", str(data)
     )
     client: Client | None = None
     try:
@@ -590,26 +585,7 @@ def test_cluster_up_follows_add_server_and_remove_server(tmp_path: Path) -> None
     base = str(free_base_port(servers=4))
     data = tmp_path / "data"
     common = ["--base-port", base, "--data-dir", str(data)]
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_cluster.cli.shoplist",
-            "cluster",
-            "up",
-            "--json",
-            "--quiet",
-            "--servers",
-            "3",
-            "--replicas",
-            "2",
-            *common,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=cli_env(tmp_path, {"SHOPLIST_ANTI_ENTROPY": "0.5"}),
-    )
+    up = _cluster_up(tmp_path, "--servers", "3", "--replicas", "2", *common)
     try:
         first_line(up, timeout=60)
         added = run_cli("cluster", "add-server", "--data-dir", str(data), home=tmp_path)

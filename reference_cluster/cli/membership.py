@@ -184,13 +184,8 @@ def cmd_add_server(args: argparse.Namespace, out: Any, data_dir: Path) -> int:
     if keys.exists():
         ensure_keys(keys, [name])  # the members trust it once they follow the new epoch
     new = attrs.evolve(record, servers=(*record.servers, name), epoch=record.epoch + 1)
-    path = write_record(data_dir, new)
-    out.emit(
-        {"server": name, "epoch": new.epoch, "servers": ordered(new.servers), "record": str(path)},
-        f"{name} joins at membership epoch {new.epoch} ({' '.join(ordered(new.servers))}): "
-        "the running `cluster up` starts it, and the servers hand it the lists it now holds",
-    )
-    return 0
+    what = "the running `cluster up` starts it, and the servers hand it the lists it now holds"
+    return _save(data_dir, new, out, f"{name} joins", what, name=name)
 
 
 def cmd_remove_server(args: argparse.Namespace, out: Any, data_dir: Path) -> int:
@@ -207,11 +202,17 @@ def cmd_remove_server(args: argparse.Namespace, out: Any, data_dir: Path) -> int
         epoch=record.epoch + 1,
         left=(*record.left, name),
     )
+    what = "it hands its lists to their holders, and the running `cluster up` then stops it"
+    return _save(data_dir, new, out, f"{name} leaves", what, name=name)
+
+
+def _save(data_dir: Path, new: Record, out: Any, change: str, what: str, *, name: str) -> int:
+    """Write the record at its new epoch and say what follows."""
     path = write_record(data_dir, new)
+    members = ordered(new.servers)
     out.emit(
-        {"server": name, "epoch": new.epoch, "servers": ordered(new.servers), "record": str(path)},
-        f"{name} leaves at membership epoch {new.epoch} ({' '.join(ordered(new.servers))}): "
-        "it hands its lists to their holders, and the running `cluster up` then stops it",
+        {"server": name, "epoch": new.epoch, "servers": members, "record": str(path)},
+        f"{change} at membership epoch {new.epoch} ({' '.join(members)}): {what}",
     )
     return 0
 
@@ -264,7 +265,5 @@ class Follower:
             lines.extend(f"server {name} left; it hands its lists over" for name in leaving)
         except (RuntimeError, TimeoutError, ValueError) as exc:
             lines.append(f"membership epoch {record.epoch} not taken: {str(exc).splitlines()[0]}")
-        lines.append(
-            f"membership epoch {cluster.epoch}: {' '.join(ordered(cluster.members))}"
-        )
+        lines.append(f"membership epoch {cluster.epoch}: {' '.join(ordered(cluster.members))}")
         return lines
